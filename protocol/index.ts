@@ -1,0 +1,86 @@
+/**
+ * The taskweb v1 wire format as a library: the JSON-LD context, the activity and object
+ * types with their builders and parsers, the JSON Schemas, body limits, digests, the
+ * origin rules and task ids.
+ *
+ * It depends on no server: a taskweb cluster, a third-party implementation's tests and the
+ * conformance suite all use it the same way. Parsers never throw on untrusted input; they
+ * return a {@link ParseResult} whose failure carries a {@link ParseFailureCode}.
+ *
+ * A receiver typically runs `checkJsonLimits` on the raw body, verifies signatures, then
+ * calls `parseActivity` on the JSON.
+ *
+ * @packageDocumentation
+ */
+export {
+  ACTIVITYSTREAMS_CONTEXT_URL,
+  CONTEXT,
+  CONTEXT_WITH_DATA_INTEGRITY,
+  DATA_INTEGRITY_CONTEXT_URL,
+  PROTOCOL_VERSION,
+  TASKWEB_CONTEXT,
+  TASKWEB_NAMESPACE,
+  checkTaskwebContext,
+} from "./context.ts";
+export type { TaskwebContext } from "./context.ts";
+export { PARSE_FAILURE_CODES } from "./result.ts";
+export type { ParseFailure, ParseFailureCode, ParseResult } from "./result.ts";
+export {
+  PUBLIC_COLLECTION,
+  TASK_STATES,
+  buildArtifactObject,
+  buildArtifactPublished,
+  buildTaskCompleted,
+  buildTaskFailed,
+  buildTaskObject,
+  parseActivity,
+  parseArtifactObject,
+  parseTaskObject,
+} from "./activities.ts";
+export type {
+  ActivityFields,
+  ActivityInit,
+  ActivityJsonFields,
+  ArtifactDocumentJson,
+  ArtifactObject,
+  ArtifactObjectInit,
+  ArtifactObjectJson,
+  ArtifactPublishedActivity,
+  ArtifactPublishedInit,
+  ArtifactPublishedJson,
+  DateTimeInput,
+  ObjectParseOptions,
+  TaskCompletedActivity,
+  TaskCompletedInit,
+  TaskCompletedJson,
+  TaskDocumentJson,
+  TaskFailedActivity,
+  TaskFailedInit,
+  TaskFailedJson,
+  TaskObject,
+  TaskObjectInit,
+  TaskObjectJson,
+  TaskRequires,
+  TaskState,
+  TaskwebActivity,
+  UrlInput,
+} from "./activities.ts";
+export { ACTIVITY_KINDS, normaliseTypeName } from "./type-names.ts";
+export type { TaskwebActivityKind } from "./type-names.ts";
+export { SCHEMA_NAMES, schemaDocuments, schemaId, validateAgainstSchema } from "./schemas.ts";
+export type { SchemaName } from "./schemas.ts";
+export { DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_DEPTH, checkJsonLimits } from "./limits.ts";
+export type { JsonLimitsOptions } from "./limits.ts";
+export {
+  checkContentDigest,
+  contentDigestOf,
+  createSha256,
+  formatContentDigest,
+  isSha256Hex,
+  parseContentDigest,
+  sha256Hex,
+  sha256OfStream,
+} from "./digest.ts";
+export type { Sha256Hasher } from "./digest.ts";
+export { originOf, parseHttpUrl, sameOrigin } from "./origin.ts";
+export { isTaskId, newSlugId } from "./ids.ts";

@@ -1,0 +1,214 @@
+/**
+ * The `taskweb` command.
+ * @module
+ */
+import { Command, CommanderError, Option } from "commander";
+import { readConfig, type ConfigOverrides } from "../config.ts";
+import { startCluster, type ClusterRoles } from "../cluster.ts";
+import { openDatabase } from "../store/database.ts";
+import { migrateToLatest } from "../store/migrate.ts";
+import { VERSION } from "../version.ts";
+import { runDemo } from "./demo.ts";
+import { setUpLogging } from "./logging.ts";
+import { apiRequest, type ApiTarget } from "./api-client.ts";
+import { readFile } from "node:fs/promises";
+
+interface ServerFlags {
+  port?: string;
+  host?: string;
+  name?: string;
+  data?: string;
+  publicUrl?: string;
+  concurrency?: string;
+}
+
+function overrides(flags: ServerFlags): ConfigOverrides {
+  const o: ConfigOverrides = {};
+  if (flags.port != null) {
+    const port = Number(flags.port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CommanderError(2, "bad-port", `--port must be 0–65535, got ${flags.port}`);
+    o.port = port;
+  }
+  if (flags.host != null) o.host = flags.host;
+  if (flags.name != null) o.name = flags.name;
+  if (flags.data != null) o.dataDir = flags.data;
+  if (flags.publicUrl != null) o.publicUrl = flags.publicUrl;
+  if (flags.concurrency != null) {
+    const n = Number(flags.concurrency);
+    if (!Number.isInteger(n) || n < 1) throw new CommanderError(2, "bad-concurrency", "--concurrency must be a positive integer");
+    o.workerConcurrency = n;
+  }
+  return o;
+}
+
+function serverOptions(cmd: Command): Command {
+  return cmd
+    .option("-p, --port <port>", "port to listen on (env PORT)", undefined)
+    .option("--host <host>", "address to listen on (env HOST)")
+    .option("-n, --name <name>", "cluster name, the actor is /clusters/<name> (env TASKWEB_NAME)")
+    .option("-d, --data <dir>", "data directory of the embedded database (env TASKWEB_DATA_DIR)")
+    .option("--public-url <url>", "origin other clusters reach this one at (env TASKWEB_PUBLIC_URL)")
+    .option("-c, --concurrency <n>", "tasks run at once by this process (env WORKER_CONCURRENCY)");
+}
+
+/** Runs until SIGINT/SIGTERM, then stops the cluster cleanly. */
+async function serve(flags: ServerFlags, roles: ClusterRoles): Promise<number> {
+  const config = readConfig(process.env, overrides(flags));
+  const cluster = await startCluster(config, { roles });
+  const lines = [
+    `taskweb ${VERSION} · cluster "${config.name}" (${roles.web && roles.worker ? "web + worker" : roles.web ? "web" : "worker"})`,
+    `  database:  ${cluster.database.kind === "pglite" ? `embedded PGlite in ${config.dataDir}` : "PostgreSQL"}`,
+    `  queue:     ${cluster.jobs.kind === "bullmq" ? "BullMQ on Redis" : "embedded (database)"}`,
+  ];
+  if (roles.web) {
+    lines.push(
+      `  actor:     ${cluster.urls.actor}`,
+      `  API:       ${cluster.urls.origin}/api/v1  (token: ${config.adminToken != null ? "TASKWEB_ADMIN_TOKEN" : `${config.dataDir}/admin-token`})`,
+      `  UI:        ${cluster.urls.origin}/`,
+    );
+  }
+  console.log(lines.join("\n"));
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+  console.log("Stopping: letting running tasks finish…");
+  await cluster.stop();
+  return 0;
+}
+
+function apiTarget(flags: { url?: string; token?: string }): ApiTarget {
+  const url = flags.url ?? process.env.TASKWEB_URL ?? "http://127.0.0.1:7300";
+  const token = flags.token ?? process.env.TASKWEB_TOKEN;
+  if (token == null) throw new CommanderError(2, "no-token", "Give the API token with --token or TASKWEB_TOKEN.");
+  return { url, token };
+}
+
+function clientOptions(cmd: Command): Command {
+  return cmd
+    .option("--url <url>", "the cluster's base URL (env TASKWEB_URL)", undefined)
+    .option("--token <token>", "API token (env TASKWEB_TOKEN)")
+    .option("--json", "print JSON for scripts");
+}
+
+/** Parses `argv` (without node and script) and runs the command; resolves to the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  await setUpLogging({ level: process.env.LOG_LEVEL, format: process.env.LOG_FORMAT });
+  const program = new Command("taskweb")
+    .description("Federated automation clusters: tasks that depend on other clusters' tasks and artifacts.")
+    .version(VERSION)
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(text) });
+  let result: Promise<number> = Promise.resolve(0);
+
+  serverOptions(program.command("start").description("Run a whole cluster in one process (web + workers)")).action(
+    (flags: ServerFlags) => {
+      result = serve(flags, { web: true, worker: true });
+    },
+  );
+  serverOptions(program.command("web").description("Run the HTTP and federation side only")).action((flags: ServerFlags) => {
+    result = serve(flags, { web: true, worker: false });
+  });
+  serverOptions(program.command("worker").description("Run tasks, publishing and delivery only")).action(
+    (flags: ServerFlags) => {
+      result = serve(flags, { web: false, worker: true });
+    },
+  );
+  serverOptions(program.command("migrate").description("Bring the database schema up to date and exit")).action(
+    (flags: ServerFlags) => {
+      result = (async () => {
+        const config = readConfig(process.env, overrides(flags));
+        const database = await openDatabase({
+          url: config.databaseUrl,
+          dataDir: config.databaseUrl == null ? `${config.dataDir}/pglite` : undefined,
+          schema: config.databaseSchema,
+        });
+        try {
+          const ran = await migrateToLatest(database.db as never);
+          console.log(ran.length === 0 ? "The database is up to date." : `Applied: ${ran.join(", ")}`);
+        } finally {
+          await database.close();
+        }
+        return 0;
+      })();
+    },
+  );
+  program
+    .command("demo")
+    .description("Start two clusters on loopback and show a cross-cluster dependency resolving")
+    .addOption(new Option("--keep", "keep the clusters running until Ctrl-C"))
+    .action((flags: { keep?: boolean }) => {
+      result = runDemo({ keep: flags.keep === true, print: (line) => console.log(line) });
+    });
+  clientOptions(program.command("follow <actor-url>").description("Make the cluster follow another cluster")).action(
+    (actor: string, flags: { url?: string; token?: string; json?: boolean }) => {
+      result = (async () => {
+        const body = await apiRequest(apiTarget(flags), "POST", "/api/v1/following", { actor });
+        console.log(flags.json === true ? JSON.stringify(body) : `Follow request sent to ${actor}.`);
+        return 0;
+      })();
+    },
+  );
+  const task = program.command("task").description("Create and inspect tasks");
+  clientOptions(task.command("create <file>").description("Create a task from a JSON definition file ('-' for stdin)")).action(
+    (file: string, flags: { url?: string; token?: string; json?: boolean }) => {
+      result = (async () => {
+        const text = file === "-" ? await readStdin() : await readFile(file, "utf8");
+        let definition: unknown;
+        try {
+          definition = JSON.parse(text);
+        } catch (error) {
+          throw new CommanderError(2, "bad-json", `${file} is not JSON: ${String(error)}`);
+        }
+        const body = (await apiRequest(apiTarget(flags), "POST", "/api/v1/tasks", definition)) as {
+          taskId: string;
+          url: string;
+          state: string;
+        };
+        console.log(flags.json === true ? JSON.stringify(body) : `${body.taskId} ${body.state}  ${body.url}`);
+        return 0;
+      })();
+    },
+  );
+  clientOptions(task.command("show <task-id>").description("Show a task, its runs and artifacts")).action(
+    (taskId: string, flags: { url?: string; token?: string; json?: boolean }) => {
+      result = (async () => {
+        const body = (await apiRequest(apiTarget(flags), "GET", `/api/v1/tasks/${encodeURIComponent(taskId)}`)) as {
+          task_id: string;
+          name: string;
+          state: string;
+          runs: { run_id: number; state: string; reason_resolved: string | null }[];
+          artifacts: { name: string; size: number; sha256: string }[];
+        };
+        if (flags.json === true) {
+          console.log(JSON.stringify(body));
+        } else {
+          console.log(`${body.task_id} (${body.name}): ${body.state}`);
+          for (const r of body.runs) console.log(`  run ${r.run_id}: ${r.state}${r.reason_resolved ? ` (${r.reason_resolved})` : ""}`);
+          for (const a of body.artifacts) console.log(`  artifact ${a.name}  ${a.size} bytes  sha256:${a.sha256}`);
+        }
+        return 0;
+      })();
+    },
+  );
+
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return await result;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
+      if (!error.code.startsWith("commander.")) console.error(`taskweb: ${error.message}`);
+      return error.exitCode === 0 ? 0 : 2;
+    }
+    console.error(`taskweb: ${error instanceof Error ? error.message : String(error)}`);
+    return 1;
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}

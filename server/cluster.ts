@@ -1,0 +1,320 @@
+/**
+ * The composition root: config → database → queue → task service → federation → HTTP app
+ * and workers, for the process roles `start` (everything in one process), `web` (HTTP and
+ * federation only) and `worker` (runs, publishing, delivery, catch-up). Nothing else wires
+ * components together; tests start clusters through here.
+ * @module
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { getLogger } from "@logtape/logtape";
+import { getDocumentLoader } from "@fedify/vocab-runtime";
+import type { ClusterConfig } from "./config.ts";
+import { ConfigError } from "./config.ts";
+import { createTaskService, QUEUES, type TaskService } from "./domain/task-service.ts";
+import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
+import { dereferenceRemoteTask } from "./federation/dereference.ts";
+import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
+import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
+import { createApp } from "./http/app.ts";
+import { createMemoryKeyCache, type InboxRefusal } from "./http/inbox-guard.ts";
+import { createBullMqJobQueue } from "./queue/bullmq-job-queue.ts";
+import { createEmbeddedJobQueue } from "./queue/embedded-job-queue.ts";
+import { createFedifyMessageQueue } from "./queue/fedify-message-queue.ts";
+import type { JobConsumer, JobQueue } from "./queue/job-queue.ts";
+import { openDatabase, type Database } from "./store/database.ts";
+import { createKyselyKvStore } from "./store/kysely-kv-store.ts";
+import { migrateToLatest } from "./store/migrate.ts";
+import { startWorker } from "./worker/worker.ts";
+import { VERSION } from "./version.ts";
+
+const logger = getLogger(["taskweb", "cluster"]);
+
+/** Which parts of the cluster this process runs. */
+export interface ClusterRoles {
+  /** HTTP: federation endpoints, REST API, documents, UI. */
+  readonly web: boolean;
+  /** Runs tasks, publishes the outbox, delivers activities, catches up, reaps claims. */
+  readonly worker: boolean;
+}
+
+/** Events a running cluster reports (narration, tests, metrics). */
+export type ClusterEvent =
+  | { readonly type: "run"; readonly taskId: string; readonly runId: number; readonly event: "started" | "resolved"; readonly state?: string }
+  | { readonly type: "inbox"; readonly outcome: InboxOutcome }
+  | { readonly type: "inbox-refused"; readonly reason: InboxRefusal }
+  | { readonly type: "published"; readonly activityId: string };
+
+/** Options for {@link startCluster}. */
+export interface StartClusterOptions {
+  readonly roles: ClusterRoles;
+  readonly onEvent?: (event: ClusterEvent) => void;
+  /** Delivery retry schedule (tests shorten it). */
+  readonly deliveryRetry?: { maxAttempts: number; initialDelayMs: number; maxDelayMs: number };
+  /** How often claims and deadlines are checked, in ms. @defaultValue 5000 */
+  readonly maintenanceIntervalMs?: number;
+}
+
+/** A running cluster process. */
+export interface RunningCluster {
+  readonly config: ClusterConfig;
+  readonly urls: ClusterUrls;
+  readonly adminToken: string;
+  readonly database: Database;
+  readonly jobs: JobQueue;
+  readonly tasks: TaskService;
+  readonly federation: ClusterFederation;
+  /** The HTTP server's port (0 for a worker-only process). */
+  readonly port: number;
+  /** Runs the start-up reconciliation again (what a timer does periodically). */
+  reconcile(): Promise<void>;
+  /** Stops accepting work, lets running jobs finish, closes everything. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+async function resolveAdminToken(config: ClusterConfig): Promise<string> {
+  if (config.adminToken != null && config.adminToken !== "") {
+    if (config.adminToken.length < 16) throw new ConfigError("TASKWEB_ADMIN_TOKEN must be at least 16 characters.");
+    return config.adminToken;
+  }
+  if (config.dataDir == null) {
+    throw new ConfigError("Set TASKWEB_ADMIN_TOKEN: on PostgreSQL every process must share one API token.");
+  }
+  const file = join(config.dataDir, "admin-token");
+  try {
+    return (await readFile(file, "utf8")).trim();
+  } catch {
+    const token = randomBytes(24).toString("base64url");
+    await writeFile(file, `${token}\n`, { mode: 0o600 });
+    return token;
+  }
+}
+
+function listen(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/** Starts a cluster process with the given roles. */
+export async function startCluster(
+  config: ClusterConfig,
+  options: StartClusterOptions,
+): Promise<RunningCluster> {
+  const { roles } = options;
+  const emit = (event: ClusterEvent) => options.onEvent?.(event);
+  const cleanups: (() => Promise<void>)[] = [];
+  const cleanup = async () => {
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (error) {
+        logger.warn("Error while stopping: {error}", { error: String(error) });
+      }
+    }
+    cleanups.length = 0;
+  };
+
+  try {
+    let server: Server | undefined;
+    let port = 0;
+    if (roles.web) {
+      server = createServer();
+      port = await listen(server, config.host, config.port);
+      const s = server;
+      cleanups.push(
+        () =>
+          new Promise<void>((resolve) => {
+            s.close(() => resolve());
+            s.closeAllConnections();
+          }),
+      );
+    }
+    const origin = config.publicUrl ?? `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port || config.port}`;
+    const urls = createClusterUrls(origin, config.name);
+
+    if (config.dataDir != null) await mkdir(config.dataDir, { recursive: true });
+    const database = await openDatabase({
+      url: config.databaseUrl,
+      dataDir: config.databaseUrl == null ? join(config.dataDir ?? ".data", "pglite") : undefined,
+      schema: config.databaseSchema,
+    });
+    cleanups.push(() => database.close());
+    await migrateToLatest(database.db as never);
+    const adminToken = await resolveAdminToken(config);
+
+    const jobs =
+      config.redisUrl != null
+        ? createBullMqJobQueue({ url: config.redisUrl, prefix: config.redisPrefix })
+        : createEmbeddedJobQueue(database.db);
+    cleanups.push(() => jobs.close());
+    const tasks = createTaskService({ db: database.db, jobs, urls });
+
+    const inbox = createTaskwebInbox({
+      db: database.db,
+      tasks,
+      onOutcome: (outcome) => emit({ type: "inbox", outcome }),
+    });
+    let federation: ClusterFederation | undefined;
+    const loaders = async () => {
+      const ctx = federation!.context();
+      return {
+        documentLoader: config.allowPrivateAddress
+          ? getDocumentLoader({ allowPrivateAddress: true })
+          : await ctx.getDocumentLoader({ identifier: config.name }),
+        contextLoader: ctx.contextLoader,
+      };
+    };
+    const catchUpOrigin = async (actorId: string) => {
+      const pending = await tasks.unresolvedRemoteDependencies(new URL(actorId).origin);
+      for (const url of pending) await jobs.enqueue(QUEUES.dereference, url, { url });
+    };
+    federation = createClusterFederation({
+      db: database.db,
+      kv: createKyselyKvStore(database.db),
+      queue: createFedifyMessageQueue(jobs, "fedify-outbox"),
+      urls,
+      name: config.name,
+      version: VERSION,
+      allowPrivateAddress: config.allowPrivateAddress,
+      manuallyStartQueue: true,
+      onActivity: inbox,
+      onFollowAccepted: catchUpOrigin,
+      ...(options.deliveryRetry != null ? { deliveryRetry: options.deliveryRetry } : {}),
+    });
+    const fed = federation;
+
+    if (server != null) {
+      const keyCache = createMemoryKeyCache();
+      const ctx = fed.context();
+      const app = createApp({
+        db: database.db,
+        jobs,
+        tasks,
+        urls,
+        name: config.name,
+        version: VERSION,
+        adminToken,
+        federation: fed,
+        databaseKind: database.kind,
+        guard: {
+          documentLoader: () => ctx.documentLoader,
+          contextLoader: ctx.contextLoader,
+          keyCache,
+          onRefused: (reason) => emit({ type: "inbox-refused", reason }),
+        },
+      });
+      server.on("request", app);
+    }
+
+    const reconcile = async () => {
+      await tasks.runEffects(await tasks.recoverEffects());
+    };
+
+    if (roles.worker) {
+      const consumers: JobConsumer[] = [];
+      cleanups.push(async () => {
+        await Promise.all(consumers.map((c) => c.close()));
+      });
+      consumers.push(
+        await startWorker({
+          db: database.db,
+          jobs,
+          tasks,
+          urls,
+          concurrency: config.workerConcurrency,
+          claimLeaseMs: config.claimLeaseMs,
+          allowPrivateAddress: config.allowPrivateAddress,
+          workDir: config.workDir,
+          loaders,
+          onRunEvent: (e) => emit({ type: "run", ...e }),
+        }),
+      );
+      consumers.push(
+        await jobs.process<{ activityId: string }>(
+          QUEUES.publish,
+          async (job) => {
+            const row = await database.db
+              .selectFrom("outbox")
+              .select(["activity", "fanned_out_at"])
+              .where("activity_id", "=", job.data.activityId)
+              .executeTakeFirst();
+            if (row == null || row.fanned_out_at != null) return;
+            await fed.publish(row.activity);
+            await database.db
+              .updateTable("outbox")
+              .set({ fanned_out_at: new Date() })
+              .where("activity_id", "=", job.data.activityId)
+              .execute();
+            emit({ type: "published", activityId: job.data.activityId });
+          },
+          { concurrency: 4 },
+        ),
+      );
+      consumers.push(
+        await jobs.process<{ url: string }>(
+          QUEUES.dereference,
+          async (job) => {
+            const result = await dereferenceRemoteTask(job.data.url, await loaders(), tasks);
+            // A task that does not exist yet, or a cluster that is down, is tried again by the
+            // periodic reconcile and after the next Accept; the activity usually arrives first.
+            if (!result.ok) logger.info("Dereference of {url} did not apply: {detail}", { url: job.data.url, detail: result.detail });
+          },
+          { concurrency: 4 },
+        ),
+      );
+      const deliveries = new AbortController();
+      const delivering = fed.federation.startQueue(null, { signal: deliveries.signal, queue: "outbox" });
+      cleanups.push(async () => {
+        deliveries.abort();
+        await delivering.catch(() => {});
+      });
+
+      const maintenance = setInterval(() => {
+        void (async () => {
+          await tasks.reapExpiredClaims();
+          await tasks.resolveDeadlines();
+        })().catch((error: unknown) => logger.warn("Maintenance failed: {error}", { error: String(error) }));
+      }, options.maintenanceIntervalMs ?? 5000);
+      const reconciler = setInterval(() => {
+        reconcile().catch((error: unknown) => logger.warn("Reconcile failed: {error}", { error: String(error) }));
+      }, config.reconcileIntervalMs);
+      cleanups.push(() => {
+        clearInterval(maintenance);
+        clearInterval(reconciler);
+        return Promise.resolve();
+      });
+      await reconcile();
+    }
+
+    logger.info("Cluster {name} started at {actor} (roles: {roles}).", {
+      name: config.name,
+      actor: urls.actor,
+      roles: Object.entries(roles).filter(([, on]) => on).map(([r]) => r).join(", "),
+    });
+
+    let stopped: Promise<void> | undefined;
+    return {
+      config,
+      urls,
+      adminToken,
+      database,
+      jobs,
+      tasks,
+      federation: fed,
+      port,
+      reconcile,
+      stop: () => (stopped ??= cleanup()),
+    };
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+}

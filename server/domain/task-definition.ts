@@ -1,0 +1,265 @@
+/**
+ * The definition a client submits to create one task, validated before anything is
+ * written. Errors name the field and say what to do.
+ * @module
+ */
+import { isTaskId } from "../../protocol/index.ts";
+
+/** One input: an artifact of another task (local id or remote task URL), saved at `path`. */
+export interface TaskInputDefinition {
+  readonly task: string;
+  readonly artifact: string;
+  readonly path: string;
+}
+
+/** What the worker runs. */
+export interface TaskPayload {
+  /** argv; the first element is the program. */
+  readonly command: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  /** Seconds before the run is stopped and resolves `failed`. */
+  readonly maxRunTime: number;
+}
+
+/** A validated task definition. */
+export interface TaskDefinition {
+  readonly taskId: string;
+  readonly taskGroupId: string;
+  readonly name: string;
+  readonly payload: TaskPayload;
+  /** Local task ids or https URLs of remote tasks; inputs' tasks are added here. */
+  readonly dependencies: readonly string[];
+  readonly requires: "all-completed" | "all-resolved";
+  readonly inputs: readonly TaskInputDefinition[];
+  readonly deadline: string;
+  readonly retries: number;
+}
+
+/** One problem with a submitted definition. */
+export interface DefinitionProblem {
+  readonly field: string;
+  readonly message: string;
+}
+
+/** Result of {@link validateTaskDefinition}. */
+export type DefinitionResult =
+  | { readonly ok: true; readonly value: TaskDefinition }
+  | { readonly ok: false; readonly problems: readonly DefinitionProblem[] };
+
+/** Limits a definition must respect. */
+export const TASK_LIMITS = {
+  maxDependencies: 1000,
+  maxInputs: 100,
+  maxCommandArgs: 256,
+  maxEnv: 100,
+  maxRunTimeSeconds: 86_400,
+  defaultMaxRunTimeSeconds: 3600,
+  maxDeadlineMs: 5 * 24 * 3600_000,
+  defaultDeadlineMs: 24 * 3600_000,
+  maxRetries: 49,
+  defaultRetries: 5,
+} as const;
+
+const KNOWN = new Set([
+  "taskId",
+  "taskGroupId",
+  "name",
+  "payload",
+  "dependencies",
+  "requires",
+  "inputs",
+  "deadline",
+  "retries",
+]);
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isSafeRelativePath(path: string): boolean {
+  if (path === "" || path.length > 255 || path.startsWith("/") || path.includes("\\")) return false;
+  return path.split("/").every((s) => s !== "" && s !== "." && s !== "..");
+}
+
+/** A dependency reference: a local task id, or an http(s) URL of a remote task. */
+export function isDependencyRef(ref: string): boolean {
+  if (isTaskId(ref)) return true;
+  try {
+    const url = new URL(ref);
+    return (url.protocol === "https:" || url.protocol === "http:") && url.hash === "";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Validates `input` against the task definition format and fills defaults.
+ * @param newId Supplies a task id when the client gave none.
+ */
+export function validateTaskDefinition(
+  input: unknown,
+  newId: () => string,
+  now: Date = new Date(),
+): DefinitionResult {
+  const problems: DefinitionProblem[] = [];
+  const bad = (field: string, message: string) => problems.push({ field, message });
+  if (!isRecord(input)) {
+    return { ok: false, problems: [{ field: "", message: "The task definition must be a JSON object." }] };
+  }
+  for (const key of Object.keys(input)) {
+    if (!KNOWN.has(key)) bad(key, `Unknown field; known fields are ${[...KNOWN].join(", ")}.`);
+  }
+  const taskId = input.taskId ?? newId();
+  if (typeof taskId !== "string" || !isTaskId(taskId)) {
+    bad("taskId", "Must be 1–64 characters of A–Z, a–z, 0–9, '-' or '_'.");
+  }
+  const taskGroupId = input.taskGroupId ?? taskId;
+  if (typeof taskGroupId !== "string" || !isTaskId(taskGroupId)) {
+    bad("taskGroupId", "Must be 1–64 characters of A–Z, a–z, 0–9, '-' or '_'.");
+  }
+  const name = input.name ?? taskId;
+  if (typeof name !== "string" || name.length === 0 || name.length > 255) {
+    bad("name", "Must be a string of 1–255 characters.");
+  }
+
+  let payload: TaskPayload | undefined;
+  if (!isRecord(input.payload)) {
+    bad("payload", 'Required: an object such as {"command": ["sh", "-c", "make test"]}.');
+  } else {
+    const { command, env = {}, maxRunTime = TASK_LIMITS.defaultMaxRunTimeSeconds } = input.payload;
+    const extra = Object.keys(input.payload).filter(
+      (k) => !["command", "env", "maxRunTime"].includes(k),
+    );
+    for (const k of extra) bad(`payload.${k}`, "Unknown field; known: command, env, maxRunTime.");
+    const commandOk =
+      Array.isArray(command) &&
+      command.length > 0 &&
+      command.length <= TASK_LIMITS.maxCommandArgs &&
+      command.every((a) => typeof a === "string" && !a.includes("\0"));
+    if (!commandOk) {
+      bad(
+        "payload.command",
+        `Must be a non-empty array of at most ${TASK_LIMITS.maxCommandArgs} strings (argv).`,
+      );
+    }
+    const envOk =
+      isRecord(env) &&
+      Object.keys(env).length <= TASK_LIMITS.maxEnv &&
+      Object.entries(env).every(
+        ([k, v]) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && typeof v === "string" && !v.includes("\0"),
+      );
+    if (!envOk) {
+      bad("payload.env", "Must map environment variable names to string values (100 at most).");
+    }
+    if (
+      typeof maxRunTime !== "number" ||
+      !Number.isInteger(maxRunTime) ||
+      maxRunTime < 1 ||
+      maxRunTime > TASK_LIMITS.maxRunTimeSeconds
+    ) {
+      bad("payload.maxRunTime", `Must be whole seconds from 1 to ${TASK_LIMITS.maxRunTimeSeconds}.`);
+    }
+    if (commandOk && envOk && typeof maxRunTime === "number") {
+      payload = {
+        command: command as string[],
+        env: env as Record<string, string>,
+        maxRunTime,
+      };
+    }
+  }
+
+  const dependencies: string[] = [];
+  const rawDeps = input.dependencies ?? [];
+  if (!Array.isArray(rawDeps)) {
+    bad("dependencies", "Must be an array of local task ids or remote task URLs.");
+  } else {
+    rawDeps.forEach((d, i) => {
+      if (typeof d !== "string" || !isDependencyRef(d)) {
+        bad(`dependencies[${i}]`, "Must be a local task id or an http(s) URL of a remote task.");
+      } else if (d === taskId) {
+        bad(`dependencies[${i}]`, "A task cannot depend on itself.");
+      } else if (!dependencies.includes(d)) {
+        dependencies.push(d);
+      }
+    });
+  }
+
+  const inputs: TaskInputDefinition[] = [];
+  const rawInputs = input.inputs ?? [];
+  if (!Array.isArray(rawInputs) || rawInputs.length > TASK_LIMITS.maxInputs) {
+    bad("inputs", `Must be an array of at most ${TASK_LIMITS.maxInputs} inputs.`);
+  } else {
+    rawInputs.forEach((raw, i) => {
+      if (!isRecord(raw)) {
+        bad(`inputs[${i}]`, 'Must be an object like {"task": "<url>", "artifact": "public/x"}.');
+        return;
+      }
+      const { task, artifact } = raw;
+      const path = raw.path ?? (typeof artifact === "string" ? artifact.split("/").pop() : undefined);
+      if (typeof task !== "string" || !isDependencyRef(task) || task === taskId) {
+        bad(`inputs[${i}].task`, "Must be a local task id or an http(s) URL of a remote task.");
+        return;
+      }
+      if (typeof artifact !== "string" || !isSafeRelativePath(artifact)) {
+        bad(`inputs[${i}].artifact`, "Must be an artifact name such as public/build.tar.gz.");
+        return;
+      }
+      if (typeof path !== "string" || !isSafeRelativePath(path)) {
+        bad(`inputs[${i}].path`, "Must be a relative path without '..' segments.");
+        return;
+      }
+      if (inputs.some((x) => x.path === path)) {
+        bad(`inputs[${i}].path`, `Two inputs would both be saved at ${path}; give one a path.`);
+        return;
+      }
+      inputs.push({ task, artifact, path });
+      // Consuming an artifact means waiting for the task that produces it.
+      if (!dependencies.includes(task)) dependencies.push(task);
+    });
+  }
+  if (dependencies.length > TASK_LIMITS.maxDependencies) {
+    bad("dependencies", `At most ${TASK_LIMITS.maxDependencies} dependencies are allowed.`);
+  }
+
+  const requires = input.requires ?? "all-completed";
+  if (requires !== "all-completed" && requires !== "all-resolved") {
+    bad("requires", 'Must be "all-completed" or "all-resolved".');
+  }
+  let deadline = new Date(now.getTime() + TASK_LIMITS.defaultDeadlineMs);
+  if (input.deadline !== undefined) {
+    const parsed = typeof input.deadline === "string" ? new Date(input.deadline) : undefined;
+    if (parsed == null || Number.isNaN(parsed.getTime())) {
+      bad("deadline", "Must be an ISO 8601 date-time such as 2026-01-31T12:00:00Z.");
+    } else if (parsed.getTime() <= now.getTime()) {
+      bad("deadline", "Must be in the future.");
+    } else if (parsed.getTime() - now.getTime() > TASK_LIMITS.maxDeadlineMs) {
+      bad("deadline", "Must be at most 5 days from now.");
+    } else {
+      deadline = parsed;
+    }
+  }
+  const retries = input.retries ?? TASK_LIMITS.defaultRetries;
+  if (
+    typeof retries !== "number" ||
+    !Number.isInteger(retries) ||
+    retries < 0 ||
+    retries > TASK_LIMITS.maxRetries
+  ) {
+    bad("retries", `Must be an integer from 0 to ${TASK_LIMITS.maxRetries}.`);
+  }
+  if (problems.length > 0 || payload == null) return { ok: false, problems };
+  return {
+    ok: true,
+    value: {
+      taskId: taskId as string,
+      taskGroupId: taskGroupId as string,
+      name: name as string,
+      payload,
+      dependencies,
+      requires: requires as TaskDefinition["requires"],
+      inputs,
+      deadline: deadline.toISOString(),
+      retries: retries as number,
+    },
+  };
+}

@@ -1,0 +1,120 @@
+/**
+ * The ActivityStreams documents of this cluster's tasks and artifacts: what a task id
+ * dereferences to, and the activities that announce a resolution.
+ * @module
+ */
+import type { Selectable } from "kysely";
+import {
+  buildArtifactObject,
+  buildArtifactPublished,
+  buildTaskCompleted,
+  buildTaskFailed,
+  buildTaskObject,
+  type ArtifactDocumentJson,
+  type ArtifactObjectInit,
+  type TaskDocumentJson,
+  type TaskObjectInit,
+} from "../../protocol/index.ts";
+import type { ClusterUrls } from "../federation/cluster-urls.ts";
+import type { ArtifactsTable, RunsTable, TasksTable } from "../store/schema.ts";
+
+type TaskRow = Pick<
+  Selectable<TasksTable>,
+  "task_id" | "task_group_id" | "name" | "state" | "requires" | "resolved_at"
+>;
+type RunRow = Pick<Selectable<RunsTable>, "run_id" | "reason_resolved" | "resolved_at">;
+type ArtifactRow = Pick<Selectable<ArtifactsTable>, "name" | "media_type" | "size" | "sha256" | "expires_at">;
+
+/** What a task document is made of. */
+export interface TaskDocumentSource {
+  readonly task: TaskRow;
+  readonly run: RunRow | undefined;
+  /** Local task ids or remote task URLs. */
+  readonly dependencies: readonly string[];
+  readonly artifacts: readonly ArtifactRow[];
+}
+
+const RESOLVED = ["completed", "failed", "exception"];
+
+function artifactInit(urls: ClusterUrls, taskId: string, a: ArtifactRow): ArtifactObjectInit {
+  return {
+    id: urls.artifact(taskId, a.name),
+    attributedTo: urls.actor,
+    name: a.name,
+    task: urls.task(taskId),
+    url: urls.artifactContent(taskId, a.name),
+    mediaType: a.media_type,
+    size: Number(a.size),
+    sha256: a.sha256,
+    expires: new Date(a.expires_at),
+  };
+}
+
+function taskInit(urls: ClusterUrls, source: TaskDocumentSource): TaskObjectInit {
+  const { task, run } = source;
+  const resolved = RESOLVED.includes(task.state);
+  return {
+    id: urls.task(task.task_id),
+    attributedTo: urls.actor,
+    name: task.name,
+    taskGroup: urls.taskGroup(task.task_group_id),
+    taskState: task.state,
+    ...(run != null ? { runId: run.run_id } : {}),
+    ...(resolved && run?.reason_resolved != null ? { reasonResolved: run.reason_resolved } : {}),
+    ...(resolved && task.resolved_at != null ? { resolved: new Date(task.resolved_at) } : {}),
+    dependencies: source.dependencies.map((d) => (d.includes("://") ? d : urls.task(d))),
+    requires: task.requires,
+    artifacts: source.artifacts.map((a) => artifactInit(urls, task.task_id, a)),
+  };
+}
+
+/** The Artifact document of one of this cluster's artifacts. */
+export function artifactDocument(urls: ClusterUrls, taskId: string, a: ArtifactRow): ArtifactDocumentJson {
+  return buildArtifactObject(artifactInit(urls, taskId, a));
+}
+
+/** The Task document of one of this cluster's tasks, as its id dereferences to. */
+export function taskDocument(urls: ClusterUrls, source: TaskDocumentSource): TaskDocumentJson {
+  return buildTaskObject(taskInit(urls, source));
+}
+
+/** An activity as written to the outbox. */
+export interface OutboxActivity {
+  readonly id: string;
+  readonly type: readonly string[];
+}
+
+/**
+ * The activities announcing that a task resolved: one `ArtifactPublished` per artifact,
+ * then `TaskCompleted` or `TaskFailed` carrying the task as it now is.
+ */
+export function buildTaskActivities(
+  urls: ClusterUrls,
+  source: TaskDocumentSource & { newActivityId: () => string },
+): OutboxActivity[] {
+  const published = new Date();
+  const to = [urls.followers];
+  const task = taskInit(urls, source);
+  const out: OutboxActivity[] = [];
+  for (const artifact of task.artifacts ?? []) {
+    out.push(
+      buildArtifactPublished({ id: urls.activity(source.newActivityId()), actor: urls.actor, published, to, artifact }),
+    );
+  }
+  const state = source.task.state;
+  const id = urls.activity(source.newActivityId());
+  if (state === "completed") {
+    out.push(buildTaskCompleted({ id, actor: urls.actor, published, to, task: { ...task, taskState: "completed" } }));
+  } else if (state === "failed" || state === "exception") {
+    out.push(
+      buildTaskFailed({
+        id,
+        actor: urls.actor,
+        published,
+        to,
+        task: { ...task, taskState: state, reasonResolved: task.reasonResolved ?? state },
+      }),
+    );
+  }
+  return out;
+}

@@ -1,0 +1,756 @@
+/**
+ * Tasks, their runs and dependencies: the state machine of one cluster.
+ *
+ * Every state change happens in one database transaction together with what it causes:
+ * dependents scheduled or resolved, activities written to the outbox. Work for queues
+ * (dispatch a run, publish an activity, dereference a remote task) is returned as
+ * {@link Effects} and handed to the queue after commit; if the process dies in between, the
+ * reconciler finds the same work again in the database (pending runs, unpublished outbox
+ * rows, unresolved remote dependencies), so nothing is lost.
+ * @module
+ */
+import { randomUUID } from "node:crypto";
+import { sql, type Kysely, type Transaction } from "kysely";
+import { newSlugId } from "../../protocol/index.ts";
+import type { ClusterUrls } from "../federation/cluster-urls.ts";
+import type { JobQueue } from "../queue/job-queue.ts";
+import type { DatabaseSchema, RunsTable, TasksTable } from "../store/schema.ts";
+import { ApiError } from "./errors.ts";
+import { validateTaskDefinition, type TaskDefinition } from "./task-definition.ts";
+import { buildTaskActivities } from "./task-documents.ts";
+
+type Db = Kysely<DatabaseSchema>;
+type Trx = Transaction<DatabaseSchema>;
+
+/** A task's state (Taskcluster's states). */
+export type TaskState = TasksTable["state"];
+/** A resolved state. */
+export type ResolvedState = "completed" | "failed" | "exception";
+
+/** Queue work caused by a committed change. */
+export interface Effects {
+  readonly dispatch: { taskId: string; runId: number }[];
+  readonly publish: string[];
+  readonly dereference: string[];
+}
+
+function emptyEffects(): Effects {
+  return { dispatch: [], publish: [], dereference: [] };
+}
+
+/** Queue names used by the cluster. */
+export const QUEUES = {
+  tasks: "tasks",
+  publish: "publish",
+  dereference: "dereference",
+} as const;
+
+/** What a remote cluster says (signed activity) or serves (dereference) about one of its tasks. */
+export interface RemoteTaskReport {
+  readonly taskUrl: string;
+  readonly actorId: string;
+  readonly state: TaskState;
+  readonly resolvedAt: string | undefined;
+  readonly artifacts: readonly RemoteArtifactReport[];
+  readonly source: "activity" | "dereference";
+}
+
+/** A remote artifact's metadata as its cluster published it. */
+export interface RemoteArtifactReport {
+  readonly artifactUrl: string;
+  readonly taskUrl: string;
+  readonly actorId: string;
+  readonly name: string;
+  readonly contentUrl: string;
+  readonly sha256: string;
+  readonly size: number;
+  readonly mediaType: string;
+}
+
+/** A file a run produced. */
+export interface NewArtifact {
+  readonly name: string;
+  readonly mediaType: string;
+  readonly content: Uint8Array;
+  readonly sha256: string;
+}
+
+/** How a run ended. */
+export interface RunOutcome {
+  readonly state: ResolvedState;
+  readonly reason: string;
+  readonly exitCode: number | null;
+  readonly log: string;
+  readonly artifacts: readonly NewArtifact[];
+}
+
+/** A run claimed by a worker, with what it needs to run. */
+export interface ClaimedRun {
+  readonly taskId: string;
+  readonly runId: number;
+  readonly definition: TaskDefinition;
+  readonly takenUntil: Date;
+}
+
+/** Result of {@link TaskService.createTask}. */
+export interface CreateTaskResult {
+  readonly taskId: string;
+  /** False when the same definition already existed (an idempotent repeat). */
+  readonly created: boolean;
+}
+
+/** Options for {@link createTaskService}. */
+export interface TaskServiceOptions {
+  readonly db: Db;
+  readonly jobs: JobQueue;
+  readonly urls: ClusterUrls;
+  /** Artifacts are kept this long after their task's creation. @defaultValue 1 year */
+  readonly artifactTtlMs?: number;
+}
+
+/** The task state machine of one cluster. */
+export type TaskService = ReturnType<typeof createTaskService>;
+
+const RESOLVED: readonly string[] = ["completed", "failed", "exception"];
+
+/** Creates the task service. */
+export function createTaskService(options: TaskServiceOptions) {
+  const { db, jobs, urls } = options;
+  const artifactTtlMs = options.artifactTtlMs ?? 365 * 24 * 3600_000;
+
+  async function runEffects(effects: Effects): Promise<void> {
+    for (const { taskId, runId } of effects.dispatch) {
+      await jobs.enqueue(QUEUES.tasks, `${taskId}/${runId}`, { taskId, runId });
+    }
+    for (const activityId of effects.publish) {
+      await jobs.enqueue(QUEUES.publish, activityId, { activityId });
+    }
+    for (const url of effects.dereference) {
+      await jobs.enqueue(QUEUES.dereference, url, { url });
+    }
+  }
+
+  async function inTransaction<T>(fn: (trx: Trx, effects: Effects) => Promise<T>): Promise<T> {
+    const effects = emptyEffects();
+    const result = await db.transaction().execute((trx) => fn(trx, effects));
+    await runEffects(effects);
+    return result;
+  }
+
+  async function scheduleRun(
+    trx: Trx,
+    effects: Effects,
+    taskId: string,
+    runId: number,
+    reason: string,
+  ): Promise<void> {
+    const now = new Date();
+    await trx
+      .insertInto("runs")
+      .values({
+        task_id: taskId,
+        run_id: runId,
+        state: "pending",
+        reason_created: reason,
+        reason_resolved: null,
+        worker_id: null,
+        taken_until: null,
+        scheduled_at: now,
+        started_at: null,
+        resolved_at: null,
+        exit_code: null,
+        log: null,
+      })
+      .execute();
+    await trx
+      .updateTable("tasks")
+      .set({ state: "pending", updated_at: now })
+      .where("task_id", "=", taskId)
+      .execute();
+    effects.dispatch.push({ taskId, runId });
+  }
+
+  /** Writes the activities announcing a resolved task to the outbox. */
+  async function publishResolution(trx: Trx, effects: Effects, taskId: string): Promise<void> {
+    const task = await trx
+      .selectFrom("tasks")
+      .selectAll()
+      .where("task_id", "=", taskId)
+      .executeTakeFirstOrThrow();
+    const run = await trx
+      .selectFrom("runs")
+      .selectAll()
+      .where("task_id", "=", taskId)
+      .orderBy("run_id", "desc")
+      .executeTakeFirst();
+    const deps = await trx
+      .selectFrom("task_dependencies")
+      .select("dependency")
+      .where("task_id", "=", taskId)
+      .execute();
+    const artifacts = await trx
+      .selectFrom("artifacts")
+      .select(["name", "media_type", "size", "sha256", "expires_at", "run_id"])
+      .where("task_id", "=", taskId)
+      .execute();
+    const activities = buildTaskActivities(urls, {
+      task,
+      run,
+      dependencies: deps.map((d) => d.dependency),
+      artifacts,
+      newActivityId: () => randomUUID(),
+    });
+    const published = new Date();
+    for (const activity of activities) {
+      await trx
+        .insertInto("outbox")
+        .values({
+          activity_id: activity.id,
+          types: JSON.stringify(activity.type),
+          activity: JSON.stringify(activity),
+          published_at: published,
+          fanned_out_at: null,
+        })
+        .execute();
+      effects.publish.push(activity.id);
+    }
+  }
+
+  /** Resolves a task that has not run to completion (deadline, failed dependency, cancel). */
+  async function resolveWithoutRun(
+    trx: Trx,
+    effects: Effects,
+    taskId: string,
+    reason: string,
+  ): Promise<void> {
+    const now = new Date();
+    const updated = await trx
+      .updateTable("tasks")
+      .set({ state: "exception", resolved_at: now, updated_at: now })
+      .where("task_id", "=", taskId)
+      .where("state", "in", ["unscheduled", "pending"])
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) === 0) return;
+    const last = await trx
+      .selectFrom("runs")
+      .select(["run_id", "state"])
+      .where("task_id", "=", taskId)
+      .orderBy("run_id", "desc")
+      .executeTakeFirst();
+    if (last != null && last.state === "pending") {
+      await trx
+        .updateTable("runs")
+        .set({ state: "exception", reason_resolved: reason, resolved_at: now })
+        .where("task_id", "=", taskId)
+        .where("run_id", "=", last.run_id)
+        .execute();
+    } else {
+      // Taskcluster records such a resolution as a run, so a task's state is always its last run's.
+      await trx
+        .insertInto("runs")
+        .values({
+          task_id: taskId,
+          run_id: last == null ? 0 : last.run_id + 1,
+          state: "exception",
+          reason_created: "exception",
+          reason_resolved: reason,
+          worker_id: null,
+          taken_until: null,
+          scheduled_at: now,
+          started_at: null,
+          resolved_at: now,
+          exit_code: null,
+          log: null,
+        })
+        .execute();
+    }
+    await afterResolution(trx, effects, taskId, "exception");
+  }
+
+  /** Marks `dependency` resolved for every local task that waits on it, and re-evaluates them. */
+  async function resolveDependency(
+    trx: Trx,
+    effects: Effects,
+    dependency: string,
+    resolution: ResolvedState,
+  ): Promise<void> {
+    const waiting = await trx
+      .updateTable("task_dependencies")
+      .set({ resolution })
+      .where("dependency", "=", dependency)
+      .where("resolution", "is", null)
+      .returning("task_id")
+      .execute();
+    for (const { task_id } of waiting) await evaluate(trx, effects, task_id);
+  }
+
+  async function afterResolution(
+    trx: Trx,
+    effects: Effects,
+    taskId: string,
+    state: ResolvedState,
+  ): Promise<void> {
+    await publishResolution(trx, effects, taskId);
+    await resolveDependency(trx, effects, taskId, state);
+  }
+
+  /** Schedules an unscheduled task whose dependencies allow it, or resolves it when they never will. */
+  async function evaluate(trx: Trx, effects: Effects, taskId: string): Promise<void> {
+    const task = await trx
+      .selectFrom("tasks")
+      .select(["state", "requires"])
+      .where("task_id", "=", taskId)
+      .forUpdate()
+      .executeTakeFirst();
+    if (task == null || task.state !== "unscheduled") return;
+    const deps = await trx
+      .selectFrom("task_dependencies")
+      .select(["resolution"])
+      .where("task_id", "=", taskId)
+      .execute();
+    if (task.requires === "all-completed" && deps.some((d) => d.resolution != null && d.resolution !== "completed")) {
+      await resolveWithoutRun(trx, effects, taskId, "dependency-failed");
+      return;
+    }
+    if (deps.every((d) => d.resolution != null)) {
+      await scheduleRun(trx, effects, taskId, 0, "scheduled");
+    }
+  }
+
+  function normaliseRef(ref: string): { dependency: string; remote: boolean } {
+    const local = urls.localTaskId(ref);
+    if (local != null) return { dependency: local, remote: false };
+    try {
+      new URL(ref);
+      return { dependency: ref, remote: true };
+    } catch {
+      return { dependency: ref, remote: false };
+    }
+  }
+
+  return {
+    runEffects,
+
+    /**
+     * Creates a task from a submitted definition. Repeating the same definition with the same
+     * `taskId` succeeds without change; a different definition under that id is a conflict.
+     * @throws {ApiError} `InputError` with `details` listing every problem; `RequestConflict`.
+     */
+    async createTask(input: unknown): Promise<CreateTaskResult> {
+      const result = validateTaskDefinition(input, newSlugId);
+      if (!result.ok) {
+        throw new ApiError("InputError", "The task definition is invalid; see details.", {
+          problems: result.problems,
+        });
+      }
+      const def = result.value;
+      const refs = def.dependencies.map(normaliseRef);
+      return await inTransaction(async (trx, effects) => {
+        const existing = await trx
+          .selectFrom("tasks")
+          .select(["definition", "created_at"])
+          .where("task_id", "=", def.taskId)
+          .executeTakeFirst();
+        if (existing != null) {
+          const { deadline: _a, ...oldRest } = existing.definition as TaskDefinition;
+          const { deadline: _b, ...newRest } = def;
+          if (JSON.stringify(oldRest) === JSON.stringify(newRest)) {
+            return { taskId: def.taskId, created: false };
+          }
+          throw new ApiError(
+            "RequestConflict",
+            `Task ${def.taskId} already exists with a different definition; choose another taskId.`,
+          );
+        }
+        const localDeps = refs.filter((r) => !r.remote).map((r) => r.dependency);
+        if (localDeps.length > 0) {
+          const found = await trx
+            .selectFrom("tasks")
+            .select(["task_id", "state"])
+            .where("task_id", "in", localDeps)
+            .execute();
+          const missing = localDeps.filter((d) => !found.some((f) => f.task_id === d));
+          if (missing.length > 0) {
+            throw new ApiError("InputError", "Some local dependencies do not exist; create them first.", {
+              problems: missing.map((m) => ({ field: "dependencies", message: `No task ${m} on this cluster.` })),
+            });
+          }
+        }
+        const now = new Date();
+        await trx
+          .insertInto("tasks")
+          .values({
+            task_id: def.taskId,
+            task_group_id: def.taskGroupId,
+            name: def.name,
+            state: "unscheduled",
+            requires: def.requires,
+            definition: JSON.stringify(def),
+            retries: def.retries,
+            retries_left: def.retries,
+            deadline: def.deadline,
+            resolved_at: null,
+            updated_at: now,
+          })
+          .execute();
+        for (const ref of refs) {
+          let resolution: ResolvedState | null = null;
+          if (ref.remote) {
+            const known = await trx
+              .selectFrom("remote_tasks")
+              .select("state")
+              .where("task_url", "=", ref.dependency)
+              .executeTakeFirst();
+            if (known != null && RESOLVED.includes(known.state)) {
+              resolution = known.state as ResolvedState;
+            } else {
+              // It may have resolved before we knew we cared: ask its cluster.
+              effects.dereference.push(ref.dependency);
+            }
+          } else {
+            const dep = await trx
+              .selectFrom("tasks")
+              .select("state")
+              .where("task_id", "=", ref.dependency)
+              .executeTakeFirstOrThrow();
+            if (RESOLVED.includes(dep.state)) resolution = dep.state as ResolvedState;
+          }
+          await trx
+            .insertInto("task_dependencies")
+            .values({ task_id: def.taskId, dependency: ref.dependency, remote: ref.remote, resolution })
+            .execute();
+        }
+        for (const input of def.inputs) {
+          const ref = normaliseRef(input.task);
+          const taskUrl = ref.remote ? ref.dependency : urls.task(ref.dependency);
+          const artifactUrl = ref.remote
+            ? `${taskUrl}/artifacts/${input.artifact.split("/").map(encodeURIComponent).join("/")}`
+            : urls.artifact(ref.dependency, input.artifact);
+          await trx
+            .insertInto("task_inputs")
+            .values({ task_id: def.taskId, path: input.path, artifact_url: artifactUrl, task_url: taskUrl })
+            .execute();
+        }
+        await evaluate(trx, effects, def.taskId);
+        return { taskId: def.taskId, created: true };
+      });
+    },
+
+    /** Claims a pending run for `workerId`; undefined when another worker has it or it is gone. */
+    async claimRun(
+      taskId: string,
+      runId: number,
+      workerId: string,
+      leaseMs: number,
+    ): Promise<ClaimedRun | undefined> {
+      const now = new Date();
+      const takenUntil = new Date(now.getTime() + leaseMs);
+      return await db.transaction().execute(async (trx) => {
+        const claimed = await trx
+          .updateTable("runs")
+          .set({ state: "running", worker_id: workerId, taken_until: takenUntil, started_at: now })
+          .where("task_id", "=", taskId)
+          .where("run_id", "=", runId)
+          .where("state", "=", "pending")
+          .returning("run_id")
+          .executeTakeFirst();
+        if (claimed == null) return undefined;
+        const task = await trx
+          .updateTable("tasks")
+          .set({ state: "running", updated_at: now })
+          .where("task_id", "=", taskId)
+          .returning("definition")
+          .executeTakeFirstOrThrow();
+        return { taskId, runId, definition: task.definition as TaskDefinition, takenUntil };
+      });
+    },
+
+    /** Extends a running claim; false when the claim was lost (expired and taken over). */
+    async renewClaim(taskId: string, runId: number, workerId: string, leaseMs: number): Promise<boolean> {
+      const result = await db
+        .updateTable("runs")
+        .set({ taken_until: new Date(Date.now() + leaseMs) })
+        .where("task_id", "=", taskId)
+        .where("run_id", "=", runId)
+        .where("worker_id", "=", workerId)
+        .where("state", "=", "running")
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
+    },
+
+    /**
+     * Records how a run ended, stores its artifacts, resolves the task and everything that
+     * follows from it, all in one transaction. Does nothing when the worker lost its claim.
+     * @returns false when the claim was no longer this worker's.
+     */
+    async resolveRun(taskId: string, runId: number, workerId: string, outcome: RunOutcome): Promise<boolean> {
+      return await inTransaction(async (trx, effects) => {
+        const now = new Date();
+        const run = await trx
+          .updateTable("runs")
+          .set({
+            state: outcome.state,
+            reason_resolved: outcome.reason,
+            resolved_at: now,
+            exit_code: outcome.exitCode,
+            log: outcome.log,
+            taken_until: null,
+          })
+          .where("task_id", "=", taskId)
+          .where("run_id", "=", runId)
+          .where("worker_id", "=", workerId)
+          .where("state", "=", "running")
+          .returning("run_id")
+          .executeTakeFirst();
+        if (run == null) return false;
+        const task = await trx
+          .selectFrom("tasks")
+          .select(["created_at"])
+          .where("task_id", "=", taskId)
+          .executeTakeFirstOrThrow();
+        for (const a of outcome.artifacts) {
+          await trx
+            .insertInto("artifacts")
+            .values({
+              task_id: taskId,
+              name: a.name,
+              run_id: runId,
+              media_type: a.mediaType,
+              size: a.content.byteLength,
+              sha256: a.sha256,
+              content: a.content,
+              expires_at: new Date(new Date(task.created_at).getTime() + artifactTtlMs),
+            })
+            .onConflict((oc) =>
+              oc.columns(["task_id", "name"]).doUpdateSet((eb) => ({
+                run_id: eb.ref("excluded.run_id"),
+                media_type: eb.ref("excluded.media_type"),
+                size: eb.ref("excluded.size"),
+                sha256: eb.ref("excluded.sha256"),
+                content: eb.ref("excluded.content"),
+              })),
+            )
+            .execute();
+        }
+        await trx
+          .updateTable("tasks")
+          .set({ state: outcome.state, resolved_at: now, updated_at: now })
+          .where("task_id", "=", taskId)
+          .execute();
+        await afterResolution(trx, effects, taskId, outcome.state);
+        return true;
+      });
+    },
+
+    /**
+     * Applies what a remote cluster reported about one of its tasks: remembers it, and
+     * resolves the local dependencies on it. Idempotent.
+     */
+    async applyRemoteTask(report: RemoteTaskReport, trx?: Trx): Promise<Effects> {
+      const apply = async (t: Trx, effects: Effects) => {
+        const now = new Date();
+        await t
+          .insertInto("remote_tasks")
+          .values({
+            task_url: report.taskUrl,
+            actor_id: report.actorId,
+            state: report.state,
+            resolved_at: report.resolvedAt ?? null,
+            source: report.source,
+            updated_at: now,
+          })
+          .onConflict((oc) =>
+            oc.column("task_url").doUpdateSet({
+              state: report.state,
+              resolved_at: report.resolvedAt ?? null,
+              source: report.source,
+              updated_at: now,
+            }),
+          )
+          .execute();
+        for (const a of report.artifacts) await upsertRemoteArtifact(t, a);
+        if (RESOLVED.includes(report.state)) {
+          await resolveDependency(t, effects, report.taskUrl, report.state as ResolvedState);
+        }
+      };
+      if (trx != null) {
+        const effects = emptyEffects();
+        await apply(trx, effects);
+        return effects;
+      }
+      const effects = emptyEffects();
+      await db.transaction().execute((t) => apply(t, effects));
+      await runEffects(effects);
+      return emptyEffects();
+    },
+
+    /** Remembers a remote artifact's published metadata (its digest is what inputs are checked against). */
+    async applyRemoteArtifact(artifact: RemoteArtifactReport, trx: Trx): Promise<void> {
+      await upsertRemoteArtifact(trx, artifact);
+    },
+
+    /** Resolves runs whose claim expired (their worker died) and retries them if retries are left. */
+    async reapExpiredClaims(): Promise<number> {
+      const expired = await db
+        .selectFrom("runs")
+        .select(["task_id", "run_id"])
+        .where("state", "=", "running")
+        .where("taken_until", "<", new Date())
+        .limit(100)
+        .execute();
+      for (const run of expired) {
+        await inTransaction(async (trx, effects) => {
+          const now = new Date();
+          const done = await trx
+            .updateTable("runs")
+            .set({ state: "exception", reason_resolved: "claim-expired", resolved_at: now })
+            .where("task_id", "=", run.task_id)
+            .where("run_id", "=", run.run_id)
+            .where("state", "=", "running")
+            .where("taken_until", "<", now)
+            .executeTakeFirst();
+          if (Number(done.numUpdatedRows) === 0) return;
+          const task = await trx
+            .updateTable("tasks")
+            .set((eb) => ({ retries_left: eb("retries_left", "-", 1), updated_at: now }))
+            .where("task_id", "=", run.task_id)
+            .where("retries_left", ">", 0)
+            .returning("task_id")
+            .executeTakeFirst();
+          if (task != null) {
+            await scheduleRun(trx, effects, run.task_id, run.run_id + 1, "retry");
+          } else {
+            await trx
+              .updateTable("tasks")
+              .set({ state: "exception", resolved_at: now, updated_at: now })
+              .where("task_id", "=", run.task_id)
+              .execute();
+            await afterResolution(trx, effects, run.task_id, "exception");
+          }
+        });
+      }
+      return expired.length;
+    },
+
+    /** Resolves as `exception` every unscheduled or pending task whose deadline has passed. */
+    async resolveDeadlines(): Promise<number> {
+      const due = await db
+        .selectFrom("tasks")
+        .select("task_id")
+        .where("state", "in", ["unscheduled", "pending"])
+        .where("deadline", "<", new Date())
+        .limit(100)
+        .execute();
+      for (const t of due) {
+        await inTransaction((trx, effects) => resolveWithoutRun(trx, effects, t.task_id, "deadline-exceeded"));
+      }
+      return due.length;
+    },
+
+    /**
+     * Finds the work that should be in the queue according to the database: pending runs,
+     * outbox rows not yet handed to delivery, remote dependencies still unresolved. Used at
+     * start and after the queue lost its data; enqueueing is idempotent.
+     */
+    async recoverEffects(): Promise<Effects> {
+      const effects = emptyEffects();
+      const runs = await db
+        .selectFrom("runs")
+        .select(["task_id", "run_id"])
+        .where("state", "=", "pending")
+        .execute();
+      for (const r of runs) effects.dispatch.push({ taskId: r.task_id, runId: r.run_id });
+      const outbox = await db
+        .selectFrom("outbox")
+        .select("activity_id")
+        .where("fanned_out_at", "is", null)
+        .orderBy("seq")
+        .execute();
+      for (const o of outbox) effects.publish.push(o.activity_id);
+      effects.dereference.push(...(await this.unresolvedRemoteDependencies()));
+      return effects;
+    },
+
+    /** Remote task URLs that some unscheduled local task still waits on. */
+    async unresolvedRemoteDependencies(origin?: string): Promise<string[]> {
+      let query = db
+        .selectFrom("task_dependencies")
+        .select("dependency")
+        .distinct()
+        .where("remote", "=", true)
+        .where("resolution", "is", null);
+      if (origin != null) query = query.where("dependency", "like", `${origin.replace(/[\\%_]/g, "\\$&")}/%`);
+      return (await query.execute()).map((r) => r.dependency);
+    },
+
+    /** One task with its runs, dependencies, inputs and artifacts (no artifact bytes). */
+    async getTask(taskId: string) {
+      const task = await db.selectFrom("tasks").selectAll().where("task_id", "=", taskId).executeTakeFirst();
+      if (task == null) return undefined;
+      const [runs, dependencies, inputs, artifacts] = await Promise.all([
+        db.selectFrom("runs").selectAll().where("task_id", "=", taskId).orderBy("run_id").execute(),
+        db.selectFrom("task_dependencies").selectAll().where("task_id", "=", taskId).execute(),
+        db.selectFrom("task_inputs").selectAll().where("task_id", "=", taskId).execute(),
+        db
+          .selectFrom("artifacts")
+          .select(["name", "run_id", "media_type", "size", "sha256", "created_at", "expires_at"])
+          .where("task_id", "=", taskId)
+          .execute(),
+      ]);
+      return { task, runs, dependencies, inputs, artifacts };
+    },
+
+    /** Tasks, newest first. */
+    async listTasks(options: { limit?: number; state?: TaskState } = {}) {
+      let query = db
+        .selectFrom("tasks")
+        .select(["task_id", "task_group_id", "name", "state", "created_at", "resolved_at", "updated_at"])
+        .orderBy("created_at", "desc")
+        .limit(Math.min(options.limit ?? 100, 1000));
+      if (options.state != null) query = query.where("state", "=", options.state);
+      return await query.execute();
+    },
+
+    /** Pending runs of this cluster (for the dispatcher after a queue loss). */
+    async pendingRuns(): Promise<Pick<RunsTable, "task_id" | "run_id">[]> {
+      return await db.selectFrom("runs").select(["task_id", "run_id"]).where("state", "=", "pending").execute();
+    },
+
+    /** Counts tasks by state. */
+    async countByState(): Promise<Record<string, number>> {
+      const rows = await db
+        .selectFrom("tasks")
+        .select(["state", sql<number>`count(*)::int`.as("n")])
+        .groupBy("state")
+        .execute();
+      return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
+    },
+  };
+}
+
+async function upsertRemoteArtifact(trx: Trx, a: RemoteArtifactReport): Promise<void> {
+  const now = new Date();
+  await trx
+    .insertInto("remote_artifacts")
+    .values({
+      artifact_url: a.artifactUrl,
+      task_url: a.taskUrl,
+      actor_id: a.actorId,
+      name: a.name,
+      content_url: a.contentUrl,
+      sha256: a.sha256,
+      size: a.size,
+      media_type: a.mediaType,
+      updated_at: now,
+    })
+    .onConflict((oc) =>
+      oc.column("artifact_url").doUpdateSet({
+        content_url: a.contentUrl,
+        sha256: a.sha256,
+        size: a.size,
+        media_type: a.mediaType,
+        updated_at: now,
+      }),
+    )
+    .execute();
+}

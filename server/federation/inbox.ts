@@ -1,0 +1,144 @@
+/**
+ * What the inbox does with a verified taskweb activity. It acts only when the activity
+ * parses under taskweb's schema and origin rules, comes from a cluster this one follows,
+ * and has never been processed before; the dedupe record and every effect commit in one
+ * transaction, so a replay or a redelivery changes nothing.
+ * @module
+ */
+import type { Context } from "@fedify/fedify";
+import type { Activity } from "@fedify/vocab";
+import { getLogger } from "@logtape/logtape";
+import jsonld from "jsonld";
+import type { Kysely } from "kysely";
+import {
+  CONTEXT,
+  parseActivity,
+  type ArtifactObject,
+  type TaskObject,
+} from "../../protocol/index.ts";
+import type {
+  Effects,
+  RemoteArtifactReport,
+  RemoteTaskReport,
+  TaskService,
+} from "../domain/task-service.ts";
+import type { DatabaseSchema } from "../store/schema.ts";
+
+const logger = getLogger(["taskweb", "inbox"]);
+
+/** Why an activity that passed signature checks was not acted on. */
+export type IgnoredReason = "unparsable" | "invalid" | "actor-mismatch" | "not-followed" | "duplicate";
+
+/** Outcome of one activity, reported to {@link TaskwebInboxOptions.onOutcome}. */
+export type InboxOutcome =
+  | { readonly outcome: "applied"; readonly activityId: string; readonly kind: string }
+  | { readonly outcome: "ignored"; readonly reason: IgnoredReason; readonly detail: string };
+
+/** Options for {@link createTaskwebInbox}. */
+export interface TaskwebInboxOptions {
+  readonly db: Kysely<DatabaseSchema>;
+  readonly tasks: TaskService;
+  readonly onOutcome?: (outcome: InboxOutcome) => void;
+}
+
+/** Converts a taskweb Artifact object into what the task service stores. */
+export function artifactReport(actorId: string, a: ArtifactObject): RemoteArtifactReport {
+  return {
+    artifactUrl: a.id,
+    taskUrl: a.task,
+    actorId,
+    name: a.name,
+    contentUrl: a.url,
+    sha256: a.sha256,
+    size: a.size,
+    mediaType: a.mediaType,
+  };
+}
+
+/** Converts a taskweb Task object into what the task service stores. */
+export function taskReport(
+  actorId: string,
+  task: TaskObject,
+  source: RemoteTaskReport["source"],
+): RemoteTaskReport {
+  return {
+    taskUrl: task.id,
+    actorId,
+    state: task.taskState,
+    resolvedAt: task.resolved,
+    artifacts: (task.artifacts ?? []).map((a) => artifactReport(actorId, a)),
+    source,
+  };
+}
+
+/** Re-compacts received JSON-LD with taskweb's context so its terms have their short names. */
+export async function compactWithTaskwebContext(
+  json: unknown,
+  contextLoader: unknown,
+): Promise<Record<string, unknown>> {
+  return await jsonld.compact(json, { "@context": CONTEXT }, { documentLoader: contextLoader });
+}
+
+/** Builds the listener for taskweb activities (Fedify's `.on(Activity, …)`). */
+export function createTaskwebInbox(options: TaskwebInboxOptions) {
+  const { db, tasks } = options;
+  const report = (o: InboxOutcome) => {
+    if (o.outcome === "ignored") {
+      logger.info("Ignored an activity ({reason}): {detail}", { reason: o.reason, detail: o.detail });
+    }
+    options.onOutcome?.(o);
+  };
+
+  return async (ctx: Context<null>, activity: Activity): Promise<void> => {
+    let compacted: Record<string, unknown>;
+    try {
+      compacted = await compactWithTaskwebContext(await activity.toJsonLd(), ctx.contextLoader);
+    } catch (error) {
+      report({ outcome: "ignored", reason: "unparsable", detail: String(error) });
+      return;
+    }
+    const parsed = parseActivity(compacted);
+    if (!parsed.ok) {
+      report({ outcome: "ignored", reason: "invalid", detail: `${parsed.reason.code}: ${parsed.reason.message}` });
+      return;
+    }
+    const value = parsed.value;
+    if (value.actor !== activity.actorId?.href) {
+      report({ outcome: "ignored", reason: "actor-mismatch", detail: value.id });
+      return;
+    }
+    const following = await db
+      .selectFrom("following")
+      .select("state")
+      .where("actor_id", "=", value.actor)
+      .executeTakeFirst();
+    if (following?.state !== "accepted") {
+      report({ outcome: "ignored", reason: "not-followed", detail: `${value.actor} is not followed` });
+      return;
+    }
+    const effects = await db.transaction().execute(async (trx): Promise<Effects | undefined> => {
+      const inserted = await trx
+        .insertInto("inbox_processed")
+        .values({
+          activity_id: value.id,
+          actor_id: value.actor,
+          types: JSON.stringify([value.kind]),
+        })
+        .onConflict((oc) => oc.column("activity_id").doNothing())
+        .returning("activity_id")
+        .executeTakeFirst();
+      if (inserted == null) return undefined;
+      if (value.kind === "ArtifactPublished") {
+        await tasks.applyRemoteArtifact(artifactReport(value.actor, value.artifact), trx);
+        return { dispatch: [], publish: [], dereference: [] };
+      }
+      return await tasks.applyRemoteTask(taskReport(value.actor, value.task, "activity"), trx);
+    });
+    if (effects == null) {
+      report({ outcome: "ignored", reason: "duplicate", detail: value.id });
+      return;
+    }
+    await tasks.runEffects(effects);
+    report({ outcome: "applied", activityId: value.id, kind: value.kind });
+  };
+}

@@ -1,0 +1,58 @@
+/**
+ * The cluster's key pairs, persisted in the database: RSA-2048 (HTTP signatures and Linked
+ * Data signatures) and Ed25519 (Object Integrity Proofs). Created once, on first use, by
+ * whichever process gets there first; every other process loads the same keys.
+ * @module
+ */
+import { exportJwk, generateCryptoKeyPair, importJwk } from "@fedify/fedify";
+import { sql, type Kysely } from "kysely";
+import type { DatabaseSchema } from "../store/schema.ts";
+
+const ALGORITHMS = ["RSASSA-PKCS1-v1_5", "Ed25519"] as const;
+
+/** Loads the active key pairs of `identifier`, creating them if there are none. */
+export async function loadOrCreateKeyPairs(
+  db: Kysely<DatabaseSchema>,
+  identifier: string,
+): Promise<CryptoKeyPair[]> {
+  const rows = await db.transaction().execute(async (trx) => {
+    // Serialises first-start key creation across processes sharing one database.
+    await sql`select pg_advisory_xact_lock(hashtext(${`taskweb-keys:${identifier}`}))`.execute(
+      trx,
+    );
+    const existing = await trx
+      .selectFrom("cluster_keys")
+      .selectAll()
+      .where("identifier", "=", identifier)
+      .where("retired_at", "is", null)
+      .orderBy("id")
+      .execute();
+    const missing = ALGORITHMS.filter((a) => !existing.some((row) => row.algorithm === a));
+    for (const algorithm of missing) {
+      const pair = await generateCryptoKeyPair(algorithm);
+      const inserted = await trx
+        .insertInto("cluster_keys")
+        .values({
+          identifier,
+          algorithm,
+          private_jwk: JSON.stringify(await exportJwk(pair.privateKey)),
+          public_jwk: JSON.stringify(await exportJwk(pair.publicKey)),
+          retired_at: null,
+        })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      existing.push(inserted);
+    }
+    return existing;
+  });
+  const pairs: CryptoKeyPair[] = [];
+  for (const algorithm of ALGORITHMS) {
+    const row = rows.find((r) => r.algorithm === algorithm);
+    if (row == null) throw new Error(`No ${algorithm} key for ${identifier}`);
+    pairs.push({
+      privateKey: await importJwk(row.private_jwk, "private"),
+      publicKey: await importJwk(row.public_jwk, "public"),
+    });
+  }
+  return pairs;
+}

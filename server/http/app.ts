@@ -1,0 +1,347 @@
+/**
+ * The cluster's HTTP surface: federation (through Fedify), the REST API, the public
+ * documents of tasks, artifacts and activities, artifact bytes, health checks and the UI.
+ * @module
+ */
+import { timingSafeEqual, createHash } from "node:crypto";
+import express, {
+  type NextFunction,
+  type Request as ERequest,
+  type Response as EResponse,
+} from "express";
+import { getLogger } from "@logtape/logtape";
+import type { Kysely } from "kysely";
+import { ApiError } from "../domain/errors.ts";
+import { artifactDocument, taskDocument } from "../domain/task-documents.ts";
+import type { TaskService, TaskState } from "../domain/task-service.ts";
+import type { ClusterUrls } from "../federation/cluster-urls.ts";
+import type { ClusterFederation } from "../federation/federation.ts";
+import type { JobQueue } from "../queue/job-queue.ts";
+import type { DatabaseSchema } from "../store/schema.ts";
+import { fedifyMiddleware } from "./fedify-adapter.ts";
+import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
+import { renderHome } from "./ui.ts";
+
+const logger = getLogger(["taskweb", "http"]);
+
+const AS_MEDIA_TYPE = "application/activity+json";
+
+/** Options for {@link createApp}. */
+export interface AppOptions {
+  readonly db: Kysely<DatabaseSchema>;
+  readonly jobs: JobQueue;
+  readonly tasks: TaskService;
+  readonly urls: ClusterUrls;
+  readonly name: string;
+  readonly version: string;
+  readonly adminToken: string;
+  readonly federation: ClusterFederation;
+  readonly guard: Omit<InboxGuardOptions, "origin">;
+  readonly databaseKind: string;
+}
+
+type Handler = (req: ERequest, res: EResponse) => Promise<void>;
+
+/** Wraps an async route so that every rejection reaches the error handler. */
+function route(handler: Handler) {
+  return (req: ERequest, res: EResponse, next: NextFunction): void => {
+    handler(req, res).catch(next);
+  };
+}
+
+function tokenMatches(given: string, expected: string): boolean {
+  const a = createHash("sha256").update(given).digest();
+  const b = createHash("sha256").update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+function param(req: ERequest, name: string): string {
+  const value = (req.params as Record<string, string | string[] | undefined>)[name];
+  return Array.isArray(value) ? value.join("/") : (value ?? "");
+}
+
+function sendActivityJson(res: EResponse, body: unknown): void {
+  res.setHeader("Content-Type", `${AS_MEDIA_TYPE}; charset=utf-8`);
+  res.setHeader("Vary", "Accept");
+  res.send(JSON.stringify(body));
+}
+
+/** Builds the Express application. */
+export function createApp(options: AppOptions): express.Express {
+  const { db, tasks, urls, name } = options;
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("etag", false);
+
+  app.get("/healthz", (_req, res) => {
+    res.json({ status: "ok" });
+  });
+  app.get(
+    "/readyz",
+    route(async (_req, res) => {
+      const checks: Record<string, string> = {};
+      let ready = true;
+      try {
+        await db.selectFrom("tasks").select("task_id").limit(1).execute();
+        checks.database = "ok";
+      } catch (error) {
+        ready = false;
+        checks.database = String(error);
+      }
+      try {
+        await options.jobs.ping();
+        checks.queue = "ok";
+      } catch (error) {
+        ready = false;
+        checks.queue = String(error);
+      }
+      res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "unavailable", checks });
+    }),
+  );
+
+  const guard = inboxGuard({ ...options.guard, origin: urls.origin });
+  app.post(`/clusters/${name}/inbox`, guard);
+  app.post("/inbox", guard);
+  app.use(fedifyMiddleware(options.federation.federation, urls.origin));
+
+  // Public documents: what ids dereference to.
+  app.get(
+    `/clusters/${name}/tasks/:taskId`,
+    route(async (req, res) => {
+      const found = await tasks.getTask(param(req, "taskId"));
+      if (found == null) throw new ApiError("ResourceNotFound", "No such task on this cluster.");
+      const last = found.runs.at(-1);
+      sendActivityJson(
+        res,
+        taskDocument(urls, {
+          task: found.task,
+          run: last,
+          dependencies: found.dependencies.map((d) => d.dependency),
+          artifacts: found.artifacts,
+        }),
+      );
+    }),
+  );
+  app.get(
+    `/clusters/${name}/tasks/:taskId/artifacts/*artifact`,
+    route(async (req, res) => {
+      const taskId = param(req, "taskId");
+      const row = await db
+        .selectFrom("artifacts")
+        .select(["name", "media_type", "size", "sha256", "expires_at"])
+        .where("task_id", "=", taskId)
+        .where("name", "=", param(req, "artifact"))
+        .executeTakeFirst();
+      if (row == null) throw new ApiError("ResourceNotFound", "No such artifact.");
+      sendActivityJson(res, artifactDocument(urls, taskId, row));
+    }),
+  );
+  app.get(
+    `/clusters/${name}/content/:taskId/*artifact`,
+    route(async (req, res) => {
+      const row = await db
+        .selectFrom("artifacts")
+        .select(["content", "media_type", "sha256"])
+        .where("task_id", "=", param(req, "taskId"))
+        .where("name", "=", param(req, "artifact"))
+        .executeTakeFirst();
+      if (row == null) throw new ApiError("ResourceNotFound", "No such artifact.");
+      const content = Buffer.from(row.content);
+      res.setHeader("Content-Type", row.media_type);
+      res.setHeader("ETag", `"${row.sha256}"`);
+      res.setHeader("Accept-Ranges", "bytes");
+      res.setHeader(
+        "Content-Digest",
+        `sha-256=:${Buffer.from(row.sha256, "hex").toString("base64")}:`,
+      );
+      const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
+      if (range != null) {
+        const start = Number(range[1]);
+        const end = range[2] === "" ? content.length - 1 : Math.min(Number(range[2]), content.length - 1);
+        if (start >= content.length || start > end) {
+          res.status(416).setHeader("Content-Range", `bytes */${content.length}`).end();
+          return;
+        }
+        res.status(206).setHeader("Content-Range", `bytes ${start}-${end}/${content.length}`);
+        res.end(content.subarray(start, end + 1));
+        return;
+      }
+      res.end(content);
+    }),
+  );
+  app.get(
+    `/clusters/${name}/activities/:activityId`,
+    route(async (req, res) => {
+      const row = await db
+        .selectFrom("outbox")
+        .select("activity")
+        .where("activity_id", "=", urls.activity(param(req, "activityId")))
+        .executeTakeFirst();
+      if (row == null) throw new ApiError("ResourceNotFound", "No such activity.");
+      sendActivityJson(res, row.activity);
+    }),
+  );
+
+  // The REST API, for clients holding the cluster's token.
+  const api = express.Router();
+  api.use((req, _res, next) => {
+    const header = req.headers.authorization ?? "";
+    const token = header.startsWith("Bearer ") ? header.slice(7) : "";
+    if (token === "" || !tokenMatches(token, options.adminToken)) {
+      next(new ApiError("AuthenticationFailed", "Send the cluster's API token as 'Authorization: Bearer <token>'."));
+      return;
+    }
+    next();
+  });
+  api.use(express.json({ limit: "1mb" }));
+  api.get(
+    "/cluster",
+    route(async (_req, res) => {
+      res.json({
+        name,
+        actor: urls.actor,
+        version: options.version,
+        database: options.databaseKind,
+        queue: options.jobs.kind,
+        tasks: await tasks.countByState(),
+      });
+    }),
+  );
+  api.post(
+    "/tasks",
+    route(async (req, res) => {
+      const result = await tasks.createTask(req.body);
+      const view = await tasks.getTask(result.taskId);
+      res.status(result.created ? 201 : 200).json({
+        taskId: result.taskId,
+        url: urls.task(result.taskId),
+        state: view?.task.state,
+        created: result.created,
+      });
+    }),
+  );
+  api.get(
+    "/tasks",
+    route(async (req, res) => {
+      const state = typeof req.query.state === "string" ? (req.query.state as TaskState) : undefined;
+      const limit = typeof req.query.limit === "string" ? Number(req.query.limit) : undefined;
+      const rows = await tasks.listTasks({
+        ...(state != null ? { state } : {}),
+        ...(limit != null && Number.isInteger(limit) && limit > 0 ? { limit } : {}),
+      });
+      res.json({ tasks: rows.map((t) => ({ ...t, url: urls.task(t.task_id) })) });
+    }),
+  );
+  api.get(
+    "/tasks/:taskId",
+    route(async (req, res) => {
+      const found = await tasks.getTask(param(req, "taskId"));
+      if (found == null) throw new ApiError("ResourceNotFound", "No such task on this cluster.");
+      res.json({
+        ...found.task,
+        url: urls.task(found.task.task_id),
+        runs: found.runs.map(({ log: _log, ...run }) => run),
+        dependencies: found.dependencies,
+        inputs: found.inputs,
+        artifacts: found.artifacts.map((a) => ({
+          ...a,
+          size: Number(a.size),
+          url: urls.artifact(found.task.task_id, a.name),
+          contentUrl: urls.artifactContent(found.task.task_id, a.name),
+        })),
+      });
+    }),
+  );
+  api.get(
+    "/tasks/:taskId/runs/:runId/log",
+    route(async (req, res) => {
+      const row = await db
+        .selectFrom("runs")
+        .select("log")
+        .where("task_id", "=", param(req, "taskId"))
+        .where("run_id", "=", Number(param(req, "runId")))
+        .executeTakeFirst();
+      if (row == null) throw new ApiError("ResourceNotFound", "No such run.");
+      res.type("text/plain").send(row.log ?? "");
+    }),
+  );
+  api.post(
+    "/following",
+    route(async (req, res) => {
+      const actor = (req.body as { actor?: unknown } | undefined)?.actor;
+      if (typeof actor !== "string") {
+        throw new ApiError("InputError", 'Send {"actor": "<the cluster\'s actor URL>"}.');
+      }
+      try {
+        new URL(actor);
+      } catch {
+        throw new ApiError("InputError", `${JSON.stringify(actor)} is not a URL.`);
+      }
+      try {
+        res.status(202).json(await options.federation.follow(actor));
+      } catch (error) {
+        throw new ApiError("RemoteUnavailable", `Could not follow ${actor}: ${String(error)}`, undefined, {
+          cause: error,
+        });
+      }
+    }),
+  );
+  api.delete(
+    "/following",
+    route(async (req, res) => {
+      const actor = typeof req.query.actor === "string" ? req.query.actor : "";
+      const removed = await options.federation.unfollow(actor);
+      if (!removed) throw new ApiError("ResourceNotFound", "This cluster does not follow that actor.");
+      res.status(204).end();
+    }),
+  );
+  api.get(
+    "/following",
+    route(async (_req, res) => {
+      res.json({ following: await db.selectFrom("following").selectAll().orderBy("actor_id").execute() });
+    }),
+  );
+  api.get(
+    "/followers",
+    route(async (_req, res) => {
+      res.json({ followers: await db.selectFrom("followers").selectAll().orderBy("actor_id").execute() });
+    }),
+  );
+  app.use("/api/v1", api);
+
+  app.get(
+    "/",
+    route(async (_req, res) => {
+      const rows = await tasks.listTasks({ limit: 200 });
+      res.type("html").send(renderHome({ name, actor: urls.actor, tasks: rows }));
+    }),
+  );
+
+  app.use((_req, _res, next) => {
+    next(new ApiError("ResourceNotFound", "Nothing here. The API lives under /api/v1."));
+  });
+  app.use((error: unknown, req: ERequest, res: EResponse, _next: NextFunction) => {
+    if (res.headersSent) return;
+    let apiError: ApiError;
+    if (error instanceof ApiError) {
+      apiError = error;
+    } else if (typeof error === "object" && error !== null && "type" in error) {
+      const type = (error as { type: string }).type;
+      apiError =
+        type === "entity.too.large"
+          ? new ApiError("PayloadTooLarge", "The request body is larger than 1 MiB.")
+          : type === "entity.parse.failed"
+            ? new ApiError("InputError", "The request body is not valid JSON.")
+            : new ApiError("InputError", "The request body could not be read.");
+    } else {
+      logger.error("{method} {url} failed: {error}", { method: req.method, url: req.originalUrl, error: String(error) });
+      apiError = new ApiError("InternalServerError", "Something went wrong on the cluster; try again.");
+    }
+    res.status(apiError.status).json({
+      code: apiError.code,
+      message: apiError.message,
+      ...(apiError.details != null ? { details: apiError.details } : {}),
+    });
+  });
+  return app;
+}

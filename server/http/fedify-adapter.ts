@@ -1,0 +1,69 @@
+/**
+ * Express ⇄ Fedify. Fedify works on web `Request`/`Response`; this converts at the edge and,
+ * unlike `@fedify/express`, catches every failure so that one bad request can never take
+ * the process down. Inbox POSTs arrive here already buffered and checked by the inbox guard.
+ * @module
+ */
+import type { Federation } from "@fedify/fedify";
+import { getLogger } from "@logtape/logtape";
+import type { NextFunction, Request as ERequest, Response as EResponse } from "express";
+
+const logger = getLogger(["taskweb", "http", "fedify"]);
+
+/** Builds the web `Request` for an Express request, on this cluster's own origin. */
+export function toWebRequest(req: ERequest, origin: string, body?: Uint8Array): Request {
+  const headers = new Headers();
+  for (const [key, value] of Object.entries(req.headers)) {
+    for (const v of [value].flat()) if (typeof v === "string") headers.append(key, v);
+  }
+  const init: RequestInit = { method: req.method, headers };
+  if (body != null && req.method !== "GET" && req.method !== "HEAD") {
+    init.body = body as BodyInit;
+  }
+  return new Request(`${origin}${req.originalUrl}`, init);
+}
+
+/** Express middleware that serves what Fedify routes and passes everything else on. */
+export function fedifyMiddleware(federation: Federation<null>, origin: string) {
+  return (req: ERequest, res: EResponse, next: NextFunction): void => {
+    const body = (req as ERequest & { rawBody?: Uint8Array }).rawBody;
+    let request: Request;
+    try {
+      request = toWebRequest(req, origin, body);
+    } catch (error) {
+      next(error);
+      return;
+    }
+    let passed = false;
+    federation
+      .fetch(request, {
+        contextData: null,
+        onNotFound: () => {
+          passed = true;
+          next();
+          return new Response(null, { status: 404 });
+        },
+        onNotAcceptable: () => {
+          passed = true;
+          next();
+          return new Response(null, { status: 406 });
+        },
+      })
+      .then(async (response) => {
+        if (passed) return;
+        res.status(response.status);
+        response.headers.forEach((value, key) => res.setHeader(key, value));
+        res.end(Buffer.from(await response.arrayBuffer()));
+      })
+      .catch((error: unknown) => {
+        logger.error("Federation request {method} {url} failed: {error}", {
+          method: req.method,
+          url: req.originalUrl,
+          error: String(error),
+        });
+        if (!passed && !res.headersSent) {
+          res.status(500).json({ code: "InternalServerError", message: "The request failed." });
+        }
+      });
+  };
+}

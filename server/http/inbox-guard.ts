@@ -1,0 +1,203 @@
+/**
+ * Checks every POST to an inbox before Fedify or any JSON-LD processor sees it: media
+ * type, body size, JSON nesting depth, and a verified HTTP signature (RFC 9421 or
+ * draft-cavage) whose key belongs to the activity's actor, on the actor's origin, inside the
+ * time window. Fedify checks again and also accepts Linked Data signatures and proofs, but
+ * those can be replayed without any time bound, so taskweb requires the HTTP signature.
+ * @module
+ */
+import {
+  verifyRequestDetailed,
+  type DocumentLoader,
+  type KeyCache,
+} from "@fedify/fedify";
+import type { CryptographicKey, Multikey } from "@fedify/vocab";
+import { getLogger } from "@logtape/logtape";
+import type { NextFunction, Request as ERequest, Response as EResponse } from "express";
+import { checkJsonLimits, sameOrigin } from "../../protocol/index.ts";
+import { toWebRequest } from "./fedify-adapter.ts";
+
+const logger = getLogger(["taskweb", "http", "inbox"]);
+
+/** Limits applied by the inbox guard. */
+export const INBOX_LIMITS = {
+  /** Largest accepted body. */
+  maxBodyBytes: 1024 * 1024,
+  /** Deepest accepted JSON nesting. */
+  maxJsonDepth: 32,
+  /** Largest accepted clock difference of a signature's `created` / `Date`, in seconds. */
+  signatureWindowSeconds: 300,
+} as const;
+
+const ACTIVITY_MEDIA_TYPES = ["application/activity+json", "application/ld+json", "application/json"];
+
+/** Why the guard refused a request; also the `reason` counted by metrics. */
+export type InboxRefusal =
+  | "unsupported-media-type"
+  | "too-large"
+  | "malformed"
+  | "no-signature"
+  | "invalid-signature"
+  | "key-fetch-failed"
+  | "key-not-owned-by-actor";
+
+/** A small in-memory cache of verified public keys (refetched when a signature fails). */
+export function createMemoryKeyCache(maxEntries = 1000): KeyCache {
+  const entries = new Map<string, { key: CryptographicKey | Multikey | null; at: number }>();
+  const ttlMs = 3600_000;
+  return {
+    get(keyId) {
+      const hit = entries.get(keyId.href);
+      if (hit == null || Date.now() - hit.at > ttlMs) return Promise.resolve(undefined);
+      return Promise.resolve(hit.key);
+    },
+    set(keyId, key) {
+      if (entries.size >= maxEntries) {
+        const oldest = entries.keys().next().value;
+        if (oldest != null) entries.delete(oldest);
+      }
+      entries.set(keyId.href, { key, at: Date.now() });
+      return Promise.resolve();
+    },
+  };
+}
+
+/** Options for {@link inboxGuard}. */
+export interface InboxGuardOptions {
+  readonly origin: string;
+  /** Loads keys (an authenticated loader, for peers that require signed fetches). */
+  readonly documentLoader: () => DocumentLoader;
+  readonly contextLoader: DocumentLoader;
+  readonly keyCache: KeyCache;
+  /** Told of every refusal (metrics, tests). */
+  readonly onRefused?: (reason: InboxRefusal) => void;
+}
+
+function refuse(
+  res: EResponse,
+  status: number,
+  reason: InboxRefusal,
+  message: string,
+  onRefused?: (reason: InboxRefusal) => void,
+): void {
+  onRefused?.(reason);
+  logger.info("Inbox refused a request ({reason}): {message}", { reason, message });
+  res.status(status).json({ code: reason, message });
+}
+
+/** Express middleware for POSTs to the inbox and the shared inbox. */
+export function inboxGuard(options: InboxGuardOptions) {
+  return (req: ERequest, res: EResponse, next: NextFunction): void => {
+    const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
+    if (!ACTIVITY_MEDIA_TYPES.includes(type)) {
+      refuse(
+        res,
+        415,
+        "unsupported-media-type",
+        "Send activities as application/activity+json.",
+        options.onRefused,
+      );
+      req.resume();
+      return;
+    }
+    const declared = Number(req.headers["content-length"] ?? "0");
+    if (declared > INBOX_LIMITS.maxBodyBytes) {
+      refuse(res, 413, "too-large", `Bodies are limited to ${INBOX_LIMITS.maxBodyBytes} bytes.`, options.onRefused);
+      req.destroy();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let aborted = false;
+    req.on("data", (chunk: Buffer) => {
+      if (aborted) return;
+      size += chunk.length;
+      if (size > INBOX_LIMITS.maxBodyBytes) {
+        aborted = true;
+        refuse(res, 413, "too-large", `Bodies are limited to ${INBOX_LIMITS.maxBodyBytes} bytes.`, options.onRefused);
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("error", () => {
+      aborted = true;
+    });
+    req.on("end", () => {
+      if (aborted) return;
+      const body = Buffer.concat(chunks);
+      check(body).catch((error: unknown) => {
+        logger.error("Inbox guard failed: {error}", { error: String(error) });
+        if (!res.headersSent) res.status(500).json({ code: "InternalServerError", message: "Try again later." });
+      });
+    });
+
+    async function check(body: Buffer): Promise<void> {
+      const limits = checkJsonLimits(body, {
+        maxBytes: INBOX_LIMITS.maxBodyBytes,
+        maxDepth: INBOX_LIMITS.maxJsonDepth,
+      });
+      if (!limits.ok) {
+        refuse(res, limits.reason.code === "too-large" ? 413 : 400, limits.reason.code === "too-large" ? "too-large" : "malformed", limits.reason.message, options.onRefused);
+        return;
+      }
+      const json = limits.value as Record<string, unknown> | null;
+      const actor =
+        json != null && typeof json === "object" && !Array.isArray(json)
+          ? typeof json.actor === "string"
+            ? json.actor
+            : typeof json.actor === "object" && json.actor != null && "id" in json.actor
+              ? String((json.actor as { id: unknown }).id)
+              : undefined
+          : undefined;
+      if (actor == null) {
+        refuse(res, 400, "malformed", "The body must be an activity with an actor.", options.onRefused);
+        return;
+      }
+      if (req.headers.signature == null && req.headers["signature-input"] == null) {
+        refuse(
+          res,
+          401,
+          "no-signature",
+          "Sign the request with an HTTP signature (RFC 9421 or draft-cavage-12).",
+          options.onRefused,
+        );
+        return;
+      }
+      const request = toWebRequest(req, options.origin, body);
+      const result = await verifyRequestDetailed(request, {
+        documentLoader: options.documentLoader(),
+        contextLoader: options.contextLoader,
+        keyCache: options.keyCache,
+        timeWindow: { seconds: INBOX_LIMITS.signatureWindowSeconds },
+      });
+      if (!result.verified) {
+        const reason = result.reason.type === "keyFetchError" ? "key-fetch-failed" : "invalid-signature";
+        refuse(
+          res,
+          401,
+          reason,
+          reason === "key-fetch-failed"
+            ? "The signing key could not be fetched."
+            : `The HTTP signature does not verify (stale, altered, or not covering the digest; window ±${INBOX_LIMITS.signatureWindowSeconds} s).`,
+          options.onRefused,
+        );
+        return;
+      }
+      const key = result.key;
+      const owner = key.ownerId?.href;
+      if (owner !== actor || key.id == null || !sameOrigin(key.id.href, actor)) {
+        refuse(
+          res,
+          401,
+          "key-not-owned-by-actor",
+          "The signing key does not belong to the activity's actor.",
+          options.onRefused,
+        );
+        return;
+      }
+      (req as ERequest & { rawBody?: Uint8Array }).rawBody = body;
+      next();
+    }
+  };
+}

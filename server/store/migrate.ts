@@ -1,0 +1,47 @@
+/**
+ * Numbered, append-only migrations. They are imported statically (not read from the
+ * folder at run time) so that they work from any install location.
+ * @module
+ */
+import { sql, type Kysely } from "kysely";
+import { Migrator, type Migration, type MigrationResultSet } from "kysely/migration";
+import * as m0001 from "./migrations/0001-initial.ts";
+
+const MIGRATIONS: Record<string, Migration> = {
+  "0001-initial": m0001,
+};
+
+/** Thrown when a migration fails; the database is left at the last migration that passed. */
+export class MigrationError extends Error {
+  override readonly name = "MigrationError";
+  constructor(
+    readonly migration: string | undefined,
+    options: { cause: unknown },
+  ) {
+    super(`Migration ${migration ?? "(unknown)"} failed: ${String(options.cause)}`, options);
+  }
+}
+
+/**
+ * Brings the database to the newest schema, in the connection's current PostgreSQL schema. Concurrent callers are safe: Kysely takes an
+ * advisory lock on PostgreSQL, so several processes starting at once migrate once.
+ * @returns the names of the migrations that ran now.
+ */
+export async function migrateToLatest(db: Kysely<unknown>): Promise<string[]> {
+  const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(db);
+  const migrator = new Migrator({
+    db,
+    // Named explicitly: Kysely looks for its tables in every schema otherwise, and would see
+    // another cluster's tables in a shared database.
+    migrationTableSchema: rows[0]?.schema ?? "public",
+    provider: { getMigrations: () => Promise.resolve(MIGRATIONS) },
+    migrationTableName: "taskweb_migrations",
+    migrationLockTableName: "taskweb_migrations_lock",
+  });
+  const result: MigrationResultSet = await migrator.migrateToLatest();
+  if (result.error != null) {
+    const failed = result.results?.find((r) => r.status === "Error");
+    throw new MigrationError(failed?.migrationName, { cause: result.error });
+  }
+  return (result.results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+}

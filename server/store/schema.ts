@@ -1,0 +1,176 @@
+/**
+ * The database's tables as Kysely sees them. Migrations in `./migrations/` create them;
+ * this file must agree with the sum of those migrations (the store contract tests prove it).
+ * @module
+ */
+import type { ColumnType, Generated, JSONColumnType } from "kysely";
+
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
+/** int8 comes back as a string from pg and as a number from PGlite. */
+type BigIntColumn = ColumnType<string | number, number | bigint, number | bigint>;
+type Json<T extends object | null = Record<string, unknown>> = JSONColumnType<T, string, string>;
+
+export interface ClusterKeysTable {
+  id: Generated<number>;
+  identifier: string;
+  algorithm: "RSASSA-PKCS1-v1_5" | "Ed25519";
+  private_jwk: Json<JsonWebKey>;
+  public_jwk: Json<JsonWebKey>;
+  created_at: CreatedAt;
+  retired_at: Timestamp | null;
+}
+
+export interface KvTable {
+  key: string;
+  value: ColumnType<unknown, string, string>;
+  expires_at: Timestamp | null;
+}
+
+export interface JobsTable {
+  queue: string;
+  job_id: string;
+  data: ColumnType<unknown, string, string>;
+  run_at: Timestamp;
+  attempts: Generated<number>;
+  locked_until: Timestamp | null;
+  created_at: CreatedAt;
+}
+
+export interface FollowersTable {
+  actor_id: string;
+  inbox: string;
+  shared_inbox: string | null;
+  follow_id: string;
+  state: "accepted" | "pending" | "rejected";
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface FollowingTable {
+  actor_id: string;
+  inbox: string;
+  shared_inbox: string | null;
+  follow_id: string;
+  state: "pending" | "accepted" | "rejected";
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface TasksTable {
+  task_id: string;
+  task_group_id: string;
+  name: string;
+  state: "unscheduled" | "pending" | "running" | "completed" | "failed" | "exception";
+  requires: "all-completed" | "all-resolved";
+  definition: Json<object>;
+  retries: number;
+  retries_left: number;
+  deadline: Timestamp;
+  created_at: CreatedAt;
+  resolved_at: Timestamp | null;
+  /** Bumped on every state change; lets pollers and caches see what moved. */
+  updated_at: Timestamp;
+}
+
+export interface TaskDependenciesTable {
+  task_id: string;
+  /** A local task id, or the https URL of a task on another cluster. */
+  dependency: string;
+  remote: boolean;
+  /** The dependency's resolution once known: `completed`, `failed` or `exception`. */
+  resolution: "completed" | "failed" | "exception" | null;
+}
+
+export interface TaskInputsTable {
+  task_id: string;
+  /** Relative path under the worker's inputs folder. */
+  path: string;
+  /** The artifact's id (URL) on its cluster. */
+  artifact_url: string;
+  task_url: string;
+}
+
+export interface RunsTable {
+  task_id: string;
+  run_id: number;
+  state: "pending" | "running" | "completed" | "failed" | "exception";
+  reason_created: string;
+  reason_resolved: string | null;
+  worker_id: string | null;
+  taken_until: Timestamp | null;
+  scheduled_at: Timestamp;
+  started_at: Timestamp | null;
+  resolved_at: Timestamp | null;
+  exit_code: number | null;
+  log: string | null;
+}
+
+export interface ArtifactsTable {
+  task_id: string;
+  name: string;
+  run_id: number;
+  media_type: string;
+  size: BigIntColumn;
+  sha256: string;
+  content: Uint8Array;
+  created_at: CreatedAt;
+  expires_at: Timestamp;
+}
+
+export interface OutboxTable {
+  seq: Generated<BigIntColumn>;
+  activity_id: string;
+  types: Json<string[]>;
+  /** The activity as built, compact JSON-LD with taskweb's inline context, before signing. */
+  activity: Json<Record<string, unknown>>;
+  published_at: Timestamp;
+  /** Set once the activity was handed to the delivery queue for every follower. */
+  fanned_out_at: Timestamp | null;
+}
+
+export interface InboxProcessedTable {
+  activity_id: string;
+  actor_id: string;
+  types: Json<string[]>;
+  received_at: CreatedAt;
+}
+
+export interface RemoteTasksTable {
+  task_url: string;
+  actor_id: string;
+  state: string;
+  resolved_at: Timestamp | null;
+  source: "activity" | "dereference";
+  updated_at: Timestamp;
+}
+
+export interface RemoteArtifactsTable {
+  artifact_url: string;
+  task_url: string;
+  actor_id: string;
+  name: string;
+  content_url: string;
+  sha256: string;
+  size: BigIntColumn;
+  media_type: string;
+  updated_at: Timestamp;
+}
+
+/** Every table, for `Kysely<DatabaseSchema>`. */
+export interface DatabaseSchema {
+  cluster_keys: ClusterKeysTable;
+  kv: KvTable;
+  jobs: JobsTable;
+  followers: FollowersTable;
+  following: FollowingTable;
+  tasks: TasksTable;
+  task_dependencies: TaskDependenciesTable;
+  task_inputs: TaskInputsTable;
+  runs: RunsTable;
+  artifacts: ArtifactsTable;
+  outbox: OutboxTable;
+  inbox_processed: InboxProcessedTable;
+  remote_tasks: RemoteTasksTable;
+  remote_artifacts: RemoteArtifactsTable;
+}

@@ -1,0 +1,225 @@
+/**
+ * The worker: takes dispatched runs from the queue, claims each in the database (so a run
+ * never executes twice at once), fetches its inputs and verifies their digests, runs the
+ * command, uploads what it left in its artifacts folder, and resolves the run.
+ * @module
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir, hostname } from "node:os";
+import { join, relative, sep } from "node:path";
+import type { DocumentLoader } from "@fedify/fedify";
+import { getLogger } from "@logtape/logtape";
+import type { Kysely } from "kysely";
+import { parseArtifactObject } from "../../protocol/index.ts";
+import type { ClusterUrls } from "../federation/cluster-urls.ts";
+import { artifactReport, compactWithTaskwebContext } from "../federation/inbox.ts";
+import type { JobConsumer, JobQueue } from "../queue/job-queue.ts";
+import type { DatabaseSchema } from "../store/schema.ts";
+import { QUEUES, type NewArtifact, type RunOutcome, type TaskService } from "../domain/task-service.ts";
+import { DigestMismatchError, downloadVerified } from "./download.ts";
+import { runCommand } from "./run-command.ts";
+
+const logger = getLogger(["taskweb", "worker"]);
+
+/** Limits on what one run may upload. */
+export const ARTIFACT_LIMITS = { maxFiles: 1000, maxTotalBytes: 256 * 1024 * 1024 } as const;
+
+const MEDIA_TYPES: Record<string, string> = {
+  ".txt": "text/plain",
+  ".log": "text/plain",
+  ".json": "application/json",
+  ".html": "text/html",
+  ".csv": "text/csv",
+  ".xml": "application/xml",
+  ".gz": "application/gzip",
+  ".tgz": "application/gzip",
+  ".zip": "application/zip",
+  ".tar": "application/x-tar",
+};
+
+function mediaTypeOf(name: string): string {
+  const dot = name.lastIndexOf(".");
+  return (dot >= 0 ? MEDIA_TYPES[name.slice(dot).toLowerCase()] : undefined) ?? "application/octet-stream";
+}
+
+/** Options for {@link startWorker}. */
+export interface WorkerOptions {
+  readonly db: Kysely<DatabaseSchema>;
+  readonly jobs: JobQueue;
+  readonly tasks: TaskService;
+  readonly urls: ClusterUrls;
+  readonly concurrency: number;
+  readonly claimLeaseMs: number;
+  readonly allowPrivateAddress: boolean;
+  readonly workDir: string | undefined;
+  readonly loaders: () => Promise<{ documentLoader: DocumentLoader; contextLoader: DocumentLoader }>;
+  /** Called as runs start and end (progress, tests, demo narration). */
+  readonly onRunEvent?: (event: { taskId: string; runId: number; event: "started" | "resolved"; state?: string }) => void;
+}
+
+/** Collects a run's artifacts folder. */
+async function collectArtifacts(dir: string): Promise<NewArtifact[] | string> {
+  const out: NewArtifact[] = [];
+  let total = 0;
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  for (const entry of entries) {
+    if (!entry.isFile()) continue;
+    const full = join(entry.parentPath, entry.name);
+    const name = relative(dir, full).split(sep).join("/");
+    const info = await stat(full);
+    total += info.size;
+    if (out.length >= ARTIFACT_LIMITS.maxFiles || total > ARTIFACT_LIMITS.maxTotalBytes) {
+      return `The artifacts folder exceeds ${ARTIFACT_LIMITS.maxFiles} files or ${ARTIFACT_LIMITS.maxTotalBytes} bytes.`;
+    }
+    const content = await readFile(full);
+    out.push({
+      name,
+      mediaType: mediaTypeOf(name),
+      content,
+      sha256: createHash("sha256").update(content).digest("hex"),
+    });
+  }
+  return out;
+}
+
+/** Starts consuming dispatched runs. */
+export async function startWorker(options: WorkerOptions): Promise<JobConsumer> {
+  const { db, tasks, urls } = options;
+  const workerId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
+
+  async function fetchInputs(taskId: string, inputsDir: string): Promise<void> {
+    const inputs = await db.selectFrom("task_inputs").selectAll().where("task_id", "=", taskId).execute();
+    for (const input of inputs) {
+      const dest = join(inputsDir, ...input.path.split("/"));
+      const localTask = urls.localTaskId(input.task_url);
+      if (localTask != null) {
+        const name = decodeURIComponent(input.artifact_url.slice(`${input.task_url}/artifacts/`.length));
+        const row = await db
+          .selectFrom("artifacts")
+          .select(["content"])
+          .where("task_id", "=", localTask)
+          .where("name", "=", name)
+          .executeTakeFirst();
+        if (row == null) throw new Error(`Input ${input.artifact_url} does not exist.`);
+        await mkdir(join(dest, ".."), { recursive: true });
+        await writeFile(dest, row.content);
+        continue;
+      }
+      let meta = await db
+        .selectFrom("remote_artifacts")
+        .selectAll()
+        .where("artifact_url", "=", input.artifact_url)
+        .executeTakeFirst();
+      if (meta == null) {
+        // Not announced to us (we missed it): ask the artifact's own cluster.
+        const loaders = await options.loaders();
+        const { document } = await loaders.documentLoader(input.artifact_url);
+        const parsed = parseArtifactObject(await compactWithTaskwebContext(document, loaders.contextLoader));
+        if (!parsed.ok || parsed.value.id !== input.artifact_url) {
+          throw new Error(`${input.artifact_url} did not dereference to that artifact.`);
+        }
+        const report = artifactReport(parsed.value.attributedTo, parsed.value);
+        await db.transaction().execute((trx) => tasks.applyRemoteArtifact(report, trx));
+        meta = await db
+          .selectFrom("remote_artifacts")
+          .selectAll()
+          .where("artifact_url", "=", input.artifact_url)
+          .executeTakeFirstOrThrow();
+      }
+      await downloadVerified(meta.content_url, dest, {
+        expected: { sha256: meta.sha256, size: Number(meta.size) },
+        allowPrivateAddress: options.allowPrivateAddress,
+      });
+    }
+  }
+
+  async function execute(taskId: string, runId: number): Promise<void> {
+    const claim = await tasks.claimRun(taskId, runId, workerId, options.claimLeaseMs);
+    if (claim == null) return; // Already claimed, resolved or gone: the queue delivered twice.
+    options.onRunEvent?.({ taskId, runId, event: "started" });
+    const abort = new AbortController();
+    const heartbeat = setInterval(() => {
+      tasks.renewClaim(taskId, runId, workerId, options.claimLeaseMs).then(
+        (held) => {
+          if (!held) abort.abort();
+        },
+        (error: unknown) => logger.warn("Could not renew claim: {error}", { error: String(error) }),
+      );
+    }, Math.max(500, Math.floor(options.claimLeaseMs / 3)));
+    const root = await mkdtemp(join(options.workDir ?? tmpdir(), `taskweb-${taskId}-`));
+    let outcome: RunOutcome;
+    try {
+      const inputsDir = join(root, "inputs");
+      const artifactsDir = join(root, "artifacts");
+      const cwd = join(root, "work");
+      await Promise.all([mkdir(inputsDir), mkdir(artifactsDir), mkdir(cwd)]);
+      try {
+        await fetchInputs(taskId, inputsDir);
+      } catch (error) {
+        const digest = error instanceof DigestMismatchError;
+        logger.warn("Inputs of {taskId} failed: {error}", { taskId, error: String(error) });
+        outcome = {
+          state: "exception",
+          reason: digest ? "input-digest-mismatch" : "resource-unavailable",
+          exitCode: null,
+          log: `[taskweb] ${digest ? "refused an input whose digest does not match" : "could not fetch inputs"}: ${
+            error instanceof Error ? error.message : String(error)
+          }\n`,
+          artifacts: [],
+        };
+        await tasks.resolveRun(taskId, runId, workerId, outcome);
+        return;
+      }
+      const { payload } = claim.definition;
+      const result = await runCommand({
+        command: payload.command,
+        env: {
+          PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
+          HOME: cwd,
+          LANG: "C.UTF-8",
+          ...payload.env,
+          TASKWEB_TASK_ID: taskId,
+          TASKWEB_RUN_ID: String(runId),
+          TASKWEB_TASK_URL: urls.task(taskId),
+          TASKWEB_INPUTS: inputsDir,
+          TASKWEB_ARTIFACTS: artifactsDir,
+        },
+        cwd,
+        timeoutMs: payload.maxRunTime * 1000,
+        signal: abort.signal,
+      });
+      if (result.aborted) {
+        // The claim was lost; whoever holds it now resolves the run.
+        logger.warn("Lost the claim on {taskId}/{runId}; stopped it.", { taskId, runId });
+        return;
+      }
+      const artifacts = result.exitCode === 0 ? await collectArtifacts(artifactsDir) : [];
+      if (typeof artifacts === "string") {
+        outcome = { state: "failed", reason: "failed", exitCode: result.exitCode, log: `${result.log}\n[taskweb] ${artifacts}\n`, artifacts: [] };
+      } else if (result.spawnError != null) {
+        outcome = { state: "exception", reason: "malformed-payload", exitCode: null, log: result.log, artifacts: [] };
+      } else if (result.exitCode === 0 && !result.timedOut) {
+        outcome = { state: "completed", reason: "completed", exitCode: 0, log: result.log, artifacts };
+      } else {
+        outcome = { state: "failed", reason: "failed", exitCode: result.exitCode, log: result.log, artifacts: [] };
+      }
+      await tasks.resolveRun(taskId, runId, workerId, outcome);
+      options.onRunEvent?.({ taskId, runId, event: "resolved", state: outcome.state });
+    } finally {
+      clearInterval(heartbeat);
+      await rm(root, { recursive: true, force: true });
+    }
+  }
+
+  return await options.jobs.process<{ taskId: string; runId: number }>(
+    QUEUES.tasks,
+    async (job) => {
+      await execute(job.data.taskId, job.data.runId);
+    },
+    {
+      concurrency: options.concurrency,
+      onFailed: (job, error) => logger.error("Run job {id} failed: {error}", { id: job.id, error: String(error) }),
+    },
+  );
+}

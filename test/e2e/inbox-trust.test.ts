@@ -1,0 +1,197 @@
+/**
+ * The inbox's trust rules, each against real clusters on loopback: an activity acts only
+ * when its HTTP signature verifies with a key its actor owns, its objects are on the actor's
+ * origin, the actor is followed, and its id was never processed. Every refused or ignored
+ * input must leave cluster B exactly as it was.
+ */
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildTaskCompleted } from "../../protocol/index.ts";
+import type { RunningCluster } from "../../server/cluster.ts";
+import { serverBackendSkipReason, testBackends } from "../support/backends.ts";
+import { follow, snapshot, startTestCluster, waitFor, waitForResolution, type TestCluster } from "../support/clusters.ts";
+import { clusterRsaKey, signedPost, type SigningKey } from "../support/signing.ts";
+
+const skipReason = serverBackendSkipReason();
+if (skipReason != null) {
+  describe("inbox trust rules on postgres+redis", () => {
+    it.skip(`runs only with PostgreSQL and Redis: ${skipReason}`, () => {});
+  });
+}
+
+/** A TaskCompleted as `actor` would send it, about `taskUrl`. */
+function taskCompleted(actor: RunningCluster, taskUrl: string, overrides: { id?: string } = {}) {
+  return buildTaskCompleted({
+    id: overrides.id ?? actor.urls.activity(randomUUID()),
+    actor: actor.urls.actor,
+    published: new Date(),
+    to: [actor.urls.followers],
+    task: {
+      id: taskUrl,
+      attributedTo: actor.urls.actor,
+      name: "forged",
+      taskGroup: `${new URL(taskUrl).origin}/clusters/x/task-groups/g`,
+      taskState: "completed",
+      runId: 0,
+      reasonResolved: "completed",
+      resolved: new Date(),
+      requires: "all-completed",
+      dependencies: [],
+      artifacts: [],
+    },
+  });
+}
+
+describe.each(testBackends())("inbox trust rules on $name", (backend) => {
+  let a: TestCluster;
+  let b: TestCluster;
+  let m: TestCluster;
+  let A: RunningCluster;
+  let B: RunningCluster;
+  let M: RunningCluster;
+  let aKey: SigningKey;
+  let mKey: SigningKey;
+  let targetUrl: string;
+
+  beforeAll(async () => {
+    [a, b, m] = await Promise.all([
+      startTestCluster(backend, "a"),
+      startTestCluster(backend, "b"),
+      startTestCluster(backend, "mallory"),
+    ]);
+    A = a.current();
+    B = b.current();
+    M = m.current();
+    await follow(B, A);
+    aKey = await clusterRsaKey(A);
+    mKey = await clusterRsaKey(M);
+    // B waits on a task of A that A never runs, and on a task of mallory: only a forged
+    // activity could unblock either.
+    targetUrl = A.urls.task("never-runs");
+    await B.tasks.createTask({ taskId: "waits-on-a", dependencies: [targetUrl], payload: { command: ["true"] } });
+    await B.tasks.createTask({
+      taskId: "waits-on-mallory",
+      dependencies: [M.urls.task("x")],
+      payload: { command: ["true"] },
+    });
+  });
+  afterAll(async () => {
+    await Promise.all([a?.destroy(), b?.destroy(), m?.destroy()]);
+  });
+
+  /**
+   * Sends, then proves B is unchanged and that the expected rule is what stopped it: the
+   * guard's refusal reason, or the inbox's reason for ignoring a verified activity.
+   */
+  async function expectNothingChanges(
+    send: () => Promise<{ status: number }>,
+    status: number,
+    because: string | readonly string[],
+  ) {
+    const before = await snapshot(B);
+    const seen = b.events.length;
+    const response = await send();
+    expect(response.status).toBe(status);
+    // Anything the request set off would be done within this time on loopback.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await snapshot(B)).toEqual(before);
+    const reasons = b.events.slice(seen).map((e) =>
+      e.type === "inbox-refused" ? e.reason : e.type === "inbox" && e.outcome.outcome === "ignored" ? e.outcome.reason : e.type,
+    );
+    expect(reasons).toEqual([because].flat());
+  }
+
+  it("refuses an unsigned TaskCompleted with 401", async () => {
+    await expectNothingChanges(() => signedPost(B.urls.inbox, taskCompleted(A, targetUrl)), 401, "no-signature");
+    expect((await B.tasks.getTask("waits-on-a"))!.task.state).toBe("unscheduled");
+  });
+
+  it("refuses a TaskCompleted signed by a key its actor does not own", async () => {
+    await expectNothingChanges(() => signedPost(B.urls.inbox, taskCompleted(A, targetUrl), { key: mKey }), 401, "key-not-owned-by-actor");
+  });
+
+  it("refuses a TaskCompleted whose signature is two hours old", async () => {
+    await expectNothingChanges(
+      () =>
+        signedPost(B.urls.inbox, taskCompleted(A, targetUrl), {
+          key: aKey,
+          signedAt: new Date(Date.now() - 2 * 3600_000),
+        }),
+      401,
+      "invalid-signature",
+    );
+  });
+
+  it("refuses a TaskCompleted whose body was altered after signing", async () => {
+    await expectNothingChanges(
+      () =>
+        signedPost(B.urls.inbox, taskCompleted(A, A.urls.task("other")), {
+          key: aKey,
+          tamper: (body) => body.replaceAll(A.urls.task("other"), targetUrl),
+        }),
+      401,
+      "invalid-signature",
+    );
+  });
+
+  it("refuses a draft-cavage signature that does not cover the body's digest", async () => {
+    await expectNothingChanges(
+      () =>
+        signedPost(B.urls.inbox, taskCompleted(A, A.urls.task("other")), {
+          key: aKey,
+          spec: "draft-cavage-http-signatures-12",
+          tamper: (body) => body.replaceAll(A.urls.task("other"), targetUrl),
+        }),
+      401,
+      "invalid-signature",
+    );
+  });
+
+  it("ignores a TaskCompleted from a cluster B does not follow", async () => {
+    await expectNothingChanges(() => signedPost(B.urls.inbox, taskCompleted(M, M.urls.task("x")), { key: mKey }), 202, "not-followed");
+    expect((await B.tasks.getTask("waits-on-mallory"))!.task.state).toBe("unscheduled");
+  });
+
+  it("ignores a TaskCompleted whose task is on another origin than its actor", async () => {
+    await expectNothingChanges(() => signedPost(B.urls.inbox, taskCompleted(A, M.urls.task("x")), { key: aKey }), 202, "invalid");
+    expect((await B.tasks.getTask("waits-on-mallory"))!.task.state).toBe("unscheduled");
+  });
+
+  it("refuses bodies that are not activity JSON, too large or too deep", async () => {
+    await expectNothingChanges(
+      () => signedPost(B.urls.inbox, taskCompleted(A, targetUrl), { key: aKey, contentType: "text/plain" }),
+      415,
+      "unsupported-media-type",
+    );
+    const huge = { ...taskCompleted(A, targetUrl), padding: "x".repeat(2 * 1024 * 1024) };
+    await expectNothingChanges(() => signedPost(B.urls.inbox, huge, { key: aKey }), 413, "too-large");
+    const deep = JSON.stringify({ ...taskCompleted(A, targetUrl), deep: "DEEP" }).replace(
+      '"DEEP"',
+      `${"[".repeat(10_000)}${"]".repeat(10_000)}`,
+    );
+    await expectNothingChanges(() => signedPost(B.urls.inbox, deep, { key: aKey }), 400, "malformed");
+  });
+
+  it("acts on a genuine TaskCompleted once, and a replay of it changes nothing", async () => {
+    const activity = taskCompleted(A, targetUrl);
+    const first = await signedPost(B.urls.inbox, activity, { key: aKey });
+    expect(first.status).toBe(202);
+    expect(await waitForResolution(B, "waits-on-a")).toBe("completed");
+    await waitFor("B's outbox to settle", async () => {
+      const rows = await B.database.db.selectFrom("outbox").select("fanned_out_at").execute();
+      return rows.every((r) => r.fanned_out_at != null) ? true : undefined;
+    });
+    // Fedify's own short-lived cache answers a replay to the same inbox before taskweb sees it…
+    await expectNothingChanges(() => signedPost(B.urls.inbox, activity, { key: aKey }), 202, []);
+    // …but not one to the shared inbox: there taskweb's durable dedupe must catch it.
+    await expectNothingChanges(() => signedPost(B.urls.sharedInbox, activity, { key: aKey }), 202, "duplicate");
+    const processed = await B.database.db
+      .selectFrom("inbox_processed")
+      .selectAll()
+      .where("activity_id", "=", activity.id)
+      .execute();
+    expect(processed).toHaveLength(1);
+    const runs = await B.database.db.selectFrom("runs").selectAll().where("task_id", "=", "waits-on-a").execute();
+    expect(runs).toHaveLength(1);
+  });
+});

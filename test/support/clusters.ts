@@ -1,0 +1,139 @@
+/**
+ * Starts real clusters for tests: each on its own loopback port with its own database
+ * (a PGlite directory, or a PostgreSQL schema) and its own queue (embedded, or a Redis
+ * key prefix), exactly as `taskweb start` does.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { readConfig, type ConfigOverrides } from "../../server/config.ts";
+import { startCluster, type ClusterEvent, type ClusterRoles, type RunningCluster } from "../../server/cluster.ts";
+import type { TestBackend } from "./backends.ts";
+
+/** A cluster under test, restartable on the same port and data. */
+export interface TestCluster {
+  readonly name: string;
+  current(): RunningCluster;
+  readonly events: ClusterEvent[];
+  /** Stops the process (data kept). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port with the same data. */
+  restart(): Promise<RunningCluster>;
+  /** Stops it and removes its data. */
+  destroy(): Promise<void>;
+}
+
+/** Options for {@link startTestCluster}. */
+export interface TestClusterOptions {
+  readonly roles?: ClusterRoles;
+  readonly config?: ConfigOverrides;
+}
+
+export const TEST_TOKEN = "test-token-0123456789abcdef";
+
+/** Starts a cluster named `name` on `backend`. */
+export async function startTestCluster(
+  backend: TestBackend,
+  name: string,
+  options: TestClusterOptions = {},
+): Promise<TestCluster> {
+  const dir = await mkdtemp(join(tmpdir(), `taskweb-test-${name}-`));
+  const db = backend.database();
+  const overrides: ConfigOverrides = {
+    name,
+    port: 0,
+    dataDir: dir,
+    ...(db.url != null ? { databaseUrl: db.url, databaseSchema: db.schema } : {}),
+    ...(backend.redisUrl != null ? { redisUrl: backend.redisUrl, redisPrefix: backend.redisPrefix() } : {}),
+    adminToken: TEST_TOKEN,
+    allowPrivateAddress: true,
+    reconcileIntervalMs: 3_600_000,
+    workDir: dir,
+    ...options.config,
+  };
+  const events: ClusterEvent[] = [];
+  const launch = async (port: number) =>
+    await startCluster(readConfig({}, { ...overrides, port }), {
+      roles: options.roles ?? { web: true, worker: true },
+      onEvent: (e) => events.push(e),
+      deliveryRetry: { maxAttempts: 8, initialDelayMs: 200, maxDelayMs: 2000 },
+      maintenanceIntervalMs: 500,
+    });
+  let running: RunningCluster | undefined = await launch(0);
+  const port = running.port;
+  return {
+    name,
+    events,
+    current() {
+      if (running == null) throw new Error(`${name} is stopped`);
+      return running;
+    },
+    async stop() {
+      await running?.stop();
+      running = undefined;
+    },
+    async restart() {
+      await running?.stop();
+      running = await launch(port);
+      return running;
+    },
+    async destroy() {
+      await running?.stop();
+      running = undefined;
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls `probe` until it returns a value other than undefined. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > until) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Makes `follower` follow `followee` and waits for the Accept. */
+export async function follow(follower: RunningCluster, followee: RunningCluster): Promise<void> {
+  await follower.federation.follow(followee.urls.actor);
+  await waitFor(`${follower.urls.actor} to be accepted by ${followee.urls.actor}`, async () => {
+    const row = await follower.database.db
+      .selectFrom("following")
+      .select("state")
+      .where("actor_id", "=", followee.urls.actor)
+      .executeTakeFirst();
+    return row?.state === "accepted" ? true : undefined;
+  });
+}
+
+/** Waits until the task resolves and returns its state. */
+export async function waitForResolution(cluster: RunningCluster, taskId: string, timeoutMs = 60_000): Promise<string> {
+  return await waitFor(
+    `${taskId} on ${cluster.urls.actor} to resolve`,
+    async () => {
+      const view = await cluster.tasks.getTask(taskId);
+      const state = view?.task.state;
+      return state === "completed" || state === "failed" || state === "exception" ? state : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+/** Every row of the tables an inbox can change, for "nothing changed" assertions. */
+export async function snapshot(cluster: RunningCluster): Promise<Record<string, unknown[]>> {
+  const db = cluster.database.db;
+  return {
+    tasks: await db.selectFrom("tasks").select(["task_id", "state", "updated_at"]).orderBy("task_id").execute(),
+    runs: await db.selectFrom("runs").select(["task_id", "run_id", "state"]).orderBy("task_id").orderBy("run_id").execute(),
+    task_dependencies: await db.selectFrom("task_dependencies").selectAll().orderBy("task_id").orderBy("dependency").execute(),
+    remote_tasks: await db.selectFrom("remote_tasks").selectAll().orderBy("task_url").execute(),
+    remote_artifacts: await db.selectFrom("remote_artifacts").selectAll().orderBy("artifact_url").execute(),
+    inbox_processed: await db.selectFrom("inbox_processed").selectAll().orderBy("activity_id").execute(),
+    followers: await db.selectFrom("followers").selectAll().orderBy("actor_id").execute(),
+    following: await db.selectFrom("following").selectAll().orderBy("actor_id").execute(),
+    outbox: await db.selectFrom("outbox").select(["activity_id"]).orderBy("activity_id").execute(),
+  };
+}

@@ -1,0 +1,63 @@
+/**
+ * Signs requests as a cluster, with keys read from its database, for tests that play a
+ * peer (honest or not) against an inbox.
+ */
+import { importJwk, signRequest } from "@fedify/fedify";
+import { Temporal } from "@js-temporal/polyfill";
+import type { RunningCluster } from "../../server/cluster.ts";
+
+/** A key a test can sign with, and the key id it claims. */
+export interface SigningKey {
+  readonly keyId: URL;
+  readonly privateKey: CryptoKey;
+}
+
+/** The RSA key a cluster signs HTTP requests with (`<actor>#main-key`). */
+export async function clusterRsaKey(cluster: RunningCluster): Promise<SigningKey> {
+  // Make sure the keys exist (they are created on first use of the actor).
+  await fetch(cluster.urls.actor, { headers: { accept: "application/activity+json" } });
+  const row = await cluster.database.db
+    .selectFrom("cluster_keys")
+    .select("private_jwk")
+    .where("identifier", "=", cluster.config.name)
+    .where("algorithm", "=", "RSASSA-PKCS1-v1_5")
+    .executeTakeFirstOrThrow();
+  return { keyId: new URL(`${cluster.urls.actor}#main-key`), privateKey: await importJwk(row.private_jwk, "private") };
+}
+
+/** Options for {@link signedPost}. */
+export interface SignedPostOptions {
+  readonly key?: SigningKey;
+  readonly spec?: "rfc9421" | "draft-cavage-http-signatures-12";
+  /** Pretend the signature was made at this time. */
+  readonly signedAt?: Date;
+  /** Change the body after signing. */
+  readonly tamper?: (body: string) => string;
+  readonly contentType?: string;
+}
+
+/** POSTs `body` to `inbox`, signed as told; returns the response status and text. */
+export async function signedPost(
+  inbox: string,
+  body: unknown,
+  options: SignedPostOptions = {},
+): Promise<{ status: number; text: string }> {
+  const text = typeof body === "string" ? body : JSON.stringify(body);
+  let request = new Request(inbox, {
+    method: "POST",
+    headers: { "content-type": options.contentType ?? "application/activity+json", accept: "application/activity+json" },
+    body: text,
+  });
+  if (options.key != null) {
+    request = await signRequest(request, options.key.privateKey, options.key.keyId, {
+      spec: options.spec ?? "rfc9421",
+      ...(options.signedAt != null
+        ? { currentTime: Temporal.Instant.fromEpochMilliseconds(options.signedAt.getTime()) as never }
+        : {}),
+    });
+  }
+  const finalBody = options.tamper != null ? options.tamper(text) : text;
+  const headers = new Headers(request.headers);
+  const response = await fetch(inbox, { method: "POST", headers, body: finalBody });
+  return { status: response.status, text: await response.text() };
+}
