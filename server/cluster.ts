@@ -43,7 +43,13 @@ export interface ClusterRoles {
 
 /** Events a running cluster reports (narration, tests, metrics). */
 export type ClusterEvent =
-  | { readonly type: "run"; readonly taskId: string; readonly runId: number; readonly event: "started" | "resolved"; readonly state?: string }
+  | {
+      readonly type: "run";
+      readonly taskId: string;
+      readonly runId: number;
+      readonly event: "started" | "resolved";
+      readonly state?: string;
+    }
   | { readonly type: "inbox"; readonly outcome: InboxOutcome }
   | { readonly type: "inbox-refused"; readonly reason: InboxRefusal }
   | { readonly type: "published"; readonly activityId: string };
@@ -77,11 +83,14 @@ export interface RunningCluster {
 
 async function resolveAdminToken(config: ClusterConfig): Promise<string> {
   if (config.adminToken != null && config.adminToken !== "") {
-    if (config.adminToken.length < 16) throw new ConfigError("TASKWEB_ADMIN_TOKEN must be at least 16 characters.");
+    if (config.adminToken.length < 16)
+      throw new ConfigError("TASKWEB_ADMIN_TOKEN must be at least 16 characters.");
     return config.adminToken;
   }
   if (config.dataDir == null) {
-    throw new ConfigError("Set TASKWEB_ADMIN_TOKEN: on PostgreSQL every process must share one API token.");
+    throw new ConfigError(
+      "Set TASKWEB_ADMIN_TOKEN: on PostgreSQL every process must share one API token.",
+    );
   }
   const file = join(config.dataDir, "admin-token");
   try {
@@ -137,7 +146,14 @@ export async function startCluster(
           }),
       );
     }
-    const origin = config.publicUrl ?? `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port || config.port}`;
+    if (!roles.web && config.publicUrl == null) {
+      throw new ConfigError(
+        "A worker process must know the cluster's public origin: set TASKWEB_PUBLIC_URL (the same on every process).",
+      );
+    }
+    const origin =
+      config.publicUrl ??
+      `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port || config.port}`;
     const urls = createClusterUrls(origin, config.name);
 
     if (config.dataDir != null) await mkdir(config.dataDir, { recursive: true });
@@ -162,9 +178,8 @@ export async function startCluster(
       tasks,
       onOutcome: (outcome) => emit({ type: "inbox", outcome }),
     });
-    let federation: ClusterFederation | undefined;
     const loaders = async () => {
-      const ctx = federation!.context();
+      const ctx = fed.context();
       return {
         documentLoader: config.allowPrivateAddress
           ? getDocumentLoader({ allowPrivateAddress: true })
@@ -176,7 +191,7 @@ export async function startCluster(
       const pending = await tasks.unresolvedRemoteDependencies(new URL(actorId).origin);
       for (const url of pending) await jobs.enqueue(QUEUES.dereference, url, { url });
     };
-    federation = createClusterFederation({
+    const fed: ClusterFederation = createClusterFederation({
       db: database.db,
       kv: createKyselyKvStore(database.db),
       queue: createFedifyMessageQueue(jobs, "fedify-outbox"),
@@ -189,7 +204,6 @@ export async function startCluster(
       onFollowAccepted: catchUpOrigin,
       ...(options.deliveryRetry != null ? { deliveryRetry: options.deliveryRetry } : {}),
     });
-    const fed = federation;
 
     if (server != null) {
       const keyCache = createMemoryKeyCache();
@@ -265,13 +279,20 @@ export async function startCluster(
             const result = await dereferenceRemoteTask(job.data.url, await loaders(), tasks);
             // A task that does not exist yet, or a cluster that is down, is tried again by the
             // periodic reconcile and after the next Accept; the activity usually arrives first.
-            if (!result.ok) logger.info("Dereference of {url} did not apply: {detail}", { url: job.data.url, detail: result.detail });
+            if (!result.ok)
+              logger.info("Dereference of {url} did not apply: {detail}", {
+                url: job.data.url,
+                detail: result.detail,
+              });
           },
           { concurrency: 4 },
         ),
       );
       const deliveries = new AbortController();
-      const delivering = fed.federation.startQueue(null, { signal: deliveries.signal, queue: "outbox" });
+      const delivering = fed.federation.startQueue(null, {
+        signal: deliveries.signal,
+        queue: "outbox",
+      });
       cleanups.push(async () => {
         deliveries.abort();
         await delivering.catch(() => {});
@@ -281,10 +302,14 @@ export async function startCluster(
         void (async () => {
           await tasks.reapExpiredClaims();
           await tasks.resolveDeadlines();
-        })().catch((error: unknown) => logger.warn("Maintenance failed: {error}", { error: String(error) }));
+        })().catch((error: unknown) =>
+          logger.warn("Maintenance failed: {error}", { error: String(error) }),
+        );
       }, options.maintenanceIntervalMs ?? 5000);
       const reconciler = setInterval(() => {
-        reconcile().catch((error: unknown) => logger.warn("Reconcile failed: {error}", { error: String(error) }));
+        reconcile().catch((error: unknown) =>
+          logger.warn("Reconcile failed: {error}", { error: String(error) }),
+        );
       }, config.reconcileIntervalMs);
       cleanups.push(() => {
         clearInterval(maintenance);
@@ -297,7 +322,10 @@ export async function startCluster(
     logger.info("Cluster {name} started at {actor} (roles: {roles}).", {
       name: config.name,
       actor: urls.actor,
-      roles: Object.entries(roles).filter(([, on]) => on).map(([r]) => r).join(", "),
+      roles: Object.entries(roles)
+        .filter(([, on]) => on)
+        .map(([r]) => r)
+        .join(", "),
     });
 
     let stopped: Promise<void> | undefined;

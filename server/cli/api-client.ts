@@ -23,7 +23,12 @@ export class ApiRequestError extends Error {
 }
 
 /** Calls the API and returns the parsed JSON body; throws {@link ApiRequestError}. */
-export async function apiRequest(target: ApiTarget, method: string, path: string, body?: unknown): Promise<unknown> {
+export async function apiRequest(
+  target: ApiTarget,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<unknown> {
   let response: Response;
   try {
     response = await fetch(new URL(path, target.url), {
@@ -40,9 +45,18 @@ export async function apiRequest(target: ApiTarget, method: string, path: string
   const text = await response.text();
   const json: unknown = text === "" ? {} : JSON.parse(text);
   if (!response.ok) {
-    const e = json as { code?: string; message?: string; details?: { problems?: { field: string; message: string }[] } };
+    const e = json as {
+      code?: string;
+      message?: string;
+      details?: { problems?: { field: string; message: string }[] };
+    };
     const problems = e.details?.problems?.map((p) => `\n  ${p.field}: ${p.message}`).join("") ?? "";
-    throw new ApiRequestError(response.status, e.code ?? "Error", `${e.message ?? response.statusText}${problems}`, e.details);
+    throw new ApiRequestError(
+      response.status,
+      e.code ?? "Error",
+      `${e.message ?? response.statusText}${problems}`,
+      e.details,
+    );
   }
   return json;
 }

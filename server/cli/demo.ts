@@ -20,13 +20,17 @@ export interface DemoOptions {
   readonly timeoutMs?: number;
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs: number,
+): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
     if (value !== undefined) return value;
     if (Date.now() > until) throw new Error(`Timed out waiting for ${what}.`);
-    await new Promise((r) => setTimeout(r, 25));
+    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
@@ -42,7 +46,16 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     print(`${t()}  Starting cluster A (upstream CI) and cluster B (downstream tests) on loopback…`);
     const start = (name: string) =>
       startCluster(
-        readConfig({}, { name, port: 0, dataDir: join(root, name), allowPrivateAddress: true, reconcileIntervalMs: 60_000 }),
+        readConfig(
+          {},
+          {
+            name,
+            port: 0,
+            dataDir: join(root, name),
+            allowPrivateAddress: true,
+            reconcileIntervalMs: 60_000,
+          },
+        ),
         { roles: { web: true, worker: true } },
       );
     const [a, b] = await Promise.all([start("a"), start("b")]);
@@ -55,7 +68,11 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     await waitFor(
       "A to accept B's follow",
       async () => {
-        const row = await b.database.db.selectFrom("following").select("state").where("actor_id", "=", a.urls.actor).executeTakeFirst();
+        const row = await b.database.db
+          .selectFrom("following")
+          .select("state")
+          .where("actor_id", "=", a.urls.actor)
+          .executeTakeFirst();
         return row?.state === "accepted" ? true : undefined;
       },
       timeoutMs,
@@ -82,9 +99,17 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       taskId: downstreamId,
       name: "test against A's build",
       inputs: [{ task: upstreamUrl, artifact: "public/build.txt", path: "build.txt" }],
-      payload: { command: ["sh", "-c", 'echo "testing:"; cat "$TASKWEB_INPUTS/build.txt"; sha256sum "$TASKWEB_INPUTS/build.txt"'] },
+      payload: {
+        command: [
+          "sh",
+          "-c",
+          'echo "testing:"; cat "$TASKWEB_INPUTS/build.txt"; sha256sum "$TASKWEB_INPUTS/build.txt"',
+        ],
+      },
     });
-    print(`${t()}  B: created task ${b.urls.task(downstreamId)}, depending on A's task and taking its artifact.`);
+    print(
+      `${t()}  B: created task ${b.urls.task(downstreamId)}, depending on A's task and taking its artifact.`,
+    );
 
     let last = "";
     const final = await waitFor(
@@ -118,11 +143,34 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       .where("name", "=", "public/build.txt")
       .executeTakeFirstOrThrow();
     const log =
-      (await b.database.db.selectFrom("runs").select("log").where("task_id", "=", downstreamId).executeTakeFirst())?.log ?? "";
+      (
+        await b.database.db
+          .selectFrom("runs")
+          .select("log")
+          .where("task_id", "=", downstreamId)
+          .executeTakeFirst()
+      )?.log ?? "";
     const digest = createHash("sha256").update(upstream.content).digest("hex");
     print(`${t()}  A's artifact public/build.txt has sha256 ${digest}.`);
     print(`${t()}  B's task log:\n${log.trimEnd().replace(/^/gm, "          | ")}`);
-    const verified = final?.task.state === "completed" && log.includes(digest) && upstream.sha256 === digest;
+    const upstreamTask = await a.tasks.getTask(upstreamId);
+    const downstreamRun = final?.runs.at(-1);
+    const ms = (d: Date | string | null | undefined) =>
+      d == null ? "—" : `${new Date(d).toISOString().slice(11, 23)}`;
+    print(`${t()}  Timeline (from both databases):`);
+    print(`          ${ms(final?.task.created_at)}  B: ${downstreamId} created, unscheduled`);
+    print(
+      `          ${ms(upstreamTask?.task.resolved_at)}  A: ${upstreamId} completed; TaskCompleted signed and delivered`,
+    );
+    print(
+      `          ${ms(downstreamRun?.scheduled_at)}  B: ${downstreamId} pending (A's activity verified and applied)`,
+    );
+    print(
+      `          ${ms(downstreamRun?.started_at)}  B: ${downstreamId} running (claimed by a worker)`,
+    );
+    print(`          ${ms(downstreamRun?.resolved_at)}  B: ${downstreamId} ${final?.task.state}`);
+    const verified =
+      final?.task.state === "completed" && log.includes(digest) && upstream.sha256 === digest;
     print(
       verified
         ? `${t()}  Done: B's task ran after A's, on the exact bytes A published (digest verified).`

@@ -26,7 +26,8 @@ function overrides(flags: ServerFlags): ConfigOverrides {
   const o: ConfigOverrides = {};
   if (flags.port != null) {
     const port = Number(flags.port);
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CommanderError(2, "bad-port", `--port must be 0–65535, got ${flags.port}`);
+    if (!Number.isInteger(port) || port < 0 || port > 65535)
+      throw new CommanderError(2, "bad-port", `--port must be 0–65535, got ${flags.port}`);
     o.port = port;
   }
   if (flags.host != null) o.host = flags.host;
@@ -35,7 +36,8 @@ function overrides(flags: ServerFlags): ConfigOverrides {
   if (flags.publicUrl != null) o.publicUrl = flags.publicUrl;
   if (flags.concurrency != null) {
     const n = Number(flags.concurrency);
-    if (!Number.isInteger(n) || n < 1) throw new CommanderError(2, "bad-concurrency", "--concurrency must be a positive integer");
+    if (!Number.isInteger(n) || n < 1)
+      throw new CommanderError(2, "bad-concurrency", "--concurrency must be a positive integer");
     o.workerConcurrency = n;
   }
   return o;
@@ -47,7 +49,10 @@ function serverOptions(cmd: Command): Command {
     .option("--host <host>", "address to listen on (env HOST)")
     .option("-n, --name <name>", "cluster name, the actor is /clusters/<name> (env TASKWEB_NAME)")
     .option("-d, --data <dir>", "data directory of the embedded database (env TASKWEB_DATA_DIR)")
-    .option("--public-url <url>", "origin other clusters reach this one at (env TASKWEB_PUBLIC_URL)")
+    .option(
+      "--public-url <url>",
+      "origin other clusters reach this one at (env TASKWEB_PUBLIC_URL)",
+    )
     .option("-c, --concurrency <n>", "tasks run at once by this process (env WORKER_CONCURRENCY)");
 }
 
@@ -81,7 +86,8 @@ async function serve(flags: ServerFlags, roles: ClusterRoles): Promise<number> {
 function apiTarget(flags: { url?: string; token?: string }): ApiTarget {
   const url = flags.url ?? process.env.TASKWEB_URL ?? "http://127.0.0.1:7300";
   const token = flags.token ?? process.env.TASKWEB_TOKEN;
-  if (token == null) throw new CommanderError(2, "no-token", "Give the API token with --token or TASKWEB_TOKEN.");
+  if (token == null)
+    throw new CommanderError(2, "no-token", "Give the API token with --token or TASKWEB_TOKEN.");
   return { url, token };
 }
 
@@ -96,44 +102,50 @@ function clientOptions(cmd: Command): Command {
 export async function main(argv: readonly string[]): Promise<number> {
   await setUpLogging({ level: process.env.LOG_LEVEL, format: process.env.LOG_FORMAT });
   const program = new Command("taskweb")
-    .description("Federated automation clusters: tasks that depend on other clusters' tasks and artifacts.")
+    .description(
+      "Federated automation clusters: tasks that depend on other clusters' tasks and artifacts.",
+    )
     .version(VERSION)
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(text) });
   let result: Promise<number> = Promise.resolve(0);
 
-  serverOptions(program.command("start").description("Run a whole cluster in one process (web + workers)")).action(
-    (flags: ServerFlags) => {
-      result = serve(flags, { web: true, worker: true });
-    },
-  );
-  serverOptions(program.command("web").description("Run the HTTP and federation side only")).action((flags: ServerFlags) => {
-    result = serve(flags, { web: true, worker: false });
+  serverOptions(
+    program.command("start").description("Run a whole cluster in one process (web + workers)"),
+  ).action((flags: ServerFlags) => {
+    result = serve(flags, { web: true, worker: true });
   });
-  serverOptions(program.command("worker").description("Run tasks, publishing and delivery only")).action(
+  serverOptions(program.command("web").description("Run the HTTP and federation side only")).action(
     (flags: ServerFlags) => {
-      result = serve(flags, { web: false, worker: true });
+      result = serve(flags, { web: true, worker: false });
     },
   );
-  serverOptions(program.command("migrate").description("Bring the database schema up to date and exit")).action(
-    (flags: ServerFlags) => {
-      result = (async () => {
-        const config = readConfig(process.env, overrides(flags));
-        const database = await openDatabase({
-          url: config.databaseUrl,
-          dataDir: config.databaseUrl == null ? `${config.dataDir}/pglite` : undefined,
-          schema: config.databaseSchema,
-        });
-        try {
-          const ran = await migrateToLatest(database.db as never);
-          console.log(ran.length === 0 ? "The database is up to date." : `Applied: ${ran.join(", ")}`);
-        } finally {
-          await database.close();
-        }
-        return 0;
-      })();
-    },
-  );
+  serverOptions(
+    program.command("worker").description("Run tasks, publishing and delivery only"),
+  ).action((flags: ServerFlags) => {
+    result = serve(flags, { web: false, worker: true });
+  });
+  serverOptions(
+    program.command("migrate").description("Bring the database schema up to date and exit"),
+  ).action((flags: ServerFlags) => {
+    result = (async () => {
+      const config = readConfig(process.env, overrides(flags));
+      const database = await openDatabase({
+        url: config.databaseUrl,
+        dataDir: config.databaseUrl == null ? `${config.dataDir}/pglite` : undefined,
+        schema: config.databaseSchema,
+      });
+      try {
+        const ran = await migrateToLatest(database.db as never);
+        console.log(
+          ran.length === 0 ? "The database is up to date." : `Applied: ${ran.join(", ")}`,
+        );
+      } finally {
+        await database.close();
+      }
+      return 0;
+    })();
+  });
   program
     .command("demo")
     .description("Start two clusters on loopback and show a cross-cluster dependency resolving")
@@ -141,64 +153,81 @@ export async function main(argv: readonly string[]): Promise<number> {
     .action((flags: { keep?: boolean }) => {
       result = runDemo({ keep: flags.keep === true, print: (line) => console.log(line) });
     });
-  clientOptions(program.command("follow <actor-url>").description("Make the cluster follow another cluster")).action(
-    (actor: string, flags: { url?: string; token?: string; json?: boolean }) => {
-      result = (async () => {
-        const body = await apiRequest(apiTarget(flags), "POST", "/api/v1/following", { actor });
-        console.log(flags.json === true ? JSON.stringify(body) : `Follow request sent to ${actor}.`);
-        return 0;
-      })();
-    },
-  );
+  clientOptions(
+    program.command("follow <actor-url>").description("Make the cluster follow another cluster"),
+  ).action((actor: string, flags: { url?: string; token?: string; json?: boolean }) => {
+    result = (async () => {
+      const body = await apiRequest(apiTarget(flags), "POST", "/api/v1/following", { actor });
+      console.log(flags.json === true ? JSON.stringify(body) : `Follow request sent to ${actor}.`);
+      return 0;
+    })();
+  });
   const task = program.command("task").description("Create and inspect tasks");
-  clientOptions(task.command("create <file>").description("Create a task from a JSON definition file ('-' for stdin)")).action(
-    (file: string, flags: { url?: string; token?: string; json?: boolean }) => {
-      result = (async () => {
-        const text = file === "-" ? await readStdin() : await readFile(file, "utf8");
-        let definition: unknown;
-        try {
-          definition = JSON.parse(text);
-        } catch (error) {
-          throw new CommanderError(2, "bad-json", `${file} is not JSON: ${String(error)}`);
-        }
-        const body = (await apiRequest(apiTarget(flags), "POST", "/api/v1/tasks", definition)) as {
-          taskId: string;
-          url: string;
-          state: string;
-        };
-        console.log(flags.json === true ? JSON.stringify(body) : `${body.taskId} ${body.state}  ${body.url}`);
-        return 0;
-      })();
-    },
-  );
-  clientOptions(task.command("show <task-id>").description("Show a task, its runs and artifacts")).action(
-    (taskId: string, flags: { url?: string; token?: string; json?: boolean }) => {
-      result = (async () => {
-        const body = (await apiRequest(apiTarget(flags), "GET", `/api/v1/tasks/${encodeURIComponent(taskId)}`)) as {
-          task_id: string;
-          name: string;
-          state: string;
-          runs: { run_id: number; state: string; reason_resolved: string | null }[];
-          artifacts: { name: string; size: number; sha256: string }[];
-        };
-        if (flags.json === true) {
-          console.log(JSON.stringify(body));
-        } else {
-          console.log(`${body.task_id} (${body.name}): ${body.state}`);
-          for (const r of body.runs) console.log(`  run ${r.run_id}: ${r.state}${r.reason_resolved ? ` (${r.reason_resolved})` : ""}`);
-          for (const a of body.artifacts) console.log(`  artifact ${a.name}  ${a.size} bytes  sha256:${a.sha256}`);
-        }
-        return 0;
-      })();
-    },
-  );
+  clientOptions(
+    task
+      .command("create <file>")
+      .description("Create a task from a JSON definition file ('-' for stdin)"),
+  ).action((file: string, flags: { url?: string; token?: string; json?: boolean }) => {
+    result = (async () => {
+      const text = file === "-" ? await readStdin() : await readFile(file, "utf8");
+      let definition: unknown;
+      try {
+        definition = JSON.parse(text);
+      } catch (error) {
+        throw new CommanderError(2, "bad-json", `${file} is not JSON: ${String(error)}`);
+      }
+      const body = (await apiRequest(apiTarget(flags), "POST", "/api/v1/tasks", definition)) as {
+        taskId: string;
+        url: string;
+        state: string;
+      };
+      console.log(
+        flags.json === true ? JSON.stringify(body) : `${body.taskId} ${body.state}  ${body.url}`,
+      );
+      return 0;
+    })();
+  });
+  clientOptions(
+    task.command("show <task-id>").description("Show a task, its runs and artifacts"),
+  ).action((taskId: string, flags: { url?: string; token?: string; json?: boolean }) => {
+    result = (async () => {
+      const body = (await apiRequest(
+        apiTarget(flags),
+        "GET",
+        `/api/v1/tasks/${encodeURIComponent(taskId)}`,
+      )) as {
+        task_id: string;
+        name: string;
+        state: string;
+        runs: { run_id: number; state: string; reason_resolved: string | null }[];
+        artifacts: { name: string; size: number; sha256: string }[];
+      };
+      if (flags.json === true) {
+        console.log(JSON.stringify(body));
+      } else {
+        console.log(`${body.task_id} (${body.name}): ${body.state}`);
+        for (const r of body.runs)
+          console.log(
+            `  run ${r.run_id}: ${r.state}${r.reason_resolved ? ` (${r.reason_resolved})` : ""}`,
+          );
+        for (const a of body.artifacts)
+          console.log(`  artifact ${a.name}  ${a.size} bytes  sha256:${a.sha256}`);
+      }
+      return 0;
+    })();
+  });
 
   try {
     await program.parseAsync(argv, { from: "user" });
     return await result;
   } catch (error) {
     if (error instanceof CommanderError) {
-      if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
+      if (
+        error.code === "commander.helpDisplayed" ||
+        error.code === "commander.version" ||
+        error.code === "commander.help"
+      )
+        return 0;
       if (!error.code.startsWith("commander.")) console.error(`taskweb: ${error.message}`);
       return error.exitCode === 0 ? 0 : 2;
     }

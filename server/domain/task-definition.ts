@@ -104,7 +104,10 @@ export function validateTaskDefinition(
   const problems: DefinitionProblem[] = [];
   const bad = (field: string, message: string) => problems.push({ field, message });
   if (!isRecord(input)) {
-    return { ok: false, problems: [{ field: "", message: "The task definition must be a JSON object." }] };
+    return {
+      ok: false,
+      problems: [{ field: "", message: "The task definition must be a JSON object." }],
+    };
   }
   for (const key of Object.keys(input)) {
     if (!KNOWN.has(key)) bad(key, `Unknown field; known fields are ${[...KNOWN].join(", ")}.`);
@@ -146,7 +149,8 @@ export function validateTaskDefinition(
       isRecord(env) &&
       Object.keys(env).length <= TASK_LIMITS.maxEnv &&
       Object.entries(env).every(
-        ([k, v]) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && typeof v === "string" && !v.includes("\0"),
+        ([k, v]) =>
+          /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && typeof v === "string" && !v.includes("\0"),
       );
     if (!envOk) {
       bad("payload.env", "Must map environment variable names to string values (100 at most).");
@@ -157,7 +161,10 @@ export function validateTaskDefinition(
       maxRunTime < 1 ||
       maxRunTime > TASK_LIMITS.maxRunTimeSeconds
     ) {
-      bad("payload.maxRunTime", `Must be whole seconds from 1 to ${TASK_LIMITS.maxRunTimeSeconds}.`);
+      bad(
+        "payload.maxRunTime",
+        `Must be whole seconds from 1 to ${TASK_LIMITS.maxRunTimeSeconds}.`,
+      );
     }
     if (commandOk && envOk && typeof maxRunTime === "number") {
       payload = {
@@ -195,7 +202,8 @@ export function validateTaskDefinition(
         return;
       }
       const { task, artifact } = raw;
-      const path = raw.path ?? (typeof artifact === "string" ? artifact.split("/").pop() : undefined);
+      const path =
+        raw.path ?? (typeof artifact === "string" ? artifact.split("/").pop() : undefined);
       if (typeof task !== "string" || !isDependencyRef(task) || task === taskId) {
         bad(`inputs[${i}].task`, "Must be a local task id or an http(s) URL of a remote task.");
         return;

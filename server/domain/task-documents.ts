@@ -23,7 +23,10 @@ type TaskRow = Pick<
   "task_id" | "task_group_id" | "name" | "state" | "requires" | "resolved_at"
 >;
 type RunRow = Pick<Selectable<RunsTable>, "run_id" | "reason_resolved" | "resolved_at">;
-type ArtifactRow = Pick<Selectable<ArtifactsTable>, "name" | "media_type" | "size" | "sha256" | "expires_at">;
+type ArtifactRow = Pick<
+  Selectable<ArtifactsTable>,
+  "name" | "media_type" | "size" | "sha256" | "expires_at"
+>;
 
 /** What a task document is made of. */
 export interface TaskDocumentSource {
@@ -69,7 +72,11 @@ function taskInit(urls: ClusterUrls, source: TaskDocumentSource): TaskObjectInit
 }
 
 /** The Artifact document of one of this cluster's artifacts. */
-export function artifactDocument(urls: ClusterUrls, taskId: string, a: ArtifactRow): ArtifactDocumentJson {
+export function artifactDocument(
+  urls: ClusterUrls,
+  taskId: string,
+  a: ArtifactRow,
+): ArtifactDocumentJson {
   return buildArtifactObject(artifactInit(urls, taskId, a));
 }
 
@@ -98,13 +105,27 @@ export function buildTaskActivities(
   const out: OutboxActivity[] = [];
   for (const artifact of task.artifacts ?? []) {
     out.push(
-      buildArtifactPublished({ id: urls.activity(source.newActivityId()), actor: urls.actor, published, to, artifact }),
+      buildArtifactPublished({
+        id: urls.activity(source.newActivityId()),
+        actor: urls.actor,
+        published,
+        to,
+        artifact,
+      }),
     );
   }
   const state = source.task.state;
   const id = urls.activity(source.newActivityId());
   if (state === "completed") {
-    out.push(buildTaskCompleted({ id, actor: urls.actor, published, to, task: { ...task, taskState: "completed" } }));
+    out.push(
+      buildTaskCompleted({
+        id,
+        actor: urls.actor,
+        published,
+        to,
+        task: { ...task, taskState: "completed" },
+      }),
+    );
   } else if (state === "failed" || state === "exception") {
     out.push(
       buildTaskFailed({

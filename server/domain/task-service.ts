@@ -308,7 +308,10 @@ export function createTaskService(options: TaskServiceOptions) {
       .select(["resolution"])
       .where("task_id", "=", taskId)
       .execute();
-    if (task.requires === "all-completed" && deps.some((d) => d.resolution != null && d.resolution !== "completed")) {
+    if (
+      task.requires === "all-completed" &&
+      deps.some((d) => d.resolution != null && d.resolution !== "completed")
+    ) {
       await resolveWithoutRun(trx, effects, taskId, "dependency-failed");
       return;
     }
@@ -371,9 +374,16 @@ export function createTaskService(options: TaskServiceOptions) {
             .execute();
           const missing = localDeps.filter((d) => !found.some((f) => f.task_id === d));
           if (missing.length > 0) {
-            throw new ApiError("InputError", "Some local dependencies do not exist; create them first.", {
-              problems: missing.map((m) => ({ field: "dependencies", message: `No task ${m} on this cluster.` })),
-            });
+            throw new ApiError(
+              "InputError",
+              "Some local dependencies do not exist; create them first.",
+              {
+                problems: missing.map((m) => ({
+                  field: "dependencies",
+                  message: `No task ${m} on this cluster.`,
+                })),
+              },
+            );
           }
         }
         const now = new Date();
@@ -417,7 +427,12 @@ export function createTaskService(options: TaskServiceOptions) {
           }
           await trx
             .insertInto("task_dependencies")
-            .values({ task_id: def.taskId, dependency: ref.dependency, remote: ref.remote, resolution })
+            .values({
+              task_id: def.taskId,
+              dependency: ref.dependency,
+              remote: ref.remote,
+              resolution,
+            })
             .execute();
         }
         for (const input of def.inputs) {
@@ -428,7 +443,12 @@ export function createTaskService(options: TaskServiceOptions) {
             : urls.artifact(ref.dependency, input.artifact);
           await trx
             .insertInto("task_inputs")
-            .values({ task_id: def.taskId, path: input.path, artifact_url: artifactUrl, task_url: taskUrl })
+            .values({
+              task_id: def.taskId,
+              path: input.path,
+              artifact_url: artifactUrl,
+              task_url: taskUrl,
+            })
             .execute();
         }
         await evaluate(trx, effects, def.taskId);
@@ -466,7 +486,12 @@ export function createTaskService(options: TaskServiceOptions) {
     },
 
     /** Extends a running claim; false when the claim was lost (expired and taken over). */
-    async renewClaim(taskId: string, runId: number, workerId: string, leaseMs: number): Promise<boolean> {
+    async renewClaim(
+      taskId: string,
+      runId: number,
+      workerId: string,
+      leaseMs: number,
+    ): Promise<boolean> {
       const result = await db
         .updateTable("runs")
         .set({ taken_until: new Date(Date.now() + leaseMs) })
@@ -483,7 +508,12 @@ export function createTaskService(options: TaskServiceOptions) {
      * follows from it, all in one transaction. Does nothing when the worker lost its claim.
      * @returns false when the claim was no longer this worker's.
      */
-    async resolveRun(taskId: string, runId: number, workerId: string, outcome: RunOutcome): Promise<boolean> {
+    async resolveRun(
+      taskId: string,
+      runId: number,
+      workerId: string,
+      outcome: RunOutcome,
+    ): Promise<boolean> {
       return await inTransaction(async (trx, effects) => {
         const now = new Date();
         const run = await trx
@@ -642,7 +672,9 @@ export function createTaskService(options: TaskServiceOptions) {
         .limit(100)
         .execute();
       for (const t of due) {
-        await inTransaction((trx, effects) => resolveWithoutRun(trx, effects, t.task_id, "deadline-exceeded"));
+        await inTransaction((trx, effects) =>
+          resolveWithoutRun(trx, effects, t.task_id, "deadline-exceeded"),
+        );
       }
       return due.length;
     },
@@ -679,13 +711,18 @@ export function createTaskService(options: TaskServiceOptions) {
         .distinct()
         .where("remote", "=", true)
         .where("resolution", "is", null);
-      if (origin != null) query = query.where("dependency", "like", `${origin.replace(/[\\%_]/g, "\\$&")}/%`);
+      if (origin != null)
+        query = query.where("dependency", "like", `${origin.replace(/[\\%_]/g, "\\$&")}/%`);
       return (await query.execute()).map((r) => r.dependency);
     },
 
     /** One task with its runs, dependencies, inputs and artifacts (no artifact bytes). */
     async getTask(taskId: string) {
-      const task = await db.selectFrom("tasks").selectAll().where("task_id", "=", taskId).executeTakeFirst();
+      const task = await db
+        .selectFrom("tasks")
+        .selectAll()
+        .where("task_id", "=", taskId)
+        .executeTakeFirst();
       if (task == null) return undefined;
       const [runs, dependencies, inputs, artifacts] = await Promise.all([
         db.selectFrom("runs").selectAll().where("task_id", "=", taskId).orderBy("run_id").execute(),
@@ -704,7 +741,15 @@ export function createTaskService(options: TaskServiceOptions) {
     async listTasks(options: { limit?: number; state?: TaskState } = {}) {
       let query = db
         .selectFrom("tasks")
-        .select(["task_id", "task_group_id", "name", "state", "created_at", "resolved_at", "updated_at"])
+        .select([
+          "task_id",
+          "task_group_id",
+          "name",
+          "state",
+          "created_at",
+          "resolved_at",
+          "updated_at",
+        ])
         .orderBy("created_at", "desc")
         .limit(Math.min(options.limit ?? 100, 1000));
       if (options.state != null) query = query.where("state", "=", options.state);
@@ -713,7 +758,11 @@ export function createTaskService(options: TaskServiceOptions) {
 
     /** Pending runs of this cluster (for the dispatcher after a queue loss). */
     async pendingRuns(): Promise<Pick<RunsTable, "task_id" | "run_id">[]> {
-      return await db.selectFrom("runs").select(["task_id", "run_id"]).where("state", "=", "pending").execute();
+      return await db
+        .selectFrom("runs")
+        .select(["task_id", "run_id"])
+        .where("state", "=", "pending")
+        .execute();
     },
 
     /** Counts tasks by state. */

@@ -131,27 +131,30 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     .mapHandle((_ctx, username) => (username === name ? name : null));
 
   federation
-    .setFollowersDispatcher("/clusters/{identifier}/followers", async (_ctx, identifier, cursor) => {
-      if (identifier !== name) return null;
-      const offset = cursor == null ? 0 : Number(cursor);
-      const rows = await db
-        .selectFrom("followers")
-        .selectAll()
-        .where("state", "=", "accepted")
-        .orderBy("actor_id")
-        .offset(Number.isInteger(offset) && offset >= 0 ? offset : 0)
-        .limit(cursor == null ? 1_000_000 : 100)
-        .execute();
-      const items: Recipient[] = rows.map((r) => ({
-        id: new URL(r.actor_id),
-        inboxId: new URL(r.inbox),
-        endpoints: r.shared_inbox == null ? null : { sharedInbox: new URL(r.shared_inbox) },
-      }));
-      return {
-        items,
-        nextCursor: cursor != null && rows.length === 100 ? String(offset + 100) : null,
-      };
-    })
+    .setFollowersDispatcher(
+      "/clusters/{identifier}/followers",
+      async (_ctx, identifier, cursor) => {
+        if (identifier !== name) return null;
+        const offset = cursor == null ? 0 : Number(cursor);
+        const rows = await db
+          .selectFrom("followers")
+          .selectAll()
+          .where("state", "=", "accepted")
+          .orderBy("actor_id")
+          .offset(Number.isInteger(offset) && offset >= 0 ? offset : 0)
+          .limit(cursor == null ? 1_000_000 : 100)
+          .execute();
+        const items: Recipient[] = rows.map((r) => ({
+          id: new URL(r.actor_id),
+          inboxId: new URL(r.inbox),
+          endpoints: r.shared_inbox == null ? null : { sharedInbox: new URL(r.shared_inbox) },
+        }));
+        return {
+          items,
+          nextCursor: cursor != null && rows.length === 100 ? String(offset + 100) : null,
+        };
+      },
+    )
     .setCounter(async () => {
       const row = await db
         .selectFrom("followers")
@@ -191,7 +194,8 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         .select(["seq", "activity"])
         .orderBy("seq", "desc")
         .limit(OUTBOX_PAGE_SIZE + 1);
-      if (before != null && Number.isSafeInteger(before)) query = query.where(sql<boolean>`seq < ${before}`);
+      if (before != null && Number.isSafeInteger(before))
+        query = query.where(sql<boolean>`seq < ${before}`);
       const rows = await query.execute();
       const page = rows.slice(0, OUTBOX_PAGE_SIZE);
       const last = page.at(-1);
@@ -336,7 +340,9 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
           updated_at: now,
         })
         .onConflict((oc) =>
-          oc.column("actor_id").doUpdateSet({ follow_id: followId, state: "pending", updated_at: now }),
+          oc
+            .column("actor_id")
+            .doUpdateSet({ follow_id: followId, state: "pending", updated_at: now }),
         )
         .execute();
       await ctx.sendActivity(

@@ -27,7 +27,8 @@ import type { DatabaseSchema } from "../store/schema.ts";
 const logger = getLogger(["taskweb", "inbox"]);
 
 /** Why an activity that passed signature checks was not acted on. */
-export type IgnoredReason = "unparsable" | "invalid" | "actor-mismatch" | "not-followed" | "duplicate";
+export type IgnoredReason =
+  "unparsable" | "invalid" | "actor-mismatch" | "not-followed" | "duplicate";
 
 /** Outcome of one activity, reported to {@link TaskwebInboxOptions.onOutcome}. */
 export type InboxOutcome =
@@ -84,7 +85,10 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
   const { db, tasks } = options;
   const report = (o: InboxOutcome) => {
     if (o.outcome === "ignored") {
-      logger.info("Ignored an activity ({reason}): {detail}", { reason: o.reason, detail: o.detail });
+      logger.info("Ignored an activity ({reason}): {detail}", {
+        reason: o.reason,
+        detail: o.detail,
+      });
     }
     options.onOutcome?.(o);
   };
@@ -99,7 +103,11 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
     }
     const parsed = parseActivity(compacted);
     if (!parsed.ok) {
-      report({ outcome: "ignored", reason: "invalid", detail: `${parsed.reason.code}: ${parsed.reason.message}` });
+      report({
+        outcome: "ignored",
+        reason: "invalid",
+        detail: `${parsed.reason.code}: ${parsed.reason.message}`,
+      });
       return;
     }
     const value = parsed.value;
@@ -113,7 +121,11 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
       .where("actor_id", "=", value.actor)
       .executeTakeFirst();
     if (following?.state !== "accepted") {
-      report({ outcome: "ignored", reason: "not-followed", detail: `${value.actor} is not followed` });
+      report({
+        outcome: "ignored",
+        reason: "not-followed",
+        detail: `${value.actor} is not followed`,
+      });
       return;
     }
     const effects = await db.transaction().execute(async (trx): Promise<Effects | undefined> => {

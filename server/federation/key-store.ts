@@ -17,9 +17,7 @@ export async function loadOrCreateKeyPairs(
 ): Promise<CryptoKeyPair[]> {
   const rows = await db.transaction().execute(async (trx) => {
     // Serialises first-start key creation across processes sharing one database.
-    await sql`select pg_advisory_xact_lock(hashtext(${`taskweb-keys:${identifier}`}))`.execute(
-      trx,
-    );
+    await sql`select pg_advisory_xact_lock(hashtext(${`taskweb-keys:${identifier}`}))`.execute(trx);
     const existing = await trx
       .selectFrom("cluster_keys")
       .selectAll()

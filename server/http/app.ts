@@ -157,7 +157,8 @@ export function createApp(options: AppOptions): express.Express {
       const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
       if (range != null) {
         const start = Number(range[1]);
-        const end = range[2] === "" ? content.length - 1 : Math.min(Number(range[2]), content.length - 1);
+        const end =
+          range[2] === "" ? content.length - 1 : Math.min(Number(range[2]), content.length - 1);
         if (start >= content.length || start > end) {
           res.status(416).setHeader("Content-Range", `bytes */${content.length}`).end();
           return;
@@ -188,7 +189,12 @@ export function createApp(options: AppOptions): express.Express {
     const header = req.headers.authorization ?? "";
     const token = header.startsWith("Bearer ") ? header.slice(7) : "";
     if (token === "" || !tokenMatches(token, options.adminToken)) {
-      next(new ApiError("AuthenticationFailed", "Send the cluster's API token as 'Authorization: Bearer <token>'."));
+      next(
+        new ApiError(
+          "AuthenticationFailed",
+          "Send the cluster's API token as 'Authorization: Bearer <token>'.",
+        ),
+      );
       return;
     }
     next();
@@ -223,7 +229,8 @@ export function createApp(options: AppOptions): express.Express {
   api.get(
     "/tasks",
     route(async (req, res) => {
-      const state = typeof req.query.state === "string" ? (req.query.state as TaskState) : undefined;
+      const state =
+        typeof req.query.state === "string" ? (req.query.state as TaskState) : undefined;
       const limit = typeof req.query.limit === "string" ? Number(req.query.limit) : undefined;
       const rows = await tasks.listTasks({
         ...(state != null ? { state } : {}),
@@ -280,9 +287,14 @@ export function createApp(options: AppOptions): express.Express {
       try {
         res.status(202).json(await options.federation.follow(actor));
       } catch (error) {
-        throw new ApiError("RemoteUnavailable", `Could not follow ${actor}: ${String(error)}`, undefined, {
-          cause: error,
-        });
+        throw new ApiError(
+          "RemoteUnavailable",
+          `Could not follow ${actor}: ${String(error)}`,
+          undefined,
+          {
+            cause: error,
+          },
+        );
       }
     }),
   );
@@ -291,20 +303,25 @@ export function createApp(options: AppOptions): express.Express {
     route(async (req, res) => {
       const actor = typeof req.query.actor === "string" ? req.query.actor : "";
       const removed = await options.federation.unfollow(actor);
-      if (!removed) throw new ApiError("ResourceNotFound", "This cluster does not follow that actor.");
+      if (!removed)
+        throw new ApiError("ResourceNotFound", "This cluster does not follow that actor.");
       res.status(204).end();
     }),
   );
   api.get(
     "/following",
     route(async (_req, res) => {
-      res.json({ following: await db.selectFrom("following").selectAll().orderBy("actor_id").execute() });
+      res.json({
+        following: await db.selectFrom("following").selectAll().orderBy("actor_id").execute(),
+      });
     }),
   );
   api.get(
     "/followers",
     route(async (_req, res) => {
-      res.json({ followers: await db.selectFrom("followers").selectAll().orderBy("actor_id").execute() });
+      res.json({
+        followers: await db.selectFrom("followers").selectAll().orderBy("actor_id").execute(),
+      });
     }),
   );
   app.use("/api/v1", api);
@@ -334,8 +351,15 @@ export function createApp(options: AppOptions): express.Express {
             ? new ApiError("InputError", "The request body is not valid JSON.")
             : new ApiError("InputError", "The request body could not be read.");
     } else {
-      logger.error("{method} {url} failed: {error}", { method: req.method, url: req.originalUrl, error: String(error) });
-      apiError = new ApiError("InternalServerError", "Something went wrong on the cluster; try again.");
+      logger.error("{method} {url} failed: {error}", {
+        method: req.method,
+        url: req.originalUrl,
+        error: String(error),
+      });
+      apiError = new ApiError(
+        "InternalServerError",
+        "Something went wrong on the cluster; try again.",
+      );
     }
     res.status(apiError.status).json({
       code: apiError.code,

@@ -6,11 +6,7 @@
  * those can be replayed without any time bound, so taskweb requires the HTTP signature.
  * @module
  */
-import {
-  verifyRequestDetailed,
-  type DocumentLoader,
-  type KeyCache,
-} from "@fedify/fedify";
+import { verifyRequestDetailed, type DocumentLoader, type KeyCache } from "@fedify/fedify";
 import type { CryptographicKey, Multikey } from "@fedify/vocab";
 import { getLogger } from "@logtape/logtape";
 import type { NextFunction, Request as ERequest, Response as EResponse } from "express";
@@ -29,7 +25,11 @@ export const INBOX_LIMITS = {
   signatureWindowSeconds: 300,
 } as const;
 
-const ACTIVITY_MEDIA_TYPES = ["application/activity+json", "application/ld+json", "application/json"];
+const ACTIVITY_MEDIA_TYPES = [
+  "application/activity+json",
+  "application/ld+json",
+  "application/json",
+];
 
 /** Why the guard refused a request; also the `reason` counted by metrics. */
 export type InboxRefusal =
@@ -102,7 +102,13 @@ export function inboxGuard(options: InboxGuardOptions) {
     }
     const declared = Number(req.headers["content-length"] ?? "0");
     if (declared > INBOX_LIMITS.maxBodyBytes) {
-      refuse(res, 413, "too-large", `Bodies are limited to ${INBOX_LIMITS.maxBodyBytes} bytes.`, options.onRefused);
+      refuse(
+        res,
+        413,
+        "too-large",
+        `Bodies are limited to ${INBOX_LIMITS.maxBodyBytes} bytes.`,
+        options.onRefused,
+      );
       req.destroy();
       return;
     }
@@ -114,7 +120,13 @@ export function inboxGuard(options: InboxGuardOptions) {
       size += chunk.length;
       if (size > INBOX_LIMITS.maxBodyBytes) {
         aborted = true;
-        refuse(res, 413, "too-large", `Bodies are limited to ${INBOX_LIMITS.maxBodyBytes} bytes.`, options.onRefused);
+        refuse(
+          res,
+          413,
+          "too-large",
+          `Bodies are limited to ${INBOX_LIMITS.maxBodyBytes} bytes.`,
+          options.onRefused,
+        );
         req.destroy();
         return;
       }
@@ -128,7 +140,8 @@ export function inboxGuard(options: InboxGuardOptions) {
       const body = Buffer.concat(chunks);
       check(body).catch((error: unknown) => {
         logger.error("Inbox guard failed: {error}", { error: String(error) });
-        if (!res.headersSent) res.status(500).json({ code: "InternalServerError", message: "Try again later." });
+        if (!res.headersSent)
+          res.status(500).json({ code: "InternalServerError", message: "Try again later." });
       });
     });
 
@@ -138,7 +151,13 @@ export function inboxGuard(options: InboxGuardOptions) {
         maxDepth: INBOX_LIMITS.maxJsonDepth,
       });
       if (!limits.ok) {
-        refuse(res, limits.reason.code === "too-large" ? 413 : 400, limits.reason.code === "too-large" ? "too-large" : "malformed", limits.reason.message, options.onRefused);
+        refuse(
+          res,
+          limits.reason.code === "too-large" ? 413 : 400,
+          limits.reason.code === "too-large" ? "too-large" : "malformed",
+          limits.reason.message,
+          options.onRefused,
+        );
         return;
       }
       const json = limits.value as Record<string, unknown> | null;
@@ -151,7 +170,13 @@ export function inboxGuard(options: InboxGuardOptions) {
               : undefined
           : undefined;
       if (actor == null) {
-        refuse(res, 400, "malformed", "The body must be an activity with an actor.", options.onRefused);
+        refuse(
+          res,
+          400,
+          "malformed",
+          "The body must be an activity with an actor.",
+          options.onRefused,
+        );
         return;
       }
       if (req.headers.signature == null && req.headers["signature-input"] == null) {
@@ -172,7 +197,8 @@ export function inboxGuard(options: InboxGuardOptions) {
         timeWindow: { seconds: INBOX_LIMITS.signatureWindowSeconds },
       });
       if (!result.verified) {
-        const reason = result.reason.type === "keyFetchError" ? "key-fetch-failed" : "invalid-signature";
+        const reason =
+          result.reason.type === "keyFetchError" ? "key-fetch-failed" : "invalid-signature";
         refuse(
           res,
           401,

@@ -349,9 +349,12 @@ class EmbeddedConsumer implements JobConsumer {
 
   async #run(): Promise<void> {
     while (!this.#closing) {
+      // Cleared on every turn, also when no slot is free: a wake-up that stayed set would
+      // make #sleep return at once and spin this loop without ever yielding to I/O. While
+      // all slots are busy, the next job to finish wakes the loop.
+      this.#woken = false;
       const free = this.#concurrency - this.#inFlight.size;
       if (free > 0) {
-        this.#woken = false;
         let claimed: ClaimedRow[];
         try {
           claimed = await this.#claim(free);

@@ -21,6 +21,9 @@ import type {
 } from "@fedify/fedify";
 import type { JobConsumer, JobQueue, JsonValue } from "./job-queue.ts";
 
+/** A Fedify `MessageQueue` with the optional members this adapter always has. */
+export type FedifyMessageQueue = MessageQueue & Required<Pick<MessageQueue, "enqueueMany" | "getDepth">>;
+
 /** Options for {@link createFedifyMessageQueue}. */
 export interface FedifyMessageQueueOptions {
   /** Messages one `listen()` call handles at once. @defaultValue 4 */
@@ -82,7 +85,7 @@ export function createFedifyMessageQueue(
   jobs: JobQueue,
   queueName: string,
   options: FedifyMessageQueueOptions = {},
-): MessageQueue & { getDepth(): Promise<MessageQueueDepth> } {
+): FedifyMessageQueue {
   const concurrency = options.concurrency ?? 4;
   const attempts = options.attempts ?? 3;
   const retryListenMs = options.retryListenMs ?? 1000;
@@ -136,7 +139,7 @@ export function createFedifyMessageQueue(
         report(error);
       }
     },
-    async getDepth() {
+    async getDepth(): Promise<MessageQueueDepth> {
       return { queued: await jobs.depth(queueName) };
     },
   };

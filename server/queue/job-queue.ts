@@ -8,12 +8,7 @@
 
 /** A JSON value, as stored in a job. */
 export type JsonValue =
-  | string
-  | number
-  | boolean
-  | null
-  | JsonValue[]
-  | { [key: string]: JsonValue };
+  string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
 /** A job handed to a {@link JobHandler}. */
 export interface Job<T = unknown> {

@@ -44,7 +44,9 @@ const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const schema = options.schema ?? "public";
   if (!SCHEMA_NAME.test(schema)) {
-    throw new TypeError(`Invalid schema name ${JSON.stringify(schema)}: use [a-z0-9_], 63 at most.`);
+    throw new TypeError(
+      `Invalid schema name ${JSON.stringify(schema)}: use [a-z0-9_], 63 at most.`,
+    );
   }
   let closed = false;
   if (options.url != null) {

@@ -4,7 +4,11 @@ declare module "jsonld" {
     documentLoader?: unknown;
   }
   const jsonld: {
-    compact(input: unknown, context: unknown, options?: JsonLdOptions): Promise<Record<string, unknown>>;
+    compact(
+      input: unknown,
+      context: unknown,
+      options?: JsonLdOptions,
+    ): Promise<Record<string, unknown>>;
   };
   export default jsonld;
 }

@@ -9,6 +9,7 @@ import { createWriteStream } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Readable } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { pipeline } from "node:stream/promises";
 import { validatePublicUrl } from "@fedify/fedify";
 
@@ -54,7 +55,11 @@ export interface DownloadOptions {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Downloads `url` to `dest`, verified. Throws {@link DigestMismatchError} or {@link DownloadError}. */
-export async function downloadVerified(url: string, dest: string, options: DownloadOptions): Promise<void> {
+export async function downloadVerified(
+  url: string,
+  dest: string,
+  options: DownloadOptions,
+): Promise<void> {
   const attempts = options.attempts ?? 5;
   const partial = `${dest}.partial`;
   await mkdir(dirname(dest), { recursive: true });
@@ -82,7 +87,7 @@ export async function downloadVerified(url: string, dest: string, options: Downl
       }
       const hash = createHash("sha256");
       let size = 0;
-      const body = Readable.fromWeb(response.body as import("node:stream/web").ReadableStream);
+      const body = Readable.fromWeb(response.body as WebReadableStream);
       body.on("data", (chunk: Buffer) => {
         hash.update(chunk);
         size += chunk.length;
@@ -102,6 +107,9 @@ export async function downloadVerified(url: string, dest: string, options: Downl
       lastError = error;
     }
   }
-  if (lastError instanceof DigestMismatchError || lastError instanceof DownloadError) throw lastError;
-  throw new DownloadError(url, `failed after ${attempts} attempts: ${String(lastError)}`, { cause: lastError });
+  if (lastError instanceof DigestMismatchError || lastError instanceof DownloadError)
+    throw lastError;
+  throw new DownloadError(url, `failed after ${attempts} attempts: ${String(lastError)}`, {
+    cause: lastError,
+  });
 }

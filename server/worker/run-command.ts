@@ -71,7 +71,9 @@ export function runCommand(options: RunCommandOptions): Promise<RunCommandResult
     };
     const timer = setTimeout(() => {
       timedOut = true;
-      append(`\n[taskweb] maxRunTime of ${options.timeoutMs / 1000} s exceeded; killing the task.\n`);
+      append(
+        `\n[taskweb] maxRunTime of ${options.timeoutMs / 1000} s exceeded; killing the task.\n`,
+      );
       killGroup();
     }, options.timeoutMs);
     const onAbort = () => {
@@ -89,7 +91,8 @@ export function runCommand(options: RunCommandOptions): Promise<RunCommandResult
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
       killGroup();
-      const log = dropped > 0 ? `${head}\n[taskweb] … ${dropped} characters omitted …\n${tail}` : head + tail;
+      const log =
+        dropped > 0 ? `${head}\n[taskweb] … ${dropped} characters omitted …\n${tail}` : head + tail;
       resolve({ exitCode: code, signal, timedOut, aborted, spawnError, log });
     });
   });

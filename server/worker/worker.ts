@@ -16,7 +16,12 @@ import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import { artifactReport, compactWithTaskwebContext } from "../federation/inbox.ts";
 import type { JobConsumer, JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
-import { QUEUES, type NewArtifact, type RunOutcome, type TaskService } from "../domain/task-service.ts";
+import {
+  QUEUES,
+  type NewArtifact,
+  type RunOutcome,
+  type TaskService,
+} from "../domain/task-service.ts";
 import { DigestMismatchError, downloadVerified } from "./download.ts";
 import { runCommand } from "./run-command.ts";
 
@@ -40,7 +45,10 @@ const MEDIA_TYPES: Record<string, string> = {
 
 function mediaTypeOf(name: string): string {
   const dot = name.lastIndexOf(".");
-  return (dot >= 0 ? MEDIA_TYPES[name.slice(dot).toLowerCase()] : undefined) ?? "application/octet-stream";
+  return (
+    (dot >= 0 ? MEDIA_TYPES[name.slice(dot).toLowerCase()] : undefined) ??
+    "application/octet-stream"
+  );
 }
 
 /** Options for {@link startWorker}. */
@@ -53,9 +61,17 @@ export interface WorkerOptions {
   readonly claimLeaseMs: number;
   readonly allowPrivateAddress: boolean;
   readonly workDir: string | undefined;
-  readonly loaders: () => Promise<{ documentLoader: DocumentLoader; contextLoader: DocumentLoader }>;
+  readonly loaders: () => Promise<{
+    documentLoader: DocumentLoader;
+    contextLoader: DocumentLoader;
+  }>;
   /** Called as runs start and end (progress, tests, demo narration). */
-  readonly onRunEvent?: (event: { taskId: string; runId: number; event: "started" | "resolved"; state?: string }) => void;
+  readonly onRunEvent?: (event: {
+    taskId: string;
+    runId: number;
+    event: "started" | "resolved";
+    state?: string;
+  }) => void;
 }
 
 /** Collects a run's artifacts folder. */
@@ -89,12 +105,18 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
   const workerId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
 
   async function fetchInputs(taskId: string, inputsDir: string): Promise<void> {
-    const inputs = await db.selectFrom("task_inputs").selectAll().where("task_id", "=", taskId).execute();
+    const inputs = await db
+      .selectFrom("task_inputs")
+      .selectAll()
+      .where("task_id", "=", taskId)
+      .execute();
     for (const input of inputs) {
       const dest = join(inputsDir, ...input.path.split("/"));
       const localTask = urls.localTaskId(input.task_url);
       if (localTask != null) {
-        const name = decodeURIComponent(input.artifact_url.slice(`${input.task_url}/artifacts/`.length));
+        const name = decodeURIComponent(
+          input.artifact_url.slice(`${input.task_url}/artifacts/`.length),
+        );
         const row = await db
           .selectFrom("artifacts")
           .select(["content"])
@@ -115,7 +137,9 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
         // Not announced to us (we missed it): ask the artifact's own cluster.
         const loaders = await options.loaders();
         const { document } = await loaders.documentLoader(input.artifact_url);
-        const parsed = parseArtifactObject(await compactWithTaskwebContext(document, loaders.contextLoader));
+        const parsed = parseArtifactObject(
+          await compactWithTaskwebContext(document, loaders.contextLoader),
+        );
         if (!parsed.ok || parsed.value.id !== input.artifact_url) {
           throw new Error(`${input.artifact_url} did not dereference to that artifact.`);
         }
@@ -139,14 +163,18 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
     if (claim == null) return; // Already claimed, resolved or gone: the queue delivered twice.
     options.onRunEvent?.({ taskId, runId, event: "started" });
     const abort = new AbortController();
-    const heartbeat = setInterval(() => {
-      tasks.renewClaim(taskId, runId, workerId, options.claimLeaseMs).then(
-        (held) => {
-          if (!held) abort.abort();
-        },
-        (error: unknown) => logger.warn("Could not renew claim: {error}", { error: String(error) }),
-      );
-    }, Math.max(500, Math.floor(options.claimLeaseMs / 3)));
+    const heartbeat = setInterval(
+      () => {
+        tasks.renewClaim(taskId, runId, workerId, options.claimLeaseMs).then(
+          (held) => {
+            if (!held) abort.abort();
+          },
+          (error: unknown) =>
+            logger.warn("Could not renew claim: {error}", { error: String(error) }),
+        );
+      },
+      Math.max(500, Math.floor(options.claimLeaseMs / 3)),
+    );
     const root = await mkdtemp(join(options.workDir ?? tmpdir(), `taskweb-${taskId}-`));
     let outcome: RunOutcome;
     try {
@@ -196,13 +224,37 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
       }
       const artifacts = result.exitCode === 0 ? await collectArtifacts(artifactsDir) : [];
       if (typeof artifacts === "string") {
-        outcome = { state: "failed", reason: "failed", exitCode: result.exitCode, log: `${result.log}\n[taskweb] ${artifacts}\n`, artifacts: [] };
+        outcome = {
+          state: "failed",
+          reason: "failed",
+          exitCode: result.exitCode,
+          log: `${result.log}\n[taskweb] ${artifacts}\n`,
+          artifacts: [],
+        };
       } else if (result.spawnError != null) {
-        outcome = { state: "exception", reason: "malformed-payload", exitCode: null, log: result.log, artifacts: [] };
+        outcome = {
+          state: "exception",
+          reason: "malformed-payload",
+          exitCode: null,
+          log: result.log,
+          artifacts: [],
+        };
       } else if (result.exitCode === 0 && !result.timedOut) {
-        outcome = { state: "completed", reason: "completed", exitCode: 0, log: result.log, artifacts };
+        outcome = {
+          state: "completed",
+          reason: "completed",
+          exitCode: 0,
+          log: result.log,
+          artifacts,
+        };
       } else {
-        outcome = { state: "failed", reason: "failed", exitCode: result.exitCode, log: result.log, artifacts: [] };
+        outcome = {
+          state: "failed",
+          reason: "failed",
+          exitCode: result.exitCode,
+          log: result.log,
+          artifacts: [],
+        };
       }
       await tasks.resolveRun(taskId, runId, workerId, outcome);
       options.onRunEvent?.({ taskId, runId, event: "resolved", state: outcome.state });
@@ -219,7 +271,8 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
     },
     {
       concurrency: options.concurrency,
-      onFailed: (job, error) => logger.error("Run job {id} failed: {error}", { id: job.id, error: String(error) }),
+      onFailed: (job, error) =>
+        logger.error("Run job {id} failed: {error}", { id: job.id, error: String(error) }),
     },
   );
 }

@@ -9,7 +9,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildTaskCompleted } from "../../protocol/index.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { serverBackendSkipReason, testBackends } from "../support/backends.ts";
-import { follow, snapshot, startTestCluster, waitFor, waitForResolution, type TestCluster } from "../support/clusters.ts";
+import {
+  follow,
+  snapshot,
+  startTestCluster,
+  waitFor,
+  waitForResolution,
+  type TestCluster,
+} from "../support/clusters.ts";
 import { clusterRsaKey, signedPost, type SigningKey } from "../support/signing.ts";
 
 const skipReason = serverBackendSkipReason();
@@ -68,7 +75,11 @@ describe.each(testBackends())("inbox trust rules on $name", (backend) => {
     // B waits on a task of A that A never runs, and on a task of mallory: only a forged
     // activity could unblock either.
     targetUrl = A.urls.task("never-runs");
-    await B.tasks.createTask({ taskId: "waits-on-a", dependencies: [targetUrl], payload: { command: ["true"] } });
+    await B.tasks.createTask({
+      taskId: "waits-on-a",
+      dependencies: [targetUrl],
+      payload: { command: ["true"] },
+    });
     await B.tasks.createTask({
       taskId: "waits-on-mallory",
       dependencies: [M.urls.task("x")],
@@ -95,19 +106,33 @@ describe.each(testBackends())("inbox trust rules on $name", (backend) => {
     // Anything the request set off would be done within this time on loopback.
     await new Promise((r) => setTimeout(r, 300));
     expect(await snapshot(B)).toEqual(before);
-    const reasons = b.events.slice(seen).map((e) =>
-      e.type === "inbox-refused" ? e.reason : e.type === "inbox" && e.outcome.outcome === "ignored" ? e.outcome.reason : e.type,
-    );
+    const reasons = b.events
+      .slice(seen)
+      .map((e) =>
+        e.type === "inbox-refused"
+          ? e.reason
+          : e.type === "inbox" && e.outcome.outcome === "ignored"
+            ? e.outcome.reason
+            : e.type,
+      );
     expect(reasons).toEqual([because].flat());
   }
 
   it("refuses an unsigned TaskCompleted with 401", async () => {
-    await expectNothingChanges(() => signedPost(B.urls.inbox, taskCompleted(A, targetUrl)), 401, "no-signature");
+    await expectNothingChanges(
+      () => signedPost(B.urls.inbox, taskCompleted(A, targetUrl)),
+      401,
+      "no-signature",
+    );
     expect((await B.tasks.getTask("waits-on-a"))!.task.state).toBe("unscheduled");
   });
 
   it("refuses a TaskCompleted signed by a key its actor does not own", async () => {
-    await expectNothingChanges(() => signedPost(B.urls.inbox, taskCompleted(A, targetUrl), { key: mKey }), 401, "key-not-owned-by-actor");
+    await expectNothingChanges(
+      () => signedPost(B.urls.inbox, taskCompleted(A, targetUrl), { key: mKey }),
+      401,
+      "key-not-owned-by-actor",
+    );
   });
 
   it("refuses a TaskCompleted whose signature is two hours old", async () => {
@@ -148,28 +173,48 @@ describe.each(testBackends())("inbox trust rules on $name", (backend) => {
   });
 
   it("ignores a TaskCompleted from a cluster B does not follow", async () => {
-    await expectNothingChanges(() => signedPost(B.urls.inbox, taskCompleted(M, M.urls.task("x")), { key: mKey }), 202, "not-followed");
+    await expectNothingChanges(
+      () => signedPost(B.urls.inbox, taskCompleted(M, M.urls.task("x")), { key: mKey }),
+      202,
+      "not-followed",
+    );
     expect((await B.tasks.getTask("waits-on-mallory"))!.task.state).toBe("unscheduled");
   });
 
   it("ignores a TaskCompleted whose task is on another origin than its actor", async () => {
-    await expectNothingChanges(() => signedPost(B.urls.inbox, taskCompleted(A, M.urls.task("x")), { key: aKey }), 202, "invalid");
+    await expectNothingChanges(
+      () => signedPost(B.urls.inbox, taskCompleted(A, M.urls.task("x")), { key: aKey }),
+      202,
+      "invalid",
+    );
     expect((await B.tasks.getTask("waits-on-mallory"))!.task.state).toBe("unscheduled");
   });
 
   it("refuses bodies that are not activity JSON, too large or too deep", async () => {
     await expectNothingChanges(
-      () => signedPost(B.urls.inbox, taskCompleted(A, targetUrl), { key: aKey, contentType: "text/plain" }),
+      () =>
+        signedPost(B.urls.inbox, taskCompleted(A, targetUrl), {
+          key: aKey,
+          contentType: "text/plain",
+        }),
       415,
       "unsupported-media-type",
     );
     const huge = { ...taskCompleted(A, targetUrl), padding: "x".repeat(2 * 1024 * 1024) };
-    await expectNothingChanges(() => signedPost(B.urls.inbox, huge, { key: aKey }), 413, "too-large");
+    await expectNothingChanges(
+      () => signedPost(B.urls.inbox, huge, { key: aKey }),
+      413,
+      "too-large",
+    );
     const deep = JSON.stringify({ ...taskCompleted(A, targetUrl), deep: "DEEP" }).replace(
       '"DEEP"',
       `${"[".repeat(10_000)}${"]".repeat(10_000)}`,
     );
-    await expectNothingChanges(() => signedPost(B.urls.inbox, deep, { key: aKey }), 400, "malformed");
+    await expectNothingChanges(
+      () => signedPost(B.urls.inbox, deep, { key: aKey }),
+      400,
+      "malformed",
+    );
   });
 
   it("acts on a genuine TaskCompleted once, and a replay of it changes nothing", async () => {
@@ -184,14 +229,22 @@ describe.each(testBackends())("inbox trust rules on $name", (backend) => {
     // Fedify's own short-lived cache answers a replay to the same inbox before taskweb sees it…
     await expectNothingChanges(() => signedPost(B.urls.inbox, activity, { key: aKey }), 202, []);
     // …but not one to the shared inbox: there taskweb's durable dedupe must catch it.
-    await expectNothingChanges(() => signedPost(B.urls.sharedInbox, activity, { key: aKey }), 202, "duplicate");
+    await expectNothingChanges(
+      () => signedPost(B.urls.sharedInbox, activity, { key: aKey }),
+      202,
+      "duplicate",
+    );
     const processed = await B.database.db
       .selectFrom("inbox_processed")
       .selectAll()
       .where("activity_id", "=", activity.id)
       .execute();
     expect(processed).toHaveLength(1);
-    const runs = await B.database.db.selectFrom("runs").selectAll().where("task_id", "=", "waits-on-a").execute();
+    const runs = await B.database.db
+      .selectFrom("runs")
+      .selectAll()
+      .where("task_id", "=", "waits-on-a")
+      .execute();
     expect(runs).toHaveLength(1);
   });
 });

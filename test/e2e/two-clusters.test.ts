@@ -8,7 +8,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { serverBackendSkipReason, testBackends } from "../support/backends.ts";
-import { follow, startTestCluster, waitFor, waitForResolution, type TestCluster } from "../support/clusters.ts";
+import {
+  follow,
+  startTestCluster,
+  waitFor,
+  waitForResolution,
+  type TestCluster,
+} from "../support/clusters.ts";
 
 const skipReason = serverBackendSkipReason();
 if (skipReason != null) {
@@ -50,7 +56,9 @@ describe.each(testBackends())("two clusters on $name", (backend) => {
     await B.tasks.createTask({
       taskId: "test",
       inputs: [{ task: A.urls.task("build"), artifact: "public/build.bin", path: "build.bin" }],
-      payload: { command: ["sh", "-c", 'cp "$TASKWEB_INPUTS/build.bin" "$TASKWEB_ARTIFACTS/seen.bin"'] },
+      payload: {
+        command: ["sh", "-c", 'cp "$TASKWEB_INPUTS/build.bin" "$TASKWEB_ARTIFACTS/seen.bin"'],
+      },
     });
     await waitFor("A's task to run", async () =>
       (await A.tasks.getTask("build"))?.task.state === "running" ? true : undefined,
@@ -96,7 +104,11 @@ describe.each(testBackends())("two clusters on $name", (backend) => {
     const B = b.current();
     await A.tasks.createTask({ taskId: "early", payload: { command: ["true"] } });
     expect(await waitForResolution(A, "early")).toBe("completed");
-    await B.tasks.createTask({ taskId: "late", dependencies: [A.urls.task("early")], payload: { command: ["true"] } });
+    await B.tasks.createTask({
+      taskId: "late",
+      dependencies: [A.urls.task("early")],
+      payload: { command: ["true"] },
+    });
     expect(await waitForResolution(B, "late")).toBe("completed");
   });
 
@@ -104,7 +116,11 @@ describe.each(testBackends())("two clusters on $name", (backend) => {
     const A = a.current();
     const B = b.current();
     await A.tasks.createTask({ taskId: "broken", payload: { command: ["sh", "-c", "exit 3"] } });
-    await B.tasks.createTask({ taskId: "after-broken", dependencies: [A.urls.task("broken")], payload: { command: ["true"] } });
+    await B.tasks.createTask({
+      taskId: "after-broken",
+      dependencies: [A.urls.task("broken")],
+      payload: { command: ["true"] },
+    });
     expect(await waitForResolution(A, "broken")).toBe("failed");
     expect(await waitForResolution(B, "after-broken")).toBe("exception");
     const view = await B.tasks.getTask("after-broken");

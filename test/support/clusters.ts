@@ -7,7 +7,12 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readConfig, type ConfigOverrides } from "../../server/config.ts";
-import { startCluster, type ClusterEvent, type ClusterRoles, type RunningCluster } from "../../server/cluster.ts";
+import {
+  startCluster,
+  type ClusterEvent,
+  type ClusterRoles,
+  type RunningCluster,
+} from "../../server/cluster.ts";
 import type { TestBackend } from "./backends.ts";
 
 /** A cluster under test, restartable on the same port and data. */
@@ -44,7 +49,9 @@ export async function startTestCluster(
     port: 0,
     dataDir: dir,
     ...(db.url != null ? { databaseUrl: db.url, databaseSchema: db.schema } : {}),
-    ...(backend.redisUrl != null ? { redisUrl: backend.redisUrl, redisPrefix: backend.redisPrefix() } : {}),
+    ...(backend.redisUrl != null
+      ? { redisUrl: backend.redisUrl, redisPrefix: backend.redisPrefix() }
+      : {}),
     adminToken: TEST_TOKEN,
     allowPrivateAddress: true,
     reconcileIntervalMs: 3_600_000,
@@ -86,7 +93,11 @@ export async function startTestCluster(
 }
 
 /** Polls `probe` until it returns a value other than undefined. */
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 30_000,
+): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -110,13 +121,19 @@ export async function follow(follower: RunningCluster, followee: RunningCluster)
 }
 
 /** Waits until the task resolves and returns its state. */
-export async function waitForResolution(cluster: RunningCluster, taskId: string, timeoutMs = 60_000): Promise<string> {
+export async function waitForResolution(
+  cluster: RunningCluster,
+  taskId: string,
+  timeoutMs = 60_000,
+): Promise<string> {
   return await waitFor(
     `${taskId} on ${cluster.urls.actor} to resolve`,
     async () => {
       const view = await cluster.tasks.getTask(taskId);
       const state = view?.task.state;
-      return state === "completed" || state === "failed" || state === "exception" ? state : undefined;
+      return state === "completed" || state === "failed" || state === "exception"
+        ? state
+        : undefined;
     },
     timeoutMs,
   );
@@ -126,12 +143,34 @@ export async function waitForResolution(cluster: RunningCluster, taskId: string,
 export async function snapshot(cluster: RunningCluster): Promise<Record<string, unknown[]>> {
   const db = cluster.database.db;
   return {
-    tasks: await db.selectFrom("tasks").select(["task_id", "state", "updated_at"]).orderBy("task_id").execute(),
-    runs: await db.selectFrom("runs").select(["task_id", "run_id", "state"]).orderBy("task_id").orderBy("run_id").execute(),
-    task_dependencies: await db.selectFrom("task_dependencies").selectAll().orderBy("task_id").orderBy("dependency").execute(),
+    tasks: await db
+      .selectFrom("tasks")
+      .select(["task_id", "state", "updated_at"])
+      .orderBy("task_id")
+      .execute(),
+    runs: await db
+      .selectFrom("runs")
+      .select(["task_id", "run_id", "state"])
+      .orderBy("task_id")
+      .orderBy("run_id")
+      .execute(),
+    task_dependencies: await db
+      .selectFrom("task_dependencies")
+      .selectAll()
+      .orderBy("task_id")
+      .orderBy("dependency")
+      .execute(),
     remote_tasks: await db.selectFrom("remote_tasks").selectAll().orderBy("task_url").execute(),
-    remote_artifacts: await db.selectFrom("remote_artifacts").selectAll().orderBy("artifact_url").execute(),
-    inbox_processed: await db.selectFrom("inbox_processed").selectAll().orderBy("activity_id").execute(),
+    remote_artifacts: await db
+      .selectFrom("remote_artifacts")
+      .selectAll()
+      .orderBy("artifact_url")
+      .execute(),
+    inbox_processed: await db
+      .selectFrom("inbox_processed")
+      .selectAll()
+      .orderBy("activity_id")
+      .execute(),
     followers: await db.selectFrom("followers").selectAll().orderBy("actor_id").execute(),
     following: await db.selectFrom("following").selectAll().orderBy("actor_id").execute(),
     outbox: await db.selectFrom("outbox").select(["activity_id"]).orderBy("activity_id").execute(),

@@ -22,7 +22,10 @@ export async function clusterRsaKey(cluster: RunningCluster): Promise<SigningKey
     .where("identifier", "=", cluster.config.name)
     .where("algorithm", "=", "RSASSA-PKCS1-v1_5")
     .executeTakeFirstOrThrow();
-  return { keyId: new URL(`${cluster.urls.actor}#main-key`), privateKey: await importJwk(row.private_jwk, "private") };
+  return {
+    keyId: new URL(`${cluster.urls.actor}#main-key`),
+    privateKey: await importJwk(row.private_jwk, "private"),
+  };
 }
 
 /** Options for {@link signedPost}. */
@@ -45,14 +48,21 @@ export async function signedPost(
   const text = typeof body === "string" ? body : JSON.stringify(body);
   let request = new Request(inbox, {
     method: "POST",
-    headers: { "content-type": options.contentType ?? "application/activity+json", accept: "application/activity+json" },
+    headers: {
+      "content-type": options.contentType ?? "application/activity+json",
+      accept: "application/activity+json",
+    },
     body: text,
   });
   if (options.key != null) {
     request = await signRequest(request, options.key.privateKey, options.key.keyId, {
       spec: options.spec ?? "rfc9421",
       ...(options.signedAt != null
-        ? { currentTime: Temporal.Instant.fromEpochMilliseconds(options.signedAt.getTime()) as never }
+        ? {
+            currentTime: Temporal.Instant.fromEpochMilliseconds(
+              options.signedAt.getTime(),
+            ) as never,
+          }
         : {}),
     });
   }
