@@ -16,12 +16,18 @@ export default tseslint.config(
       "@typescript-eslint/no-misused-promises": "error",
       "@typescript-eslint/await-thenable": "error",
       "@typescript-eslint/consistent-type-imports": "error",
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_" },
+      ],
       "no-restricted-imports": [
         "error",
         {
           patterns: [
-            { group: ["express", "bullmq", "kysely", "pg", "ioredis"], message: "only where allowed" },
+            {
+              group: ["express", "bullmq", "kysely", "pg", "ioredis"],
+              message: "only where allowed",
+            },
           ],
         },
       ],

@@ -163,7 +163,7 @@ export async function startCluster(
       schema: config.databaseSchema,
     });
     cleanups.push(() => database.close());
-    await migrateToLatest(database.db as never);
+    await migrateToLatest(database.db);
     const adminToken = await resolveAdminToken(config);
 
     const jobs =

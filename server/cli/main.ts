@@ -136,7 +136,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         schema: config.databaseSchema,
       });
       try {
-        const ran = await migrateToLatest(database.db as never);
+        const ran = await migrateToLatest(database.db);
         console.log(
           ran.length === 0 ? "The database is up to date." : `Applied: ${ran.join(", ")}`,
         );

@@ -10,6 +10,7 @@
  * @module
  */
 import { randomUUID } from "node:crypto";
+import { isDeepStrictEqual } from "node:util";
 import { sql, type Kysely, type Transaction } from "kysely";
 import { newSlugId } from "../../protocol/index.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
@@ -331,6 +332,19 @@ export function createTaskService(options: TaskServiceOptions) {
     }
   }
 
+  /** Remote task URLs that some unscheduled local task still waits on (optionally on one origin). */
+  async function unresolvedRemoteDependencies(origin?: string): Promise<string[]> {
+    let query = db
+      .selectFrom("task_dependencies")
+      .select("dependency")
+      .distinct()
+      .where("remote", "=", true)
+      .where("resolution", "is", null);
+    if (origin != null)
+      query = query.where("dependency", "like", `${origin.replace(/[\\%_]/g, "\\$&")}/%`);
+    return (await query.execute()).map((r) => r.dependency);
+  }
+
   return {
     runEffects,
 
@@ -347,30 +361,42 @@ export function createTaskService(options: TaskServiceOptions) {
         });
       }
       const def = result.value;
-      const refs = def.dependencies.map(normaliseRef);
+      // A local task may be named both by id and by URL (inputs add their task as given).
+      const refs = [
+        ...new Map(def.dependencies.map(normaliseRef).map((r) => [r.dependency, r])).values(),
+      ];
       return await inTransaction(async (trx, effects) => {
-        const existing = await trx
-          .selectFrom("tasks")
-          .select(["definition", "created_at"])
-          .where("task_id", "=", def.taskId)
-          .executeTakeFirst();
-        if (existing != null) {
+        /** The result of a repeat when the task exists; throws when it exists differently. */
+        const repeat = async (): Promise<CreateTaskResult | undefined> => {
+          const existing = await trx
+            .selectFrom("tasks")
+            .select(["definition", "created_at"])
+            .where("task_id", "=", def.taskId)
+            .executeTakeFirst();
+          if (existing == null) return undefined;
           const { deadline: _a, ...oldRest } = existing.definition as TaskDefinition;
           const { deadline: _b, ...newRest } = def;
-          if (JSON.stringify(oldRest) === JSON.stringify(newRest)) {
+          // jsonb does not keep key order: compare values, as the database stores them.
+          if (isDeepStrictEqual(oldRest, JSON.parse(JSON.stringify(newRest)))) {
             return { taskId: def.taskId, created: false };
           }
           throw new ApiError(
             "RequestConflict",
             `Task ${def.taskId} already exists with a different definition; choose another taskId.`,
           );
-        }
+        };
+        const repeated = await repeat();
+        if (repeated != null) return repeated;
         const localDeps = refs.filter((r) => !r.remote).map((r) => r.dependency);
         if (localDeps.length > 0) {
+          // Locked until commit: a dependency resolving meanwhile either commits first (we
+          // read its resolution) or waits for us (and then sees our dependency rows).
           const found = await trx
             .selectFrom("tasks")
             .select(["task_id", "state"])
             .where("task_id", "in", localDeps)
+            .orderBy("task_id")
+            .forShare()
             .execute();
           const missing = localDeps.filter((d) => !found.some((f) => f.task_id === d));
           if (missing.length > 0) {
@@ -387,7 +413,7 @@ export function createTaskService(options: TaskServiceOptions) {
           }
         }
         const now = new Date();
-        await trx
+        const inserted = await trx
           .insertInto("tasks")
           .values({
             task_id: def.taskId,
@@ -402,7 +428,14 @@ export function createTaskService(options: TaskServiceOptions) {
             resolved_at: null,
             updated_at: now,
           })
-          .execute();
+          .onConflict((oc) => oc.column("task_id").doNothing())
+          .returning("task_id")
+          .executeTakeFirst();
+        if (inserted == null) {
+          // A concurrent request created it since we looked; the insert waited for its commit.
+          const raced = await repeat();
+          if (raced != null) return raced;
+        }
         for (const ref of refs) {
           let resolution: ResolvedState | null = null;
           if (ref.remote) {
@@ -699,22 +732,12 @@ export function createTaskService(options: TaskServiceOptions) {
         .orderBy("seq")
         .execute();
       for (const o of outbox) effects.publish.push(o.activity_id);
-      effects.dereference.push(...(await this.unresolvedRemoteDependencies()));
+      effects.dereference.push(...(await unresolvedRemoteDependencies()));
       return effects;
     },
 
     /** Remote task URLs that some unscheduled local task still waits on. */
-    async unresolvedRemoteDependencies(origin?: string): Promise<string[]> {
-      let query = db
-        .selectFrom("task_dependencies")
-        .select("dependency")
-        .distinct()
-        .where("remote", "=", true)
-        .where("resolution", "is", null);
-      if (origin != null)
-        query = query.where("dependency", "like", `${origin.replace(/[\\%_]/g, "\\$&")}/%`);
-      return (await query.execute()).map((r) => r.dependency);
-    },
+    unresolvedRemoteDependencies,
 
     /** One task with its runs, dependencies, inputs and artifacts (no artifact bytes). */
     async getTask(taskId: string) {

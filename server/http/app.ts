@@ -150,10 +150,9 @@ export function createApp(options: AppOptions): express.Express {
       res.setHeader("Content-Type", row.media_type);
       res.setHeader("ETag", `"${row.sha256}"`);
       res.setHeader("Accept-Ranges", "bytes");
-      res.setHeader(
-        "Content-Digest",
-        `sha-256=:${Buffer.from(row.sha256, "hex").toString("base64")}:`,
-      );
+      // RFC 9530: Repr-Digest is the whole artifact's; Content-Digest is of the bytes sent.
+      const reprDigest = `sha-256=:${Buffer.from(row.sha256, "hex").toString("base64")}:`;
+      res.setHeader("Repr-Digest", reprDigest);
       const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
       if (range != null) {
         const start = Number(range[1]);
@@ -163,10 +162,16 @@ export function createApp(options: AppOptions): express.Express {
           res.status(416).setHeader("Content-Range", `bytes */${content.length}`).end();
           return;
         }
+        const slice = content.subarray(start, end + 1);
         res.status(206).setHeader("Content-Range", `bytes ${start}-${end}/${content.length}`);
-        res.end(content.subarray(start, end + 1));
+        res.setHeader(
+          "Content-Digest",
+          `sha-256=:${createHash("sha256").update(slice).digest("base64")}:`,
+        );
+        res.end(slice);
         return;
       }
+      res.setHeader("Content-Digest", reprDigest);
       res.end(content);
     }),
   );
@@ -361,6 +366,8 @@ export function createApp(options: AppOptions): express.Express {
         "Something went wrong on the cluster; try again.",
       );
     }
+    // RFC 9110: a 401 must carry a challenge.
+    if (apiError.status === 401) res.setHeader("WWW-Authenticate", 'Bearer realm="taskweb"');
     res.status(apiError.status).json({
       code: apiError.code,
       message: apiError.message,

@@ -17,6 +17,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
+import { once } from "node:events";
 import { Queue, UnrecoverableError, Worker, type Job as BullJob } from "bullmq";
 import { Redis } from "ioredis";
 import type {
@@ -28,7 +29,7 @@ import type {
   JsonValue,
   ProcessOptions,
 } from "./job-queue.ts";
-import { JobQueueClosedError } from "./embedded-job-queue.ts";
+import { JobQueueClosedError } from "./job-queue.ts";
 
 const DEFAULT_ATTEMPTS = 5;
 
@@ -53,6 +54,13 @@ export interface BullMqJobQueueOptions {
    * @defaultValue 1000
    */
   readonly backoffMs?: number | undefined;
+  /**
+   * How long `enqueue()` and `depth()` wait for Redis before rejecting. BullMQ holds
+   * commands until Redis is reachable; this bounds how long a request can hang on that.
+   * A timed-out enqueue may still land later, which is harmless: ids dedupe.
+   * @defaultValue 10000
+   */
+  readonly timeoutMs?: number | undefined;
   /**
    * Receives errors that no caller can catch: worker, queue and connection errors, and
    * `onFailed` callbacks that threw.
@@ -81,8 +89,8 @@ function bullMqQueueName(queue: string): string {
 }
 
 /**
- * Creates a {@link JobQueue} on BullMQ. Connections are opened lazily; `ping()` checks that
- * Redis answers.
+ * Creates a {@link JobQueue} on BullMQ. While Redis is unreachable, connection errors go
+ * to `onError` and ioredis keeps reconnecting; `ping()` tells whether Redis answers now.
  */
 export function createBullMqJobQueue(options: BullMqJobQueueOptions): JobQueue {
   if ((options.url == null) === (options.connection == null)) {
@@ -93,9 +101,17 @@ export function createBullMqJobQueue(options: BullMqJobQueueOptions): JobQueue {
   if (!Number.isFinite(backoffMs) || backoffMs <= 0) {
     throw new RangeError(`backoffMs must be a finite number > 0, got ${backoffMs}.`);
   }
-  const report = options.onError ?? ((error: unknown) => console.error("taskweb BullMQ job queue:", error));
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+    throw new RangeError(`timeoutMs must be a finite number > 0, got ${timeoutMs}.`);
+  }
+  const report =
+    options.onError ?? ((error: unknown) => console.error("taskweb BullMQ job queue:", error));
   const ownsConnection = options.url != null;
-  const connection = options.connection ?? new Redis(options.url as string);
+  // Without an offline queue, an enqueue while Redis is away fails at once instead of
+  // hanging the request that made it (BullMQ's advice for producers).
+  const connection =
+    options.connection ?? new Redis(options.url as string, { enableOfflineQueue: false });
   if (ownsConnection) connection.on("error", report);
 
   const queues = new Map<string, Queue>();
@@ -134,7 +150,7 @@ export function createBullMqJobQueue(options: BullMqJobQueueOptions): JobQueue {
         throw new RangeError(`attempts must be an integer ≥ 1, got ${attempts}.`);
       }
       const envelope: Envelope = { id: jobId, data };
-      await queueFor(name).add(name, envelope, {
+      const adding = queueFor(name).add(name, envelope, {
         jobId: bullMqJobId(jobId),
         delay: Math.round(delayMs),
         attempts,
@@ -142,6 +158,7 @@ export function createBullMqJobQueue(options: BullMqJobQueueOptions): JobQueue {
         removeOnComplete: true,
         removeOnFail: true,
       });
+      await withTimeout(adding, timeoutMs, `enqueue to ${JSON.stringify(name)}`);
     },
     async process<T = unknown>(
       name: string,
@@ -166,17 +183,30 @@ export function createBullMqJobQueue(options: BullMqJobQueueOptions): JobQueue {
       return consumer;
     },
     async depth(name) {
-      return await queueFor(name).getJobCountByTypes("waiting", "delayed", "prioritized");
+      const counting = queueFor(name).getJobCountByTypes("waiting", "delayed", "prioritized");
+      return await withTimeout(counting, timeoutMs, `depth of ${JSON.stringify(name)}`);
     },
     async ping() {
-      await connection.ping();
+      // A connection still opening gets its chance; one that lost Redis fails at once,
+      // since commands would wait until ioredis reconnects.
+      if (connection.status === "connecting" || connection.status === "connect") {
+        await once(connection, "ready", { signal: AbortSignal.timeout(timeoutMs) }).catch(
+          (error: unknown) => {
+            throw new Error(`Redis did not answer within ${timeoutMs} ms (connect).`, {
+              cause: error,
+            });
+          },
+        );
+      }
+      if (connection.status !== "ready") {
+        throw new Error(`Redis is not connected (connection ${connection.status}).`);
+      }
+      await withTimeout(connection.ping(), timeoutMs, "ping");
     },
     close() {
       closed ??= (async () => {
         await Promise.all([...workers].map((worker) => worker.close()));
-        await Promise.all(
-          [...queues.values()].map((queue) => queue.close().catch(report)),
-        );
+        await Promise.all([...queues.values()].map((queue) => queue.close().catch(report)));
         if (ownsConnection) await quit(connection, report);
       })();
       return closed;
@@ -184,8 +214,22 @@ export function createBullMqJobQueue(options: BullMqJobQueueOptions): JobQueue {
   };
 }
 
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`Redis did not answer within ${ms} ms (${what}); is it running?`)),
+      ms,
+    );
+  });
+  // The losing promise may still settle; its rejection must not go unhandled.
+  promise.catch(() => {});
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 async function quit(redis: Redis, report: (error: unknown) => void): Promise<void> {
-  if (redis.status === "end" || redis.status === "wait") {
+  // QUIT needs a live connection; one that is down or reconnecting is simply dropped.
+  if (redis.status !== "ready") {
     redis.disconnect();
     return;
   }
@@ -241,8 +285,12 @@ class BullMqConsumer implements JobConsumer {
 
   close(): Promise<void> {
     this.#closed ??= (async () => {
+      // With Redis away no job can finish, and BullMQ would wait for the connection
+      // forever: drop it so that pending commands fail and the worker can stop.
+      const reachable = this.#connection.status === "ready";
+      if (!reachable) this.#connection.disconnect();
       try {
-        await this.#worker.close();
+        await this.#worker.close(!reachable);
       } catch (error) {
         this.#report(error);
       }

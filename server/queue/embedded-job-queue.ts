@@ -27,6 +27,7 @@ import type {
   JsonValue,
   ProcessOptions,
 } from "./job-queue.ts";
+import { JobQueueClosedError } from "./job-queue.ts";
 
 const DEFAULT_ATTEMPTS = 5;
 
@@ -72,14 +73,6 @@ export interface EmbeddedJobQueueOptions {
    * @defaultValue writes the error to `console.error`
    */
   readonly onError?: ((error: unknown) => void) | undefined;
-}
-
-/** Thrown by {@link JobQueue.enqueue} and {@link JobQueue.process} after {@link JobQueue.close}. */
-export class JobQueueClosedError extends Error {
-  override readonly name = "JobQueueClosedError";
-  constructor(readonly queue: string) {
-    super(`The job queue is closed; cannot use queue ${JSON.stringify(queue)}. Open a new one.`);
-  }
 }
 
 /**
@@ -250,7 +243,9 @@ export function createEmbeddedJobQueue(
         .selectFrom("jobs")
         .select(sql<number>`count(*)::int`.as("count"))
         .where("queue", "=", queue)
-        .where((eb) => eb.or([eb("locked_until", "is", null), eb("locked_until", "<=", sql<Date>`now()`)]))
+        .where((eb) =>
+          eb.or([eb("locked_until", "is", null), eb("locked_until", "<=", sql<Date>`now()`)]),
+        )
         .executeTakeFirstOrThrow();
       return Number(row.count);
     },
@@ -448,7 +443,9 @@ class EmbeddedConsumer implements JobConsumer {
   /** Runs one job; never rejects. */
   async #handle(job: Job, maxAttempts: number): Promise<void> {
     if (job.attempt > maxAttempts) {
-      await this.#drop(job, new JobAbandonedError(this.#queue, job.id, maxAttempts));
+      // The claim that just happened is not a try: report the last one, which died.
+      const abandoned = new JobAbandonedError(this.#queue, job.id, maxAttempts);
+      await this.#drop(job, abandoned, { ...job, attempt: maxAttempts });
       return;
     }
     let failure: { error: unknown } | undefined;
@@ -485,7 +482,7 @@ class EmbeddedConsumer implements JobConsumer {
   }
 
   /** Deletes a job that used its last attempt and tells `onFailed`, unless it moved on. */
-  async #drop(job: Job, error: unknown): Promise<void> {
+  async #drop(job: Job, error: unknown, reported: Job = job): Promise<void> {
     try {
       const result = await this.#db
         .deleteFrom("jobs")
@@ -494,7 +491,7 @@ class EmbeddedConsumer implements JobConsumer {
         .where("attempts", "=", job.attempt)
         .executeTakeFirst();
       if (result.numDeletedRows === 0n) return;
-      this.#onFailed?.(job, error);
+      this.#onFailed?.(reported, error);
     } catch (dropError) {
       this.#settings.report(dropError);
     }
@@ -526,3 +523,5 @@ class EmbeddedConsumer implements JobConsumer {
     }
   }
 }
+
+export { JobQueueClosedError };

@@ -19,10 +19,12 @@ import type {
   MessageQueueEnqueueOptions,
   MessageQueueListenOptions,
 } from "@fedify/fedify";
+import { JobQueueClosedError } from "./job-queue.ts";
 import type { JobConsumer, JobQueue, JsonValue } from "./job-queue.ts";
 
 /** A Fedify `MessageQueue` with the optional members this adapter always has. */
-export type FedifyMessageQueue = MessageQueue & Required<Pick<MessageQueue, "enqueueMany" | "getDepth">>;
+export type FedifyMessageQueue = MessageQueue &
+  Required<Pick<MessageQueue, "enqueueMany" | "getDepth">>;
 
 /** Options for {@link createFedifyMessageQueue}. */
 export interface FedifyMessageQueueOptions {
@@ -34,7 +36,10 @@ export interface FedifyMessageQueueOptions {
    * @defaultValue 3
    */
   readonly attempts?: number | undefined;
-  /** Pause before `listen()` tries again when the job queue would not start a consumer. @defaultValue 1000 */
+  /**
+   * Pause before `listen()` tries again when the job queue would not start a consumer.
+   * @defaultValue 1000
+   */
   readonly retryListenMs?: number | undefined;
   /**
    * Receives a {@link FedifyMessageDroppedError} for each message dropped after its last
@@ -55,7 +60,7 @@ export class FedifyMessageDroppedError extends Error {
   ) {
     super(
       `Fedify message ${messageId} of queue ${JSON.stringify(queue)} failed ${attempts} ` +
-        `attempt(s) and was dropped: ${describe(options.cause)}`,
+        `attempt(s) and was dropped: ${summarize(options.cause)}`,
       options,
     );
   }
@@ -63,13 +68,16 @@ export class FedifyMessageDroppedError extends Error {
 
 function pause(ms: number, until: Promise<void>): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([until, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]).finally(
-    () => clearTimeout(timer),
-  );
+  return Promise.race([
+    until,
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
+  ]).finally(() => clearTimeout(timer));
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : "a non-Error value was thrown";
+function summarize(error: unknown): string {
+  return error instanceof Error
+    ? `${error.name}: ${error.message}`
+    : "a non-Error value was thrown";
 }
 
 /**
@@ -89,9 +97,13 @@ export function createFedifyMessageQueue(
   const concurrency = options.concurrency ?? 4;
   const attempts = options.attempts ?? 3;
   const retryListenMs = options.retryListenMs ?? 1000;
-  const report = options.onError ?? ((error: unknown) => console.error("taskweb Fedify queue:", error));
+  const report =
+    options.onError ?? ((error: unknown) => console.error("taskweb Fedify queue:", error));
 
-  async function enqueue(message: unknown, enqueueOptions?: MessageQueueEnqueueOptions): Promise<void> {
+  async function enqueue(
+    message: unknown,
+    enqueueOptions?: MessageQueueEnqueueOptions,
+  ): Promise<void> {
     const delay = enqueueOptions?.delay;
     const delayMs = delay == null ? 0 : Math.max(0, Math.round(delay.total("milliseconds")));
     await jobs.enqueue(queueName, randomUUID(), message as JsonValue, { delayMs, attempts });
@@ -122,12 +134,16 @@ export function createFedifyMessageQueue(
             {
               concurrency,
               onFailed: (job, error) => {
-                report(new FedifyMessageDroppedError(queueName, job.id, job.attempt, { cause: error }));
+                report(
+                  new FedifyMessageDroppedError(queueName, job.id, job.attempt, { cause: error }),
+                );
               },
             },
           );
         } catch (error) {
           report(error);
+          // A closed job queue means the process is shutting down: nothing to wait for.
+          if (error instanceof JobQueueClosedError) return;
           await pause(retryListenMs, aborted);
         }
       }

@@ -66,3 +66,11 @@ export interface JobQueue {
   /** Stops every consumer (letting jobs in hand finish) and releases connections. */
   close(): Promise<void>;
 }
+
+/** Thrown by {@link JobQueue.enqueue} and {@link JobQueue.process} after {@link JobQueue.close}. */
+export class JobQueueClosedError extends Error {
+  override readonly name = "JobQueueClosedError";
+  constructor(readonly queue: string) {
+    super(`The job queue is closed; cannot use queue ${JSON.stringify(queue)}. Open a new one.`);
+  }
+}

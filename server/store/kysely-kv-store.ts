@@ -6,7 +6,9 @@
  * comma (`["a","b/c"]` → `"a","b/c",`). JSON literals end at their closing quote, so the
  * stored key of a prefix is a text prefix of the stored keys it covers, and `["a"]` never
  * covers `["ab"]`: `list(prefix)` is one `like 'prefix%'` query on the primary key. JSON
- * also escapes NUL, which PostgreSQL text cannot hold.
+ * also escapes NUL, which PostgreSQL text cannot hold. (PostgreSQL uses the primary key's
+ * index for such a `like` only under the C collation, which PGlite and the test databases
+ * have; a database created with another collation needs a `text_pattern_ops` index.)
  *
  * Times come from the database's clock (`now()`), so processes with skewed clocks agree on
  * what has expired. Expired rows read as absent and are deleted when a read meets them.

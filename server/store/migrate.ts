@@ -4,6 +4,7 @@
  * @module
  */
 import { sql, type Kysely } from "kysely";
+import type { DatabaseSchema } from "./schema.ts";
 import { Migrator, type Migration, type MigrationResultSet } from "kysely/migration";
 import * as m0001 from "./migrations/0001-initial.ts";
 
@@ -27,7 +28,9 @@ export class MigrationError extends Error {
  * advisory lock on PostgreSQL, so several processes starting at once migrate once.
  * @returns the names of the migrations that ran now.
  */
-export async function migrateToLatest(db: Kysely<unknown>): Promise<string[]> {
+export async function migrateToLatest(database: Kysely<DatabaseSchema>): Promise<string[]> {
+  // Migrations see no table types: they create them.
+  const db = database as unknown as Kysely<unknown>;
   const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(db);
   const migrator = new Migrator({
     db,

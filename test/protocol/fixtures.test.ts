@@ -1,0 +1,96 @@
+/**
+ * Runs the language-neutral activity vectors in fixtures/activities/ through the parser and
+ * the JSON Schemas, as another implementation would.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import { Ajv2020 } from "ajv/dist/2020.js";
+import { describe, expect, it } from "vitest";
+import { PARSE_FAILURE_CODES, parseActivity, validateAgainstSchema } from "../../protocol/index.ts";
+import type { SchemaName, TaskwebActivityKind } from "../../protocol/index.ts";
+
+interface ActivityCase {
+  description: string;
+  requirement: string;
+  valid: boolean;
+  kind?: TaskwebActivityKind;
+  reason?: string;
+  data: unknown;
+}
+
+const directory = new URL("../../fixtures/activities/", import.meta.url);
+const fixtureSchema = JSON.parse(readFileSync(new URL("schema.json", directory), "utf8")) as {
+  properties: { reason: { enum: string[] } };
+};
+const files = readdirSync(directory)
+  .filter((name) => name.endsWith(".json") && name !== "schema.json")
+  .sort();
+const cases = files.map((file) => ({
+  file,
+  ...(JSON.parse(readFileSync(new URL(file, directory), "utf8")) as ActivityCase),
+}));
+
+const SCHEMA_OF_KIND: Record<TaskwebActivityKind, SchemaName> = {
+  TaskCompleted: "task-completed",
+  TaskFailed: "task-failed",
+  ArtifactPublished: "artifact-published",
+};
+
+// Reasons for rules a JSON Schema can express; the context and origin rules it cannot.
+const SHAPE_REASONS = new Set([
+  "schema",
+  "bad-url",
+  "bad-digest",
+  "unknown-type",
+  "missing-base-type",
+]);
+
+describe("activity fixtures", () => {
+  it("has at least twenty cases, valid and invalid ones", () => {
+    expect(cases.length).toBeGreaterThanOrEqual(20);
+    expect(cases.some((c) => c.valid)).toBe(true);
+    expect(cases.some((c) => !c.valid)).toBe(true);
+  });
+
+  it("allows exactly the parser's failure codes as reasons", () => {
+    expect(fixtureSchema.properties.reason.enum).toEqual([...PARSE_FAILURE_CODES]);
+  });
+
+  const validateFixture = new Ajv2020({ strict: true, strictRequired: false }).compile(
+    fixtureSchema,
+  );
+  it.each(files)("%s matches the fixture schema", (file) => {
+    const data: unknown = JSON.parse(readFileSync(new URL(file, directory), "utf8"));
+    const valid = validateFixture(data);
+    expect(validateFixture.errors ?? []).toEqual([]);
+    expect(valid).toBe(true);
+  });
+
+  describe.each(cases)("$file", (fixture) => {
+    if (fixture.valid) {
+      it(`accepts ${fixture.description} (${fixture.requirement})`, () => {
+        const result = parseActivity(fixture.data);
+        expect(result).toMatchObject({ ok: true, value: { kind: fixture.kind } });
+      });
+      it(`matches the ${fixture.kind} JSON Schema`, () => {
+        const schema = SCHEMA_OF_KIND[fixture.kind ?? "TaskCompleted"];
+        expect(validateAgainstSchema(schema, fixture.data)).toMatchObject({ ok: true });
+      });
+    } else {
+      it(`rejects ${fixture.description} as ${fixture.reason} (${fixture.requirement})`, () => {
+        const result = parseActivity(fixture.data);
+        expect(result.ok).toBe(false);
+        if (!result.ok) {
+          expect(result.reason.code).toBe(fixture.reason);
+          expect(result.reason.message.length).toBeGreaterThan(10);
+        }
+      });
+      if (SHAPE_REASONS.has(fixture.reason ?? "")) {
+        it("is refused by every activity JSON Schema too", () => {
+          for (const schema of Object.values(SCHEMA_OF_KIND)) {
+            expect(validateAgainstSchema(schema, fixture.data).ok).toBe(false);
+          }
+        });
+      }
+    }
+  });
+});
