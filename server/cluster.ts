@@ -20,7 +20,7 @@ import { dereferenceRemoteTask } from "./federation/dereference.ts";
 import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
 import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
 import { createApp } from "./http/app.ts";
-import { createMemoryKeyCache, type InboxRefusal } from "./http/inbox-guard.ts";
+import { createMemoryKeyCache, type InboxIgnoral, type InboxRefusal } from "./http/inbox-guard.ts";
 import { createBullMqJobQueue } from "./queue/bullmq-job-queue.ts";
 import { createEmbeddedJobQueue } from "./queue/embedded-job-queue.ts";
 import { createFedifyMessageQueue } from "./queue/fedify-message-queue.ts";
@@ -52,6 +52,7 @@ export type ClusterEvent =
     }
   | { readonly type: "inbox"; readonly outcome: InboxOutcome }
   | { readonly type: "inbox-refused"; readonly reason: InboxRefusal }
+  | { readonly type: "inbox-ignored"; readonly reason: InboxIgnoral }
   | { readonly type: "published"; readonly activityId: string };
 
 /** Options for {@link startCluster}. */
@@ -223,6 +224,7 @@ export async function startCluster(
           contextLoader: ctx.contextLoader,
           keyCache,
           onRefused: (reason) => emit({ type: "inbox-refused", reason }),
+          onIgnored: (reason) => emit({ type: "inbox-ignored", reason }),
         },
       });
       server.on("request", app);

@@ -8,6 +8,7 @@
  */
 import { verifyRequestDetailed, type DocumentLoader, type KeyCache } from "@fedify/fedify";
 import type { CryptographicKey, Multikey } from "@fedify/vocab";
+import { preloadedContexts } from "@fedify/vocab-runtime";
 import { getLogger } from "@logtape/logtape";
 import type { NextFunction, Request as ERequest, Response as EResponse } from "express";
 import { checkJsonLimits, sameOrigin } from "../../protocol/index.ts";
@@ -39,7 +40,48 @@ export type InboxRefusal =
   | "no-signature"
   | "invalid-signature"
   | "key-fetch-failed"
-  | "key-not-owned-by-actor";
+  | "key-not-owned-by-actor"
+  | "body-not-covered";
+
+/** Why the guard answered 202 without passing a verified request on. */
+export type InboxIgnoral = "unsupported-context";
+
+/**
+ * Components an RFC 9421 signature must cover, and headers a draft-cavage signature must
+ * cover, so that the signature binds the method, the target, the time and the body.
+ */
+const REQUIRED_RFC9421 = ['"@method"', '"@target-uri"', '"content-digest"'];
+const REQUIRED_CAVAGE = ["(request-target)", "host", "date", "digest"];
+
+/** True when every signature on the request covers what binds it to this request's body. */
+export function signatureCoversBody(headers: {
+  signatureInput: string | undefined;
+  signature: string | undefined;
+}): boolean {
+  if (headers.signatureInput != null) {
+    // Each signature is `label=("c1" "c2" …);params`; all of them must cover the body.
+    const lists = [...headers.signatureInput.matchAll(/=\(([^)]*)\)/g)].map((m) => m[1] ?? "");
+    return (
+      lists.length > 0 &&
+      lists.every((list) => REQUIRED_RFC9421.every((c) => list.split(/\s+/).includes(c)))
+    );
+  }
+  const covered = /(?:^|,)\s*headers="([^"]*)"/.exec(headers.signature ?? "")?.[1];
+  if (covered == null) return false;
+  const names = covered.toLowerCase().split(/\s+/);
+  return REQUIRED_CAVAGE.every((h) => names.includes(h));
+}
+
+/**
+ * True when every remote context the document names is one every receiver has built in:
+ * any other would make the receiver fetch it (and fail, or be steered) before it can
+ * even read the activity.
+ */
+export function usesOnlyKnownContexts(json: unknown): boolean {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) return true;
+  const context = (json as Record<string, unknown>)["@context"];
+  return [context].flat().every((c) => typeof c !== "string" || c in preloadedContexts);
+}
 
 /** A small in-memory cache of verified public keys (refetched when a signature fails). */
 export function createMemoryKeyCache(maxEntries = 1000): KeyCache {
@@ -71,6 +113,8 @@ export interface InboxGuardOptions {
   readonly keyCache: KeyCache;
   /** Told of every refusal (metrics, tests). */
   readonly onRefused?: (reason: InboxRefusal) => void;
+  /** Told of every verified request answered 202 without being acted on. */
+  readonly onIgnored?: (reason: InboxIgnoral) => void;
 }
 
 function refuse(
@@ -189,6 +233,23 @@ export function inboxGuard(options: InboxGuardOptions) {
         );
         return;
       }
+      const signatureInput = req.headers["signature-input"];
+      const signature = req.headers.signature;
+      if (
+        !signatureCoversBody({
+          signatureInput: typeof signatureInput === "string" ? signatureInput : undefined,
+          signature: typeof signature === "string" ? signature : undefined,
+        })
+      ) {
+        refuse(
+          res,
+          401,
+          "body-not-covered",
+          'The signature must cover "@method", "@target-uri" and "content-digest" (RFC 9421), or (request-target), host, date and digest (draft-cavage).',
+          options.onRefused,
+        );
+        return;
+      }
       const request = toWebRequest(req, options.origin, body);
       const result = await verifyRequestDetailed(request, {
         documentLoader: options.documentLoader(),
@@ -220,6 +281,17 @@ export function inboxGuard(options: InboxGuardOptions) {
           "The signing key does not belong to the activity's actor.",
           options.onRefused,
         );
+        return;
+      }
+      if (!usesOnlyKnownContexts(json)) {
+        // Signed by its actor, so not an attack on us; but a receiver that had to fetch the
+        // context could never process it, and a 4xx/5xx would only make the sender retry.
+        options.onIgnored?.("unsupported-context");
+        logger.info("Ignored an activity whose @context names a remote document.", {});
+        res.status(202).json({
+          ignored: "unsupported-context",
+          message: "Inline every context except the ActivityStreams and security ones.",
+        });
         return;
       }
       (req as ERequest & { rawBody?: Uint8Array }).rawBody = body;

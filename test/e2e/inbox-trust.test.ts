@@ -17,7 +17,7 @@ import {
   waitForResolution,
   type TestCluster,
 } from "../support/clusters.ts";
-import { clusterRsaKey, signedPost, type SigningKey } from "../support/signing.ts";
+import { cavagePost, clusterRsaKey, signedPost, type SigningKey } from "../support/signing.ts";
 
 const skipReason = serverBackendSkipReason();
 if (skipReason != null) {
@@ -109,7 +109,7 @@ describe.each(testBackends())("inbox trust rules on $name", (backend) => {
     const reasons = b.events
       .slice(seen)
       .map((e) =>
-        e.type === "inbox-refused"
+        e.type === "inbox-refused" || e.type === "inbox-ignored"
           ? e.reason
           : e.type === "inbox" && e.outcome.outcome === "ignored"
             ? e.outcome.reason
@@ -159,7 +159,7 @@ describe.each(testBackends())("inbox trust rules on $name", (backend) => {
     );
   });
 
-  it("refuses a draft-cavage signature that does not cover the body's digest", async () => {
+  it("refuses a draft-cavage signed body altered after signing", async () => {
     await expectNothingChanges(
       () =>
         signedPost(B.urls.inbox, taskCompleted(A, A.urls.task("other")), {
@@ -169,6 +169,42 @@ describe.each(testBackends())("inbox trust rules on $name", (backend) => {
         }),
       401,
       "invalid-signature",
+    );
+  });
+
+  it("refuses a draft-cavage signature whose signed headers leave out the digest", async () => {
+    await expectNothingChanges(
+      () =>
+        cavagePost(B.urls.inbox, taskCompleted(A, targetUrl), aKey, [
+          "(request-target)",
+          "host",
+          "date",
+        ]),
+      401,
+      "body-not-covered",
+    );
+  });
+
+  it("accepts the same draft-cavage signature when it covers the digest", async () => {
+    // The control for the case above: only the covered headers differ.
+    const response = await cavagePost(
+      B.urls.inbox,
+      taskCompleted(A, A.urls.task("control")),
+      aKey,
+      ["(request-target)", "host", "date", "digest"],
+    );
+    expect(response.status).toBe(202);
+  });
+
+  it("ignores a signed activity whose @context needs a remote document", async () => {
+    const activity = {
+      ...taskCompleted(A, targetUrl),
+      "@context": ["https://www.w3.org/ns/activitystreams", `${M.urls.origin}/context.jsonld`],
+    };
+    await expectNothingChanges(
+      () => signedPost(B.urls.inbox, activity, { key: aKey }),
+      202,
+      "unsupported-context",
     );
   });
 

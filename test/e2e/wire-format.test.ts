@@ -132,11 +132,14 @@ describe.each(testBackends())("the wire format on $name", (backend) => {
       payload: { command: ["sh", "-c", 'printf "exact bytes" > "$TASKWEB_ARTIFACTS/out.txt"'] },
     });
     expect(await waitForResolution(A, "wire")).toBe("completed");
-    await waitFor("the TaskCompleted to arrive", () =>
-      peer.received.some((r) => [JSON.parse(r.body).type].flat().includes("TaskCompleted"))
-        ? true
-        : undefined,
-    );
+    // ArtifactPublished and TaskCompleted are published by separate jobs: wait for both.
+    for (const type of ["ArtifactPublished", "TaskCompleted"]) {
+      await waitFor(`the ${type} to arrive`, () =>
+        peer.received.some((r) => [JSON.parse(r.body).type].flat().includes(type))
+          ? true
+          : undefined,
+      );
+    }
   });
   afterAll(async () => {
     await Promise.all([a?.destroy(), peer?.close()]);

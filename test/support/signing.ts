@@ -2,6 +2,9 @@
  * Signs requests as a cluster, with keys read from its database, for tests that play a
  * peer (honest or not) against an inbox.
  */
+import { createHash } from "node:crypto";
+import { request as httpRequest } from "node:http";
+import httpSignature from "http-signature";
 import { importJwk, signRequest } from "@fedify/fedify";
 import { Temporal } from "@js-temporal/polyfill";
 import type { RunningCluster } from "../../server/cluster.ts";
@@ -70,4 +73,46 @@ export async function signedPost(
   const headers = new Headers(request.headers);
   const response = await fetch(inbox, { method: "POST", headers, body: finalBody });
   return { status: response.status, text: await response.text() };
+}
+
+/**
+ * POSTs `body` with a draft-cavage signature made by the Joyent `http-signature` library
+ * (independent of Fedify), covering exactly `headers`.
+ */
+export async function cavagePost(
+  inbox: string,
+  body: unknown,
+  key: SigningKey,
+  headers: readonly string[],
+): Promise<{ status: number; text: string }> {
+  const text = JSON.stringify(body);
+  const pkcs8 = Buffer.from(await crypto.subtle.exportKey("pkcs8", key.privateKey)).toString(
+    "base64",
+  );
+  const pem = `-----BEGIN PRIVATE KEY-----\n${pkcs8.replace(/(.{64})/g, "$1\n")}\n-----END PRIVATE KEY-----\n`;
+  const url = new URL(inbox);
+  return await new Promise((resolve, reject) => {
+    const req = httpRequest(
+      { host: url.hostname, port: url.port, path: url.pathname, method: "POST" },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }),
+        );
+      },
+    );
+    req.on("error", reject);
+    req.setHeader("Host", url.host);
+    req.setHeader("Date", new Date().toUTCString());
+    req.setHeader("Content-Type", "application/activity+json");
+    req.setHeader("Digest", `SHA-256=${createHash("sha256").update(text).digest("base64")}`);
+    httpSignature.sign(req, {
+      key: pem,
+      keyId: key.keyId.href,
+      headers: [...headers],
+      authorizationHeaderName: "Signature",
+    });
+    req.end(text);
+  });
 }

@@ -1,0 +1,923 @@
+/**
+ * The task state machine on a real database (PGlite, and PostgreSQL when the run has it):
+ * every transition of a task and its runs, dependency evaluation, claims and their leases,
+ * idempotent creation, what remote reports change, what the reconciler finds again, and the
+ * activities a resolution writes to the outbox.
+ *
+ * The queue is a recording fake of the {@link JobQueue} port: the service only enqueues
+ * after commit, and what it enqueues is part of what these tests check.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { parseActivity, type TaskwebActivity } from "../../protocol/index.ts";
+import { ApiError } from "../../server/domain/errors.ts";
+import {
+  createTaskService,
+  QUEUES,
+  type NewArtifact,
+  type RemoteTaskReport,
+  type RunOutcome,
+  type TaskService,
+} from "../../server/domain/task-service.ts";
+import { createClusterUrls } from "../../server/federation/cluster-urls.ts";
+import type { JobQueue, JsonValue } from "../../server/queue/job-queue.ts";
+import { openDatabase, sql, type Database } from "../../server/store/database.ts";
+import { migrateToLatest } from "../../server/store/migrate.ts";
+import { serverBackendSkipReason, testBackends } from "../support/backends.ts";
+
+interface Enqueued {
+  readonly queue: string;
+  readonly jobId: string;
+  readonly data: JsonValue;
+}
+
+/** A queue that only records what is enqueued: nothing here consumes jobs. */
+function createRecordingJobQueue(): JobQueue & { readonly enqueued: Enqueued[] } {
+  const enqueued: Enqueued[] = [];
+  return {
+    kind: "embedded",
+    enqueued,
+    enqueue(queue, jobId, data) {
+      enqueued.push({ queue, jobId, data });
+      return Promise.resolve();
+    },
+    process() {
+      return Promise.reject(new Error("The recording queue runs no consumers."));
+    },
+    depth(queue) {
+      return Promise.resolve(enqueued.filter((e) => e.queue === queue).length);
+    },
+    ping: () => Promise.resolve(),
+    close: () => Promise.resolve(),
+  };
+}
+
+const LEASE_MS = 60_000;
+const REMOTE_ORIGIN = "http://127.0.0.1:2";
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A task id no other test of this file uses (they share one database). */
+function uid(label: string): string {
+  return `${label}-${randomBytes(4).toString("hex")}`;
+}
+
+function remoteTaskUrl(label: string, origin = REMOTE_ORIGIN): string {
+  return `${origin}/clusters/up/tasks/${uid(label)}`;
+}
+
+function artifact(name: string, text: string): NewArtifact {
+  const content = new TextEncoder().encode(text);
+  return {
+    name,
+    mediaType: "text/plain",
+    content,
+    sha256: createHash("sha256").update(content).digest("hex"),
+  };
+}
+
+function outcome(state: RunOutcome["state"], extra: Partial<RunOutcome> = {}): RunOutcome {
+  return {
+    state,
+    reason: state,
+    exitCode: state === "completed" ? 0 : state === "failed" ? 1 : null,
+    log: `log of a ${state} run\n`,
+    artifacts: [],
+    ...extra,
+  };
+}
+
+const skipReason = serverBackendSkipReason();
+if (skipReason != null) {
+  describe("task service on postgres+redis", () => {
+    it.skip(`runs only with PostgreSQL and Redis: ${skipReason}`, () => {});
+  });
+}
+
+describe.each(testBackends())("task service on $name", (backend) => {
+  const urls = createClusterUrls("http://127.0.0.1:1", "t");
+  let database: Database;
+  let jobs: ReturnType<typeof createRecordingJobQueue>;
+  let tasks: TaskService;
+
+  beforeAll(async () => {
+    database = await openDatabase(backend.database());
+    await migrateToLatest(database.db as never);
+    jobs = createRecordingJobQueue();
+    tasks = createTaskService({ db: database.db, jobs, urls });
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+  beforeEach(() => {
+    jobs.enqueued.length = 0;
+  });
+
+  const db = () => database.db;
+
+  async function view(taskId: string) {
+    const found = await tasks.getTask(taskId);
+    if (found == null) throw new Error(`task ${taskId} does not exist`);
+    return found;
+  }
+
+  async function stateOf(taskId: string): Promise<string> {
+    return (await view(taskId)).task.state;
+  }
+
+  function dispatched(taskId: string): string[] {
+    return jobs.enqueued
+      .filter((e) => e.queue === QUEUES.tasks && e.jobId.startsWith(`${taskId}/`))
+      .map((e) => e.jobId);
+  }
+
+  /** Creates a task that runs at once (no dependencies) and claims its run 0 for `worker`. */
+  async function runningTask(
+    label: string,
+    extra: Record<string, unknown> = {},
+    worker = "worker-1",
+    leaseMs = LEASE_MS,
+  ): Promise<string> {
+    const taskId = uid(label);
+    await tasks.createTask({ taskId, payload: { command: ["true"] }, ...extra });
+    const claim = await tasks.claimRun(taskId, 0, worker, leaseMs);
+    if (claim == null) throw new Error(`could not claim ${taskId}`);
+    return taskId;
+  }
+
+  async function rowCounts(): Promise<Record<string, number>> {
+    const count = async (table: "tasks" | "task_dependencies" | "task_inputs" | "runs") => {
+      const row = await db()
+        .selectFrom(table)
+        .select((eb) => eb.fn.countAll<string | number>().as("n"))
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    };
+    return {
+      tasks: await count("tasks"),
+      task_dependencies: await count("task_dependencies"),
+      task_inputs: await count("task_inputs"),
+      runs: await count("runs"),
+    };
+  }
+
+  async function lastOutboxSeq(): Promise<number> {
+    const row = await db()
+      .selectFrom("outbox")
+      .select((eb) => eb.fn.max("seq").as("seq"))
+      .executeTakeFirst();
+    return row?.seq == null ? 0 : Number(row.seq);
+  }
+
+  /** Outbox rows written after `seq`, oldest first, each parsed with the protocol library. */
+  async function outboxAfter(seq: number) {
+    const rows = await db()
+      .selectFrom("outbox")
+      .select(["seq", "activity_id", "activity", "fanned_out_at"])
+      .where(sql<boolean>`seq > ${seq}`)
+      .orderBy("seq")
+      .execute();
+    return rows.map((row) => {
+      const parsed = parseActivity(row.activity);
+      if (!parsed.ok) throw new Error(`outbox row does not parse: ${JSON.stringify(parsed)}`);
+      return { row, activity: parsed.value };
+    });
+  }
+
+  function taskOf(activity: TaskwebActivity) {
+    if (activity.kind === "ArtifactPublished") throw new Error("not a task activity");
+    return activity.task;
+  }
+
+  describe("state transitions", () => {
+    it("makes a task without dependencies pending with run 0 and dispatches that run", async () => {
+      const taskId = uid("solo");
+      const result = await tasks.createTask({ taskId, payload: { command: ["true"] } });
+      expect(result).toEqual({ taskId, created: true });
+      const found = await view(taskId);
+      expect(found.task.state).toBe("pending");
+      expect(found.runs.map((r) => [r.run_id, r.state, r.reason_created])).toEqual([
+        [0, "pending", "scheduled"],
+      ]);
+      expect(jobs.enqueued).toContainEqual({
+        queue: QUEUES.tasks,
+        jobId: `${taskId}/0`,
+        data: { taskId, runId: 0 },
+      });
+    });
+
+    it("keeps a task unscheduled until its local dependency completes, then makes it pending", async () => {
+      const up = await runningTask("up");
+      const down = uid("down");
+      await tasks.createTask({ taskId: down, dependencies: [up], payload: { command: ["true"] } });
+      expect(await stateOf(down)).toBe("unscheduled");
+      expect((await view(down)).runs).toEqual([]);
+      expect(dispatched(down)).toEqual([]);
+
+      expect(await tasks.resolveRun(up, 0, "worker-1", outcome("completed"))).toBe(true);
+      const found = await view(down);
+      expect(found.task.state).toBe("pending");
+      expect(found.dependencies.map((d) => [d.dependency, d.remote, d.resolution])).toEqual([
+        [up, false, "completed"],
+      ]);
+      expect(found.runs.map((r) => [r.run_id, r.state])).toEqual([[0, "pending"]]);
+      expect(dispatched(down)).toEqual([`${down}/0`]);
+    });
+
+    it("waits for every dependency, not just the first to complete", async () => {
+      const first = await runningTask("first");
+      const second = await runningTask("second");
+      const down = uid("down");
+      await tasks.createTask({
+        taskId: down,
+        dependencies: [first, urls.task(second)],
+        payload: { command: ["true"] },
+      });
+      await tasks.resolveRun(first, 0, "worker-1", outcome("completed"));
+      expect(await stateOf(down)).toBe("unscheduled");
+      await tasks.resolveRun(second, 0, "worker-1", outcome("completed"));
+      expect(await stateOf(down)).toBe("pending");
+    });
+
+    it("moves a pending run to running when a worker claims it, with the task's definition", async () => {
+      const taskId = uid("claim");
+      await tasks.createTask({
+        taskId,
+        payload: { command: ["echo", "hi"], env: { A: "1" }, maxRunTime: 30 },
+      });
+      const before = Date.now();
+      const claim = await tasks.claimRun(taskId, 0, "worker-a", LEASE_MS);
+      expect(claim).toBeDefined();
+      expect(claim!.definition.payload).toEqual({
+        command: ["echo", "hi"],
+        env: { A: "1" },
+        maxRunTime: 30,
+      });
+      expect(claim!.takenUntil.getTime()).toBeGreaterThanOrEqual(before + LEASE_MS);
+      const found = await view(taskId);
+      expect(found.task.state).toBe("running");
+      const run = found.runs[0]!;
+      expect([run.state, run.worker_id]).toEqual(["running", "worker-a"]);
+      expect(run.started_at).not.toBeNull();
+      expect(new Date(run.taken_until!).getTime()).toBe(claim!.takenUntil.getTime());
+    });
+
+    it("refuses to claim a run that is not pending", async () => {
+      const taskId = await runningTask("claimed");
+      expect(await tasks.claimRun(taskId, 0, "worker-2", LEASE_MS)).toBeUndefined();
+      expect(await tasks.claimRun(taskId, 7, "worker-2", LEASE_MS)).toBeUndefined();
+      expect((await view(taskId)).runs[0]!.worker_id).toBe("worker-1");
+    });
+
+    it("extends the lease of a claim its worker still holds", async () => {
+      const taskId = await runningTask("renew", {}, "worker-1", 1000);
+      const before = (await view(taskId)).runs[0]!.taken_until!;
+      expect(await tasks.renewClaim(taskId, 0, "worker-1", LEASE_MS)).toBe(true);
+      const after = (await view(taskId)).runs[0]!.taken_until!;
+      expect(new Date(after).getTime()).toBeGreaterThan(new Date(before).getTime());
+      expect(await tasks.renewClaim(taskId, 0, "someone-else", LEASE_MS)).toBe(false);
+    });
+
+    it.each(["completed", "failed", "exception"] as const)(
+      "resolves a running run as %s with what the worker reported",
+      async (state) => {
+        const taskId = await runningTask(state);
+        const reported = outcome(state, {
+          reason: state === "exception" ? "malformed-payload" : state,
+          log: `the ${state} log\n`,
+        });
+        expect(await tasks.resolveRun(taskId, 0, "worker-1", reported)).toBe(true);
+        const found = await view(taskId);
+        expect(found.task.state).toBe(state);
+        expect(found.task.resolved_at).not.toBeNull();
+        const run = found.runs[0]!;
+        expect([run.state, run.reason_resolved, run.exit_code, run.log, run.taken_until]).toEqual([
+          state,
+          reported.reason,
+          reported.exitCode,
+          reported.log,
+          null,
+        ]);
+        // A second resolution of the same run changes nothing.
+        expect(await tasks.resolveRun(taskId, 0, "worker-1", outcome("completed"))).toBe(false);
+        expect(await stateOf(taskId)).toBe(state);
+      },
+    );
+
+    it("stores a run's artifacts with their size and digest", async () => {
+      const taskId = await runningTask("artifacts");
+      const files = [artifact("public/a.txt", "alpha"), artifact("b/c.txt", "gamma gamma")];
+      await tasks.resolveRun(taskId, 0, "worker-1", outcome("completed", { artifacts: files }));
+      const stored = await db()
+        .selectFrom("artifacts")
+        .select(["name", "run_id", "size", "sha256", "content", "media_type"])
+        .where("task_id", "=", taskId)
+        .orderBy("name")
+        .execute();
+      expect(stored.map((a) => [a.name, a.run_id, Number(a.size), a.sha256, a.media_type])).toEqual(
+        [...files]
+          .sort((x, y) => x.name.localeCompare(y.name))
+          .map((f) => [f.name, 0, f.content.byteLength, f.sha256, f.mediaType]),
+      );
+      for (const row of stored) {
+        const file = files.find((f) => f.name === row.name)!;
+        expect(Buffer.from(row.content).equals(Buffer.from(file.content))).toBe(true);
+      }
+    });
+  });
+
+  describe("deadlines", () => {
+    it("resolves a pending task past its deadline as exception on its pending run", async () => {
+      const taskId = uid("late-pending");
+      await tasks.createTask({
+        taskId,
+        payload: { command: ["true"] },
+        deadline: new Date(Date.now() + 300).toISOString(),
+      });
+      expect(await stateOf(taskId)).toBe("pending");
+      await sleep(400);
+      expect(await tasks.resolveDeadlines()).toBeGreaterThanOrEqual(1);
+      const found = await view(taskId);
+      expect(found.task.state).toBe("exception");
+      expect(found.runs.map((r) => [r.run_id, r.state, r.reason_resolved, r.started_at])).toEqual([
+        [0, "exception", "deadline-exceeded", null],
+      ]);
+      // The dispatched run can no longer be claimed.
+      expect(await tasks.claimRun(taskId, 0, "worker-1", LEASE_MS)).toBeUndefined();
+    });
+
+    it("resolves an unscheduled task past its deadline as exception with a run saying why", async () => {
+      const up = uid("never-done");
+      await tasks.createTask({ taskId: up, payload: { command: ["true"] } });
+      const taskId = uid("late-unscheduled");
+      const seq = await lastOutboxSeq();
+      await tasks.createTask({
+        taskId,
+        dependencies: [up],
+        payload: { command: ["true"] },
+        deadline: new Date(Date.now() + 300).toISOString(),
+      });
+      expect(await stateOf(taskId)).toBe("unscheduled");
+      await sleep(400);
+      await tasks.resolveDeadlines();
+      const found = await view(taskId);
+      expect(found.task.state).toBe("exception");
+      expect(found.runs.map((r) => [r.run_id, r.state, r.reason_resolved])).toEqual([
+        [0, "exception", "deadline-exceeded"],
+      ]);
+      // The dependency is untouched, and the resolution is announced.
+      expect(await stateOf(up)).toBe("pending");
+      const written = await outboxAfter(seq);
+      expect(written.map((w) => w.activity.kind)).toEqual(["TaskFailed"]);
+      expect(taskOf(written[0]!.activity).reasonResolved).toBe("deadline-exceeded");
+    });
+
+    it("leaves a running task alone when its deadline passes", async () => {
+      const taskId = await runningTask("late-running", {
+        deadline: new Date(Date.now() + 300).toISOString(),
+      });
+      await sleep(400);
+      await tasks.resolveDeadlines();
+      expect(await stateOf(taskId)).toBe("running");
+    });
+  });
+
+  describe("expired claims", () => {
+    it("retries a run whose claim expired as a new pending run while retries remain, then resolves exception", async () => {
+      const taskId = await runningTask("flaky", { retries: 1 }, "worker-1", 1);
+      await sleep(20);
+      expect(await tasks.reapExpiredClaims()).toBeGreaterThanOrEqual(1);
+      let found = await view(taskId);
+      expect(found.task.state).toBe("pending");
+      expect(found.task.retries_left).toBe(0);
+      expect(
+        found.runs.map((r) => [r.run_id, r.state, r.reason_created, r.reason_resolved]),
+      ).toEqual([
+        [0, "exception", "scheduled", "claim-expired"],
+        [1, "pending", "retry", null],
+      ]);
+      expect(dispatched(taskId)).toEqual([`${taskId}/0`, `${taskId}/1`]);
+
+      expect(await tasks.claimRun(taskId, 1, "worker-2", 1)).toBeDefined();
+      await sleep(20);
+      const seq = await lastOutboxSeq();
+      await tasks.reapExpiredClaims();
+      found = await view(taskId);
+      expect(found.task.state).toBe("exception");
+      expect(found.runs.map((r) => [r.run_id, r.state, r.reason_resolved])).toEqual([
+        [0, "exception", "claim-expired"],
+        [1, "exception", "claim-expired"],
+      ]);
+      const written = await outboxAfter(seq);
+      expect(written.map((w) => w.activity.kind)).toEqual(["TaskFailed"]);
+      expect(taskOf(written[0]!.activity)).toMatchObject({
+        taskState: "exception",
+        reasonResolved: "claim-expired",
+        runId: 1,
+      });
+    });
+
+    it("does not reap a claim whose lease is still running", async () => {
+      const taskId = await runningTask("healthy");
+      await tasks.reapExpiredClaims();
+      expect((await view(taskId)).runs.map((r) => r.state)).toEqual(["running"]);
+    });
+
+    it("changes nothing when a worker that lost its claim resolves the run", async () => {
+      const taskId = await runningTask("lost", { retries: 2 }, "worker-old", 1);
+      await sleep(20);
+      await tasks.reapExpiredClaims();
+      expect(await tasks.claimRun(taskId, 1, "worker-new", LEASE_MS)).toBeDefined();
+      const before = await view(taskId);
+      const seq = await lastOutboxSeq();
+
+      const late = outcome("completed", { artifacts: [artifact("public/late.txt", "late")] });
+      expect(await tasks.resolveRun(taskId, 0, "worker-old", late)).toBe(false);
+      expect(await tasks.resolveRun(taskId, 1, "worker-old", late)).toBe(false);
+      expect(await tasks.renewClaim(taskId, 0, "worker-old", LEASE_MS)).toBe(false);
+
+      expect(await view(taskId)).toEqual(before);
+      expect(await outboxAfter(seq)).toEqual([]);
+      // The worker that holds the claim now still can.
+      expect(await tasks.resolveRun(taskId, 1, "worker-new", outcome("completed"))).toBe(true);
+      expect(await stateOf(taskId)).toBe("completed");
+    });
+  });
+
+  describe("concurrent claims", () => {
+    it("lets exactly one of two concurrent claims of one run win", async () => {
+      for (let i = 0; i < 5; i++) {
+        const taskId = uid("race");
+        await tasks.createTask({ taskId, payload: { command: ["true"] } });
+        const claims = await Promise.all([
+          tasks.claimRun(taskId, 0, "worker-a", LEASE_MS),
+          tasks.claimRun(taskId, 0, "worker-b", LEASE_MS),
+        ]);
+        const winners = claims.flatMap((c, index) => (c == null ? [] : [index]));
+        expect(winners).toHaveLength(1);
+        const run = (await view(taskId)).runs;
+        expect(run).toHaveLength(1);
+        expect(run[0]!.worker_id).toBe(winners[0] === 0 ? "worker-a" : "worker-b");
+      }
+    });
+  });
+
+  describe("requires", () => {
+    it("resolves dependents exception (dependency-failed) down a chain when a dependency fails under all-completed", async () => {
+      const a = await runningTask("a");
+      const b = uid("b");
+      const c = uid("c");
+      await tasks.createTask({ taskId: b, dependencies: [a], payload: { command: ["true"] } });
+      await tasks.createTask({ taskId: c, dependencies: [b], payload: { command: ["true"] } });
+      const seq = await lastOutboxSeq();
+
+      await tasks.resolveRun(a, 0, "worker-1", outcome("failed"));
+      for (const taskId of [b, c]) {
+        const found = await view(taskId);
+        expect(found.task.state).toBe("exception");
+        expect(found.runs.map((r) => [r.state, r.reason_resolved, r.started_at])).toEqual([
+          ["exception", "dependency-failed", null],
+        ]);
+        expect(dispatched(taskId)).toEqual([]);
+      }
+      const written = await outboxAfter(seq);
+      expect(written.map((w) => [taskOf(w.activity).id, taskOf(w.activity).taskState])).toEqual([
+        [urls.task(a), "failed"],
+        [urls.task(b), "exception"],
+        [urls.task(c), "exception"],
+      ]);
+    });
+
+    it("runs a dependent anyway under all-resolved when its dependency fails", async () => {
+      const a = await runningTask("a");
+      const d = uid("d");
+      await tasks.createTask({
+        taskId: d,
+        dependencies: [a],
+        requires: "all-resolved",
+        payload: { command: ["true"] },
+      });
+      await tasks.resolveRun(a, 0, "worker-1", outcome("failed"));
+      const found = await view(d);
+      expect(found.task.state).toBe("pending");
+      expect(found.dependencies.map((x) => x.resolution)).toEqual(["failed"]);
+      expect(dispatched(d)).toEqual([`${d}/0`]);
+    });
+
+    it("stops a cascade at a task that requires all-resolved", async () => {
+      const a = await runningTask("a");
+      const b = uid("b");
+      const c = uid("c");
+      await tasks.createTask({ taskId: b, dependencies: [a], payload: { command: ["true"] } });
+      await tasks.createTask({
+        taskId: c,
+        dependencies: [b],
+        requires: "all-resolved",
+        payload: { command: ["true"] },
+      });
+      await tasks.resolveRun(a, 0, "worker-1", outcome("exception"));
+      expect(await stateOf(b)).toBe("exception");
+      expect(await stateOf(c)).toBe("pending");
+    });
+
+    it("never strands a task created while its dependency resolves", async () => {
+      for (const state of ["completed", "failed"] as const) {
+        const up = await runningTask("up");
+        const downs = Array.from({ length: 8 }, () => uid("down"));
+        await Promise.all([
+          ...downs.map((taskId) =>
+            tasks.createTask({ taskId, dependencies: [up], payload: { command: ["true"] } }),
+          ),
+          tasks.resolveRun(up, 0, "worker-1", outcome(state)),
+        ]);
+        for (const taskId of downs) {
+          expect({ taskId, state: await stateOf(taskId) }).toEqual({
+            taskId,
+            state: state === "completed" ? "pending" : "exception",
+          });
+        }
+      }
+    });
+
+    it("resolves a task created after its dependency failed at once under all-completed", async () => {
+      const a = await runningTask("a");
+      await tasks.resolveRun(a, 0, "worker-1", outcome("failed"));
+      const b = uid("b");
+      await tasks.createTask({ taskId: b, dependencies: [a], payload: { command: ["true"] } });
+      const found = await view(b);
+      expect(found.task.state).toBe("exception");
+      expect(found.runs.map((r) => r.reason_resolved)).toEqual(["dependency-failed"]);
+    });
+  });
+
+  describe("createTask", () => {
+    it("succeeds without change when the same definition is submitted again", async () => {
+      const taskId = uid("same");
+      const definition = {
+        taskId,
+        name: "same task",
+        payload: { command: ["sh", "-c", "echo $X"], env: { X: "1", A: "2" }, maxRunTime: 60 },
+        dependencies: [remoteTaskUrl("up")],
+        requires: "all-resolved",
+        retries: 3,
+      };
+      expect(await tasks.createTask(definition)).toEqual({ taskId, created: true });
+      const before = await view(taskId);
+      // The default deadline differs between the two submissions: it is not part of identity.
+      expect(await tasks.createTask(structuredClone(definition))).toEqual({
+        taskId,
+        created: false,
+      });
+      expect(await view(taskId)).toEqual(before);
+    });
+
+    it("creates a task once when the same definition is submitted twice at the same time", async () => {
+      for (let i = 0; i < 3; i++) {
+        const taskId = uid("twice");
+        const definition = { taskId, payload: { command: ["true"] } };
+        const results = await Promise.all([
+          tasks.createTask(definition),
+          tasks.createTask(structuredClone(definition)),
+        ]);
+        expect(results.map((r) => r.created).sort()).toEqual([false, true]);
+        expect((await view(taskId)).runs).toHaveLength(1);
+      }
+    });
+
+    it("counts a local dependency named both by id and by URL once", async () => {
+      const up = await runningTask("up");
+      const taskId = uid("down");
+      const result = await tasks.createTask({
+        taskId,
+        dependencies: [urls.task(up)],
+        inputs: [{ task: up, artifact: "public/x.txt" }],
+        payload: { command: ["true"] },
+      });
+      expect(result.created).toBe(true);
+      expect((await view(taskId)).dependencies.map((d) => [d.dependency, d.remote])).toEqual([
+        [up, false],
+      ]);
+      await tasks.resolveRun(up, 0, "worker-1", outcome("completed"));
+      expect(await stateOf(taskId)).toBe("pending");
+    });
+
+    it("refuses a different definition under an existing taskId with RequestConflict", async () => {
+      const taskId = uid("conflict");
+      await tasks.createTask({ taskId, payload: { command: ["true"] } });
+      const before = await view(taskId);
+      const counts = await rowCounts();
+      const error = await tasks
+        .createTask({ taskId, payload: { command: ["false"] } })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ApiError);
+      expect((error as ApiError).code).toBe("RequestConflict");
+      expect((error as ApiError).message).toContain(taskId);
+      expect(await view(taskId)).toEqual(before);
+      expect(await rowCounts()).toEqual(counts);
+    });
+
+    it.each([
+      ["fails validation", () => ({ taskId: "bad id", payload: { command: [] } })],
+      [
+        "names a local dependency that does not exist",
+        () => ({
+          taskId: uid("orphan"),
+          dependencies: [remoteTaskUrl("up"), uid("missing")],
+          inputs: [{ task: remoteTaskUrl("up2"), artifact: "public/x" }],
+          payload: { command: ["true"] },
+        }),
+      ],
+      [
+        "takes an input from a local task that does not exist",
+        () => ({
+          taskId: uid("orphan"),
+          inputs: [{ task: uid("missing"), artifact: "public/x" }],
+          payload: { command: ["true"] },
+        }),
+      ],
+    ])("creates nothing when the definition %s", async (_why, definition) => {
+      const counts = await rowCounts();
+      const input = definition();
+      await expect(tasks.createTask(input)).rejects.toMatchObject({ code: "InputError" });
+      expect(await rowCounts()).toEqual(counts);
+      expect(jobs.enqueued).toEqual([]);
+    });
+
+    it("reports every problem of an invalid definition in details, by field", async () => {
+      const error = await tasks
+        .createTask({ taskId: "bad id", payload: { command: [] }, retries: -1 })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ApiError);
+      const { problems } = (error as ApiError).details as { problems: { field: string }[] };
+      expect(problems.map((p) => p.field)).toEqual(
+        expect.arrayContaining(["taskId", "payload.command", "retries"]),
+      );
+    });
+
+    it("names an unknown local dependency in an InputError", async () => {
+      const missing = uid("missing");
+      const existing = await runningTask("exists");
+      const error = await tasks
+        .createTask({
+          taskId: uid("t"),
+          dependencies: [existing, missing],
+          payload: { command: ["true"] },
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ApiError);
+      expect((error as ApiError).code).toBe("InputError");
+      expect((error as ApiError).details).toEqual({
+        problems: [{ field: "dependencies", message: expect.stringContaining(missing) as string }],
+      });
+    });
+
+    it("records inputs with their artifact URLs and makes their tasks dependencies", async () => {
+      const up = await runningTask("producer");
+      const remote = remoteTaskUrl("remote");
+      const taskId = uid("consumer");
+      await tasks.createTask({
+        taskId,
+        inputs: [
+          { task: up, artifact: "public/a b.txt", path: "local.txt" },
+          { task: remote, artifact: "public/app.tar.gz" },
+        ],
+        payload: { command: ["true"] },
+      });
+      const found = await view(taskId);
+      expect(found.inputs.map((i) => [i.path, i.task_url, i.artifact_url]).sort()).toEqual(
+        [
+          ["local.txt", urls.task(up), urls.artifact(up, "public/a b.txt")],
+          ["app.tar.gz", remote, `${remote}/artifacts/public/app.tar.gz`],
+        ].sort(),
+      );
+      expect(found.dependencies.map((d) => [d.dependency, d.remote]).sort()).toEqual(
+        [
+          [up, false],
+          [remote, true],
+        ].sort(),
+      );
+      // A remote dependency not known to be resolved is asked of its cluster.
+      expect(jobs.enqueued).toContainEqual({
+        queue: QUEUES.dereference,
+        jobId: remote,
+        data: { url: remote },
+      });
+    });
+  });
+
+  describe("remote tasks", () => {
+    function report(taskUrl: string, state: RemoteTaskReport["state"]): RemoteTaskReport {
+      const name = "public/app.tar.gz";
+      return {
+        taskUrl,
+        actorId: `${REMOTE_ORIGIN}/clusters/up`,
+        state,
+        resolvedAt: new Date().toISOString(),
+        source: "activity",
+        artifacts: [
+          {
+            artifactUrl: `${taskUrl}/artifacts/${name}`,
+            taskUrl,
+            actorId: `${REMOTE_ORIGIN}/clusters/up`,
+            name,
+            contentUrl: `${REMOTE_ORIGIN}/clusters/up/content/x/${name}`,
+            sha256: createHash("sha256").update(taskUrl).digest("hex"),
+            size: 123,
+            mediaType: "application/gzip",
+          },
+        ],
+      };
+    }
+
+    it("applies the same remote completion twice with one effect", async () => {
+      const remote = remoteTaskUrl("build");
+      const taskId = uid("waiting");
+      await tasks.createTask({ taskId, dependencies: [remote], payload: { command: ["true"] } });
+      expect(await stateOf(taskId)).toBe("unscheduled");
+
+      await tasks.applyRemoteTask(report(remote, "completed"));
+      const once = await view(taskId);
+      expect(once.task.state).toBe("pending");
+      expect(dispatched(taskId)).toEqual([`${taskId}/0`]);
+
+      await tasks.applyRemoteTask(report(remote, "completed"));
+      const twice = await view(taskId);
+      expect(twice.runs).toEqual(once.runs);
+      expect(twice.task.state).toBe("pending");
+      expect(dispatched(taskId)).toEqual([`${taskId}/0`]);
+      const remembered = await db()
+        .selectFrom("remote_tasks")
+        .select(["task_url", "state"])
+        .where("task_url", "=", remote)
+        .execute();
+      expect(remembered).toEqual([{ task_url: remote, state: "completed" }]);
+      const artifacts = await db()
+        .selectFrom("remote_artifacts")
+        .select(["sha256", "size"])
+        .where("task_url", "=", remote)
+        .execute();
+      expect(artifacts.map((a) => [a.sha256, Number(a.size)])).toEqual([
+        [report(remote, "completed").artifacts[0]!.sha256, 123],
+      ]);
+    });
+
+    it("leaves a dependent waiting when a remote task is reported still running", async () => {
+      const remote = remoteTaskUrl("build");
+      const taskId = uid("waiting");
+      await tasks.createTask({ taskId, dependencies: [remote], payload: { command: ["true"] } });
+      await tasks.applyRemoteTask(report(remote, "running"));
+      expect(await stateOf(taskId)).toBe("unscheduled");
+    });
+
+    it("unblocks a task created after its remote dependency was already known completed", async () => {
+      const remote = remoteTaskUrl("early");
+      await tasks.applyRemoteTask(report(remote, "completed"));
+      jobs.enqueued.length = 0;
+      const taskId = uid("late");
+      await tasks.createTask({ taskId, dependencies: [remote], payload: { command: ["true"] } });
+      const found = await view(taskId);
+      expect(found.task.state).toBe("pending");
+      expect(found.dependencies.map((d) => d.resolution)).toEqual(["completed"]);
+      // Nothing to ask: the answer is already known.
+      expect(jobs.enqueued.filter((e) => e.queue === QUEUES.dereference)).toEqual([]);
+    });
+
+    it("resolves a task created after its remote dependency was known failed at once", async () => {
+      const remote = remoteTaskUrl("broken");
+      await tasks.applyRemoteTask(report(remote, "failed"));
+      const taskId = uid("late");
+      await tasks.createTask({ taskId, dependencies: [remote], payload: { command: ["true"] } });
+      expect((await view(taskId)).runs.map((r) => [r.state, r.reason_resolved])).toEqual([
+        ["exception", "dependency-failed"],
+      ]);
+    });
+
+    it("lists unresolved remote dependencies, optionally of one origin only", async () => {
+      const here = remoteTaskUrl("here", "http://127.0.0.1:3");
+      const longer = remoteTaskUrl("there", "http://127.0.0.1:31");
+      for (const dep of [here, longer]) {
+        await tasks.createTask({
+          taskId: uid("w"),
+          dependencies: [dep],
+          payload: { command: ["true"] },
+        });
+      }
+      const all = await tasks.unresolvedRemoteDependencies();
+      expect(all).toEqual(expect.arrayContaining([here, longer]));
+      const one = await tasks.unresolvedRemoteDependencies("http://127.0.0.1:3");
+      expect(one).toContain(here);
+      expect(one).not.toContain(longer);
+      await tasks.applyRemoteTask(report(here, "completed"));
+      expect(await tasks.unresolvedRemoteDependencies()).not.toContain(here);
+    });
+  });
+
+  describe("recoverEffects", () => {
+    it("finds pending runs, unpublished outbox rows and unresolved remote dependencies", async () => {
+      const pending = uid("pending");
+      await tasks.createTask({ taskId: pending, payload: { command: ["true"] } });
+      const resolved = await runningTask("resolved");
+      const seq = await lastOutboxSeq();
+      await tasks.resolveRun(resolved, 0, "worker-1", outcome("completed"));
+      const written = await outboxAfter(seq);
+      expect(written).toHaveLength(1);
+      const remote = remoteTaskUrl("awaited");
+      await tasks.createTask({
+        taskId: uid("awaiting"),
+        dependencies: [remote],
+        payload: { command: ["true"] },
+      });
+
+      const effects = await tasks.recoverEffects();
+      expect(effects.dispatch).toContainEqual({ taskId: pending, runId: 0 });
+      expect(effects.dispatch).not.toContainEqual({ taskId: resolved, runId: 0 });
+      expect(effects.publish).toContain(written[0]!.row.activity_id);
+      expect(effects.dereference).toContain(remote);
+
+      // Once handed over, an outbox row is no longer work to recover.
+      await db()
+        .updateTable("outbox")
+        .set({ fanned_out_at: new Date() })
+        .where("activity_id", "=", written[0]!.row.activity_id)
+        .execute();
+      expect((await tasks.recoverEffects()).publish).not.toContain(written[0]!.row.activity_id);
+    });
+
+    it("hands recovered work to the queue with the ids the service uses", async () => {
+      const pending = uid("pending");
+      await tasks.createTask({ taskId: pending, payload: { command: ["true"] } });
+      jobs.enqueued.length = 0;
+      await tasks.runEffects(await tasks.recoverEffects());
+      expect(jobs.enqueued).toContainEqual({
+        queue: QUEUES.tasks,
+        jobId: `${pending}/0`,
+        data: { taskId: pending, runId: 0 },
+      });
+    });
+  });
+
+  describe("outbox", () => {
+    it("writes ArtifactPublished per artifact then TaskCompleted, and dispatches each to publishing", async () => {
+      const taskId = await runningTask("publisher");
+      const files = [artifact("public/one.txt", "one"), artifact("public/two.txt", "two!")];
+      const seq = await lastOutboxSeq();
+      await tasks.resolveRun(taskId, 0, "worker-1", outcome("completed", { artifacts: files }));
+      const written = await outboxAfter(seq);
+      expect(written.map((w) => w.activity.kind)).toEqual([
+        "ArtifactPublished",
+        "ArtifactPublished",
+        "TaskCompleted",
+      ]);
+      const published = written.flatMap((w) =>
+        w.activity.kind === "ArtifactPublished" ? [w.activity.artifact] : [],
+      );
+      expect(published.map((a) => [a.name, a.sha256, a.size, a.id, a.task]).sort()).toEqual(
+        files
+          .map((f) => [
+            f.name,
+            f.sha256,
+            f.content.byteLength,
+            urls.artifact(taskId, f.name),
+            urls.task(taskId),
+          ])
+          .sort(),
+      );
+      const completed = written[2]!.activity;
+      expect(completed.actor).toBe(urls.actor);
+      expect(completed.to).toContain(urls.followers);
+      expect(taskOf(completed)).toMatchObject({
+        id: urls.task(taskId),
+        taskState: "completed",
+        runId: 0,
+      });
+      expect(
+        taskOf(completed)
+          .artifacts.map((a) => a.sha256)
+          .sort(),
+      ).toEqual(files.map((f) => f.sha256).sort());
+      for (const w of written) {
+        expect(w.activity.id).toBe(w.row.activity_id);
+        expect(w.row.fanned_out_at).toBeNull();
+      }
+      expect(jobs.enqueued.filter((e) => e.queue === QUEUES.publish).map((e) => e.jobId)).toEqual(
+        written.map((w) => w.row.activity_id),
+      );
+    });
+
+    it.each(["failed", "exception"] as const)(
+      "writes only TaskFailed with the reason when a run resolves %s",
+      async (state) => {
+        const taskId = await runningTask(state);
+        const seq = await lastOutboxSeq();
+        const reason = state === "failed" ? "failed" : "input-digest-mismatch";
+        await tasks.resolveRun(taskId, 0, "worker-1", outcome(state, { reason }));
+        const written = await outboxAfter(seq);
+        expect(written.map((w) => w.activity.kind)).toEqual(["TaskFailed"]);
+        expect(taskOf(written[0]!.activity)).toMatchObject({
+          id: urls.task(taskId),
+          taskState: state,
+          reasonResolved: reason,
+        });
+      },
+    );
+  });
+});
