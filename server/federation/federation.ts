@@ -55,7 +55,8 @@ export interface ClusterFederationOptions {
   readonly onFollowAccepted: (actorId: string) => Promise<void>;
   /**
    * Attempts and spacing of deliveries. Peers may be down for hours, so the horizon is days.
-   * @defaultValue 16 attempts from 10 s doubling to at most 12 h (about 3 days in all)
+   * @defaultValue up to 16 retries, the first after 10 s, doubling to at most 12 h apart
+   * (about 2.5–3 days in all)
    */
   readonly deliveryRetry?: { maxAttempts: number; initialDelayMs: number; maxDelayMs: number };
 }
