@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseTaskObject } from "../../protocol/index.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { OUTBOX_PAGE_SIZE } from "../../server/federation/federation.ts";
-import { serverBackendSkipReason, testBackends } from "../support/backends.ts";
+import { describeEachBackend } from "../support/backends.ts";
 import {
   snapshot,
   startTestCluster,
@@ -43,14 +43,7 @@ interface JsonResponse {
   readonly body: Record<string, unknown>;
 }
 
-const skipReason = serverBackendSkipReason();
-if (skipReason != null) {
-  describe("REST API on postgres+redis", () => {
-    it.skip(`runs only with PostgreSQL and Redis: ${skipReason}`, () => {});
-  });
-}
-
-describe.each(testBackends())("REST API on $name", (backend) => {
+describeEachBackend("REST API", (backend) => {
   let cluster: TestCluster;
   let gates: string;
   let C: RunningCluster;

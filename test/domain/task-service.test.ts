@@ -23,7 +23,7 @@ import { createClusterUrls } from "../../server/federation/cluster-urls.ts";
 import type { JobQueue, JsonValue } from "../../server/queue/job-queue.ts";
 import { openDatabase, sql, type Database } from "../../server/store/database.ts";
 import { migrateToLatest } from "../../server/store/migrate.ts";
-import { serverBackendSkipReason, testBackends } from "../support/backends.ts";
+import { describeEachBackend } from "../support/backends.ts";
 
 interface Enqueued {
   readonly queue: string;
@@ -86,14 +86,7 @@ function outcome(state: RunOutcome["state"], extra: Partial<RunOutcome> = {}): R
   };
 }
 
-const skipReason = serverBackendSkipReason();
-if (skipReason != null) {
-  describe("task service on postgres+redis", () => {
-    it.skip(`runs only with PostgreSQL and Redis: ${skipReason}`, () => {});
-  });
-}
-
-describe.each(testBackends())("task service on $name", (backend) => {
+describeEachBackend("task service", (backend) => {
   const urls = createClusterUrls("http://127.0.0.1:1", "t");
   let database: Database;
   let jobs: ReturnType<typeof createRecordingJobQueue>;

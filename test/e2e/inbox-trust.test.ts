@@ -5,10 +5,10 @@
  * input must leave cluster B exactly as it was.
  */
 import { randomUUID } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { buildTaskCompleted } from "../../protocol/index.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
-import { serverBackendSkipReason, testBackends } from "../support/backends.ts";
+import { describeEachBackend } from "../support/backends.ts";
 import {
   follow,
   snapshot,
@@ -18,13 +18,6 @@ import {
   type TestCluster,
 } from "../support/clusters.ts";
 import { cavagePost, clusterRsaKey, signedPost, type SigningKey } from "../support/signing.ts";
-
-const skipReason = serverBackendSkipReason();
-if (skipReason != null) {
-  describe("inbox trust rules on postgres+redis", () => {
-    it.skip(`runs only with PostgreSQL and Redis: ${skipReason}`, () => {});
-  });
-}
 
 /** A TaskCompleted as `actor` would send it, about `taskUrl`. */
 function taskCompleted(actor: RunningCluster, taskUrl: string, overrides: { id?: string } = {}) {
@@ -49,7 +42,7 @@ function taskCompleted(actor: RunningCluster, taskUrl: string, overrides: { id?:
   });
 }
 
-describe.each(testBackends())("inbox trust rules on $name", (backend) => {
+describeEachBackend("inbox trust rules", (backend) => {
   let a: TestCluster;
   let b: TestCluster;
   let m: TestCluster;

@@ -6,8 +6,8 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { serverBackendSkipReason, testBackends } from "../support/backends.ts";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { describeEachBackend } from "../support/backends.ts";
 import {
   follow,
   startTestCluster,
@@ -16,14 +16,7 @@ import {
   type TestCluster,
 } from "../support/clusters.ts";
 
-const skipReason = serverBackendSkipReason();
-if (skipReason != null) {
-  describe("two clusters on postgres+redis", () => {
-    it.skip(`runs only with PostgreSQL and Redis: ${skipReason}`, () => {});
-  });
-}
-
-describe.each(testBackends())("two clusters on $name", (backend) => {
+describeEachBackend("two clusters", (backend) => {
   let a: TestCluster;
   let b: TestCluster;
   let flags: string;

@@ -16,9 +16,9 @@ import {
 } from "@fedify/fedify";
 import { Activity } from "@fedify/vocab";
 import { getDocumentLoader } from "@fedify/vocab-runtime";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { parseActivity, TASKWEB_CONTEXT } from "../../protocol/index.ts";
-import { serverBackendSkipReason, testBackends } from "../support/backends.ts";
+import { describeEachBackend } from "../support/backends.ts";
 import {
   startTestCluster,
   waitFor,
@@ -108,14 +108,7 @@ async function startPeer() {
   };
 }
 
-const skipReason = serverBackendSkipReason();
-if (skipReason != null) {
-  describe("the wire format on postgres+redis", () => {
-    it.skip(`runs only with PostgreSQL and Redis: ${skipReason}`, () => {});
-  });
-}
-
-describe.each(testBackends())("the wire format on $name", (backend) => {
+describeEachBackend("the wire format", (backend) => {
   let a: TestCluster;
   let peer: Awaited<ReturnType<typeof startPeer>>;
   const loader = getDocumentLoader({ allowPrivateAddress: true });

@@ -4,7 +4,7 @@
  * Under CI=true the services are required (global-setup fails the run without them).
  */
 import { randomBytes } from "node:crypto";
-import { inject } from "vitest";
+import { describe, inject, it } from "vitest";
 import type { DatabaseOptions } from "../../server/store/database.ts";
 
 /** One backend for a suite: how to open a database and, for Redis, a connection and prefix. */
@@ -66,4 +66,19 @@ export function testBackends(): TestBackend[] {
 export function serverBackendSkipReason(): string | undefined {
   const server = serverBackend();
   return "skip" in server ? server.skip : undefined;
+}
+
+/**
+ * Declares `suite` once per backend (`<title> on embedded`, `<title> on postgres+redis`).
+ * Where PostgreSQL + Redis are missing outside CI, the variant is listed as skipped with the
+ * reason, never left out silently.
+ */
+export function describeEachBackend(title: string, suite: (backend: TestBackend) => void): void {
+  const reason = serverBackendSkipReason();
+  if (reason != null) {
+    describe(`${title} on postgres+redis`, () => {
+      it.skip(`runs only with PostgreSQL and Redis: ${reason}`, () => {});
+    });
+  }
+  describe.each(testBackends())(`${title} on $name`, suite);
 }

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkContentDigest, parseArtifactObject } from "../../protocol/index.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
-import { serverBackendSkipReason, testBackends } from "../support/backends.ts";
+import { describeEachBackend } from "../support/backends.ts";
 import { startTestCluster, waitForResolution, type TestCluster } from "../support/clusters.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -67,14 +67,7 @@ async function artifactRows(cluster: RunningCluster, taskId: string) {
     .execute();
 }
 
-const skipReason = serverBackendSkipReason();
-if (skipReason != null) {
-  describe("worker on postgres+redis", () => {
-    it.skip(`runs only with PostgreSQL and Redis: ${skipReason}`, () => {});
-  });
-}
-
-describe.each(testBackends())("worker on $name", (backend) => {
+describeEachBackend("worker", (backend) => {
   let upstream: TestCluster;
   let cluster: TestCluster;
   let scratch: string;
