@@ -26,6 +26,9 @@ const logger = getLogger(["taskweb", "http"]);
 
 const AS_MEDIA_TYPE = "application/activity+json";
 
+/** How often a followed log is read again. */
+const LIVE_LOG_POLL_MS = 250;
+
 /** Options for {@link createApp}. */
 export interface AppOptions {
   readonly db: Kysely<DatabaseSchema>;
@@ -267,14 +270,48 @@ export function createApp(options: AppOptions): express.Express {
   api.get(
     "/tasks/:taskId/runs/:runId/log",
     route(async (req, res) => {
-      const row = await db
-        .selectFrom("runs")
-        .select("log")
-        .where("task_id", "=", param(req, "taskId"))
-        .where("run_id", "=", Number(param(req, "runId")))
-        .executeTakeFirst();
-      if (row == null) throw new ApiError("ResourceNotFound", "No such run.");
-      res.type("text/plain").send(row.log ?? "");
+      const taskId = param(req, "taskId");
+      const runId = Number(param(req, "runId"));
+      const read = () =>
+        db
+          .selectFrom("runs")
+          .select(["log", "state"])
+          .where("task_id", "=", taskId)
+          .where("run_id", "=", runId)
+          .executeTakeFirst();
+      const first = await read();
+      if (first == null) throw new ApiError("ResourceNotFound", "No such run.");
+      res.type("text/plain; charset=utf-8");
+      if (req.query.follow == null || first.state !== "running") {
+        res.send(first.log ?? "");
+        return;
+      }
+      // Follow: send the log as it grows until the run resolves or the client goes away.
+      res.setHeader("Cache-Control", "no-store");
+      res.setHeader("X-Content-Type-Options", "nosniff");
+      res.flushHeaders();
+      let sent = 0;
+      let gone = false;
+      req.on("close", () => {
+        gone = true;
+      });
+      let current: { log: string | null; state: string } | undefined = first;
+      while (!gone && current != null) {
+        const log = current.log ?? "";
+        // The final log may be shorter (start and end kept): start again after a marker.
+        if (log.length < sent) {
+          res.write("\n[taskweb] the log was shortened when the run ended; full log follows\n");
+          sent = 0;
+        }
+        if (log.length > sent) {
+          res.write(log.slice(sent));
+          sent = log.length;
+        }
+        if (current.state !== "running") break;
+        await new Promise((r) => setTimeout(r, LIVE_LOG_POLL_MS));
+        current = await read();
+      }
+      res.end();
     }),
   );
   api.post(

@@ -99,6 +99,59 @@ async function collectArtifacts(dir: string): Promise<NewArtifact[] | string> {
   return out;
 }
 
+/** How often a running task's log is written to the database for live readers. */
+export const LIVE_LOG_FLUSH_MS = 300;
+
+/**
+ * Keeps a running task's log in its run row while it runs, so that any web process can
+ * stream it. Only the first {@link LIVE_LOG_MAX_CHARS} characters are shown live; the run's
+ * final log (start and end kept) replaces it when the run resolves.
+ */
+function createLiveLog(
+  db: Kysely<DatabaseSchema>,
+  taskId: string,
+  runId: number,
+  workerId: string,
+) {
+  let text = "";
+  let dirty = false;
+  let writing: Promise<void> = Promise.resolve();
+  const flush = () => {
+    if (!dirty) return;
+    dirty = false;
+    const snapshot = text;
+    writing = writing
+      .then(async () => {
+        await db
+          .updateTable("runs")
+          .set({ log: snapshot })
+          .where("task_id", "=", taskId)
+          .where("run_id", "=", runId)
+          .where("worker_id", "=", workerId)
+          .where("state", "=", "running")
+          .execute();
+      })
+      .catch((error: unknown) =>
+        logger.warn("Could not save the live log: {error}", { error: String(error) }),
+      );
+  };
+  const timer = setInterval(flush, LIVE_LOG_FLUSH_MS);
+  return {
+    append(chunk: string): void {
+      if (text.length >= LIVE_LOG_MAX_CHARS) return;
+      text += chunk.slice(0, LIVE_LOG_MAX_CHARS - text.length);
+      dirty = true;
+    },
+    async close(): Promise<void> {
+      clearInterval(timer);
+      await writing;
+    },
+  };
+}
+
+/** Characters of a running task's log shown live. */
+export const LIVE_LOG_MAX_CHARS = 512 * 1024;
+
 /** Starts consuming dispatched runs. */
 export async function startWorker(options: WorkerOptions): Promise<JobConsumer> {
   const { db, tasks, urls } = options;
@@ -200,6 +253,7 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
         return;
       }
       const { payload } = claim.definition;
+      const live = createLiveLog(db, taskId, runId, workerId);
       const result = await runCommand({
         command: payload.command,
         env: {
@@ -216,7 +270,9 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
         cwd,
         timeoutMs: payload.maxRunTime * 1000,
         signal: abort.signal,
+        onOutput: live.append,
       });
+      await live.close();
       if (result.aborted) {
         // The claim was lost; whoever holds it now resolves the run.
         logger.warn("Lost the claim on {taskId}/{runId}; stopped it.", { taskId, runId });
