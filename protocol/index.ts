@@ -12,6 +12,8 @@
  *
  * @packageDocumentation
  */
+import taskGraphSchema from "./schemas/v1/task-graph.json" with { type: "json" };
+
 export {
   ACTIVITYSTREAMS_CONTEXT_URL,
   CONTEXT,
@@ -84,3 +86,30 @@ export {
 export type { Sha256Hasher } from "./digest.ts";
 export { originOf, parseHttpUrl, sameOrigin } from "./origin.ts";
 export { isTaskId, newSlugId } from "./ids.ts";
+
+/**
+ * The JSON Schema (draft 2020-12) of a task graph, `https://taskweb.dev/schemas/v1/task-graph.json`:
+ * a whole task group submitted at once. Self-contained; do not change the object.
+ */
+export const TASK_GRAPH_SCHEMA: Readonly<Record<string, unknown>> = taskGraphSchema;
+
+/** One task of a {@link TaskGraphDocument}, as `TASK_GRAPH_SCHEMA` describes it. */
+export interface TaskGraphTaskDocument {
+  taskId: string;
+  /** Must equal the graph's when given. */
+  taskGroupId?: string;
+  name?: string;
+  payload: { command: string[]; env?: Record<string, string>; maxRunTime?: number };
+  /** Task ids of this graph or of the receiving cluster, or URLs of remote tasks. */
+  dependencies?: string[];
+  requires?: "all-completed" | "all-resolved";
+  inputs?: { task: string; artifact: string; path?: string }[];
+  deadline?: string;
+  retries?: number;
+}
+
+/** A task graph document: every task joins `taskGroupId`. */
+export interface TaskGraphDocument {
+  taskGroupId: string;
+  tasks: TaskGraphTaskDocument[];
+}

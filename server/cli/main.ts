@@ -11,6 +11,7 @@ import { VERSION } from "../version.ts";
 import { runDemo } from "./demo.ts";
 import { setUpLogging } from "./logging.ts";
 import { apiRequest, type ApiTarget } from "./api-client.ts";
+import { registerGraphCommands } from "./graph.ts";
 import { readFile } from "node:fs/promises";
 
 interface ServerFlags {
@@ -215,6 +216,13 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       return 0;
     })();
+  });
+  registerGraphCommands(program, {
+    clientOptions,
+    apiTarget,
+    run: (exitCode) => {
+      result = exitCode;
+    },
   });
 
   try {

@@ -19,6 +19,12 @@ import type { DatabaseSchema, RunsTable, TasksTable } from "../store/schema.ts";
 import { ApiError } from "./errors.ts";
 import { validateTaskDefinition, type TaskDefinition } from "./task-definition.ts";
 import { buildTaskActivities } from "./task-documents.ts";
+import {
+  checkTaskGraph,
+  TaskGroupRaceError,
+  writeTaskGroup,
+  type CreateTaskGroupResult,
+} from "./task-graph.ts";
 
 type Db = Kysely<DatabaseSchema>;
 type Trx = Transaction<DatabaseSchema>;
@@ -487,6 +493,33 @@ export function createTaskService(options: TaskServiceOptions) {
         await evaluate(trx, effects, def.taskId);
         return { taskId: def.taskId, created: true };
       });
+    },
+
+    /**
+     * Creates a whole task graph (`protocol/schemas/v1/task-graph.json`) in one transaction,
+     * after checking all of it; a refused graph creates nothing. Submitting the same graph
+     * again succeeds without change.
+     * @throws {ApiError} `InputError` with `details.problems` listing every problem;
+     *   `RequestConflict` when the group or one of its task ids exists with other content.
+     */
+    async createTaskGroup(input: unknown): Promise<CreateTaskGroupResult> {
+      const check = checkTaskGraph(input, { localTaskId: (url) => urls.localTaskId(url) });
+      const attempt = () =>
+        inTransaction((trx, effects) =>
+          writeTaskGroup(trx, check, {
+            urls,
+            evaluate: (taskId) => evaluate(trx, effects, taskId),
+            dereference: (url) => effects.dereference.push(url),
+          }),
+        );
+      try {
+        return await attempt();
+      } catch (error) {
+        // A concurrent request committed some of these tasks first: now they are visible,
+        // and the same graph is a repeat, a different one a conflict.
+        if (error instanceof TaskGroupRaceError) return await attempt();
+        throw error;
+      }
     },
 
     /** Claims a pending run for `workerId`; undefined when another worker has it or it is gone. */

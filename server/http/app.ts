@@ -19,6 +19,7 @@ import type { ClusterFederation } from "../federation/federation.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import { fedifyMiddleware } from "./fedify-adapter.ts";
+import { graphRoutes } from "./graph-routes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { renderHome } from "./ui.ts";
 
@@ -366,6 +367,7 @@ export function createApp(options: AppOptions): express.Express {
       });
     }),
   );
+  api.use(graphRoutes({ db, tasks, urls }));
   app.use("/api/v1", api);
 
   app.get(
