@@ -134,8 +134,8 @@ export interface CreateTaskGroupResult {
 /** What {@link writeTaskGroup} needs from the task service, inside its transaction. */
 export interface TaskGroupWriteContext {
   readonly urls: ClusterUrls;
-  /** The service's evaluation: schedules the task, or resolves it when it never can run. */
-  evaluate(taskId: string): Promise<void>;
+  /** The service's evaluation: schedules the tasks, or resolves those that never can run. */
+  evaluate(taskIds: readonly string[]): Promise<void>;
   /** Asks the remote cluster for a task's state after commit (it may have resolved already). */
   dereference(taskUrl: string): void;
 }
@@ -832,7 +832,7 @@ export async function writeTaskGroup(
     await trx.insertInto("task_inputs").values(batch).execute();
   }
 
-  for (const taskId of toEvaluate) await context.evaluate(taskId);
+  await context.evaluate(toEvaluate);
   return { taskGroupId, tasks: check.tasks.length, created: true };
 }
 
