@@ -247,6 +247,7 @@ export async function startCluster(
           urls,
           concurrency: config.workerConcurrency,
           claimLeaseMs: config.claimLeaseMs,
+          shutdownGraceMs: config.shutdownGraceMs,
           allowPrivateAddress: config.allowPrivateAddress,
           workDir: config.workDir,
           loaders,

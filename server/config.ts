@@ -46,6 +46,11 @@ export interface ClusterConfig {
   readonly reconcileIntervalMs: number;
   /** Lease of a claimed run, renewed while it runs, in ms. @defaultValue 60000 */
   readonly claimLeaseMs: number;
+  /**
+   * On SIGTERM, how long a worker lets running tasks go on before it stops them and hands
+   * them back to be retried elsewhere (`TASKWEB_SHUTDOWN_GRACE_MS`). @defaultValue 30000
+   */
+  readonly shutdownGraceMs: number;
   /** Where workers create task working directories. @defaultValue the OS temp dir */
   readonly workDir: string | undefined;
 }
@@ -130,6 +135,9 @@ export function readConfig(
     claimLeaseMs:
       overrides.claimLeaseMs ??
       integer("TASKWEB_CLAIM_LEASE_MS", env.TASKWEB_CLAIM_LEASE_MS, 60_000, 1000),
+    shutdownGraceMs:
+      overrides.shutdownGraceMs ??
+      integer("TASKWEB_SHUTDOWN_GRACE_MS", env.TASKWEB_SHUTDOWN_GRACE_MS, 30_000, 0),
     workDir: overrides.workDir ?? env.TASKWEB_WORK_DIR,
   };
 }

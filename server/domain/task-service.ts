@@ -439,6 +439,36 @@ export function createTaskService(options: TaskServiceOptions) {
     await evaluateMany(trx, effects, [taskId]);
   }
 
+  /**
+   * After an infrastructure failure of run `runId` (claim expired, worker shut down): a new
+   * pending run while the task has retries left, otherwise the task resolves `exception`.
+   */
+  async function retryOrResolve(
+    trx: Trx,
+    effects: Effects,
+    taskId: string,
+    runId: number,
+  ): Promise<void> {
+    const now = new Date();
+    const retried = await trx
+      .updateTable("tasks")
+      .set((eb) => ({ retries_left: eb("retries_left", "-", 1), updated_at: now }))
+      .where("task_id", "=", taskId)
+      .where("retries_left", ">", 0)
+      .returning("task_id")
+      .executeTakeFirst();
+    if (retried != null) {
+      await scheduleRun(trx, effects, taskId, runId + 1, "retry");
+      return;
+    }
+    await trx
+      .updateTable("tasks")
+      .set({ state: "exception", resolved_at: now, updated_at: now })
+      .where("task_id", "=", taskId)
+      .execute();
+    await afterResolution(trx, effects, taskId, "exception");
+  }
+
   function normaliseRef(ref: string): { dependency: string; remote: boolean } {
     const local = urls.localTaskId(ref);
     if (local != null) return { dependency: local, remote: false };
@@ -682,6 +712,34 @@ export function createTaskService(options: TaskServiceOptions) {
     },
 
     /**
+     * Hands a running run back because its worker is shutting down: the run resolves
+     * `exception` (`worker-shutdown`) and, while retries are left, a new run is pending for
+     * another worker. Does nothing when the worker no longer holds the claim.
+     * @returns false when the claim was no longer this worker's.
+     */
+    async handBackRun(taskId: string, runId: number, workerId: string): Promise<boolean> {
+      return await inTransaction(async (trx, effects) => {
+        const run = await trx
+          .updateTable("runs")
+          .set({
+            state: "exception",
+            reason_resolved: "worker-shutdown",
+            resolved_at: new Date(),
+            taken_until: null,
+          })
+          .where("task_id", "=", taskId)
+          .where("run_id", "=", runId)
+          .where("worker_id", "=", workerId)
+          .where("state", "=", "running")
+          .returning("run_id")
+          .executeTakeFirst();
+        if (run == null) return false;
+        await retryOrResolve(trx, effects, taskId, runId);
+        return true;
+      });
+    },
+
+    /**
      * Records how a run ended, stores its artifacts, resolves the task and everything that
      * follows from it, all in one transaction. Does nothing when the worker lost its claim.
      * @returns false when the claim was no longer this worker's.
@@ -818,23 +876,7 @@ export function createTaskService(options: TaskServiceOptions) {
             .where("taken_until", "<", now)
             .executeTakeFirst();
           if (Number(done.numUpdatedRows) === 0) return;
-          const task = await trx
-            .updateTable("tasks")
-            .set((eb) => ({ retries_left: eb("retries_left", "-", 1), updated_at: now }))
-            .where("task_id", "=", run.task_id)
-            .where("retries_left", ">", 0)
-            .returning("task_id")
-            .executeTakeFirst();
-          if (task != null) {
-            await scheduleRun(trx, effects, run.task_id, run.run_id + 1, "retry");
-          } else {
-            await trx
-              .updateTable("tasks")
-              .set({ state: "exception", resolved_at: now, updated_at: now })
-              .where("task_id", "=", run.task_id)
-              .execute();
-            await afterResolution(trx, effects, run.task_id, "exception");
-          }
+          await retryOrResolve(trx, effects, run.task_id, run.run_id);
         });
       }
       return expired.length;

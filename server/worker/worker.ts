@@ -59,6 +59,11 @@ export interface WorkerOptions {
   readonly urls: ClusterUrls;
   readonly concurrency: number;
   readonly claimLeaseMs: number;
+  /**
+   * On shutdown, how long running tasks may go on before they are stopped and handed back
+   * to be retried by another worker.
+   */
+  readonly shutdownGraceMs: number;
   readonly allowPrivateAddress: boolean;
   readonly workDir: string | undefined;
   readonly loaders: () => Promise<{
@@ -152,10 +157,16 @@ function createLiveLog(
 /** Characters of a running task's log shown live. */
 export const LIVE_LOG_MAX_CHARS = 512 * 1024;
 
+/** Why a running task was stopped. */
+const SHUTDOWN = "worker-shutdown";
+const CLAIM_LOST = "claim-lost";
+
 /** Starts consuming dispatched runs. */
 export async function startWorker(options: WorkerOptions): Promise<JobConsumer> {
   const { db, tasks, urls } = options;
   const workerId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
+  /** Runs in progress in this process, by `taskId/runId`. */
+  const active = new Map<string, AbortController>();
 
   async function fetchInputs(taskId: string, inputsDir: string): Promise<void> {
     const inputs = await db
@@ -216,11 +227,13 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
     if (claim == null) return; // Already claimed, resolved or gone: the queue delivered twice.
     options.onRunEvent?.({ taskId, runId, event: "started" });
     const abort = new AbortController();
+    const key = `${taskId}/${runId}`;
+    active.set(key, abort);
     const heartbeat = setInterval(
       () => {
         tasks.renewClaim(taskId, runId, workerId, options.claimLeaseMs).then(
           (held) => {
-            if (!held) abort.abort();
+            if (!held) abort.abort(CLAIM_LOST);
           },
           (error: unknown) =>
             logger.warn("Could not renew claim: {error}", { error: String(error) }),
@@ -274,8 +287,17 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
       });
       await live.close();
       if (result.aborted) {
-        // The claim was lost; whoever holds it now resolves the run.
-        logger.warn("Lost the claim on {taskId}/{runId}; stopped it.", { taskId, runId });
+        if (abort.signal.reason === SHUTDOWN) {
+          await tasks.handBackRun(taskId, runId, workerId);
+          logger.info("Handed {taskId}/{runId} back: this worker is shutting down.", {
+            taskId,
+            runId,
+          });
+          options.onRunEvent?.({ taskId, runId, event: "resolved", state: "exception" });
+        } else {
+          // The claim was lost; whoever holds it now resolves the run.
+          logger.warn("Lost the claim on {taskId}/{runId}; stopped it.", { taskId, runId });
+        }
         return;
       }
       const artifacts = result.exitCode === 0 ? await collectArtifacts(artifactsDir) : [];
@@ -316,11 +338,12 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
       options.onRunEvent?.({ taskId, runId, event: "resolved", state: outcome.state });
     } finally {
       clearInterval(heartbeat);
+      active.delete(key);
       await rm(root, { recursive: true, force: true });
     }
   }
 
-  return await options.jobs.process<{ taskId: string; runId: number }>(
+  const consumer = await options.jobs.process<{ taskId: string; runId: number }>(
     QUEUES.tasks,
     async (job) => {
       await execute(job.data.taskId, job.data.runId);
@@ -331,4 +354,18 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
         logger.error("Run job {id} failed: {error}", { id: job.id, error: String(error) }),
     },
   );
+  return {
+    // Graceful shutdown: take no new runs, let running ones finish within the grace period,
+    // then stop the rest and hand them back so that another worker retries them.
+    async close() {
+      const timer = setTimeout(() => {
+        for (const abort of active.values()) abort.abort(SHUTDOWN);
+      }, options.shutdownGraceMs);
+      try {
+        await consumer.close();
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
 }

@@ -5,6 +5,9 @@
  * depends on this one across the federation.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -36,7 +39,7 @@ function freePort(): Promise<number> {
 
 interface TaskJson {
   state: string;
-  runs: { worker_id: string }[];
+  runs: { worker_id: string; state: string; reason_resolved: string | null }[];
 }
 
 async function api(
@@ -60,11 +63,13 @@ if ("skip" in backend) {
 } else {
   describe("a cluster as separate web and worker processes", () => {
     const children: ChildProcess[] = [];
+    let scratch: string;
     const output: string[] = [];
     let webs: string[] = [];
     let b: TestCluster;
 
     beforeAll(async () => {
+      scratch = await mkdtemp(join(tmpdir(), "taskweb-processes-"));
       const db = backend.database();
       const [port1, port2] = [await freePort(), await freePort()];
       const publicUrl = `http://127.0.0.1:${port1}`;
@@ -79,6 +84,8 @@ if ("skip" in backend) {
         TASKWEB_NAME: "farm",
         TASKWEB_ALLOW_PRIVATE_ADDRESS: "1",
         WORKER_CONCURRENCY: "1",
+        // A killed worker's run is noticed within seconds.
+        TASKWEB_CLAIM_LEASE_MS: "2000",
         LOG_LEVEL: "warning",
       } as Record<string, string>;
       const run = (args: string[]) => {
@@ -121,10 +128,13 @@ if ("skip" in backend) {
       for (const child of children) child.kill("SIGTERM");
       await Promise.all(
         children.map((c) =>
-          c.exitCode != null ? Promise.resolve() : new Promise((r) => c.on("exit", r)),
+          c.exitCode != null || c.signalCode != null
+            ? Promise.resolve()
+            : new Promise((r) => c.on("exit", r)),
         ),
       );
       await b?.destroy();
+      await rm(scratch, { recursive: true, force: true });
     });
 
     it("shares tasks between two worker processes and runs each exactly once", async () => {
@@ -152,14 +162,6 @@ if ("skip" in backend) {
       expect(workers.size).toBe(2);
     });
 
-    it("stops every process cleanly on SIGTERM", async () => {
-      // Checked in afterAll's kill too; here one worker is stopped while idle.
-      const worker = children[3]!;
-      worker.kill("SIGTERM");
-      const code = await new Promise((r) => worker.on("exit", r));
-      expect(code).toBe(0);
-    });
-
     it("lets a cluster on another server depend on a task run by these processes", async () => {
       const B = b.current();
       const farmActor = `${webs[0]}/clusters/farm`;
@@ -181,6 +183,59 @@ if ("skip" in backend) {
       });
       expect(status).toBe(201);
       expect(await waitForResolution(B, "downstream")).toBe("completed");
+    });
+
+    it("retries a graph's task on the other worker when its worker is killed mid-task", async () => {
+      const flag = join(scratch, "retry-may-finish");
+      const { status } = await api(webs[0]!, "POST", "/api/v1/task-groups", {
+        taskGroupId: "survive",
+        tasks: [
+          {
+            taskId: "survive-main",
+            payload: { command: ["sh", "-c", `if [ -f ${flag} ]; then exit 0; fi; sleep 60`] },
+          },
+          {
+            taskId: "survive-after",
+            dependencies: ["survive-main"],
+            payload: { command: ["true"] },
+          },
+        ],
+      });
+      expect(status).toBe(201);
+      const running = await waitFor("the task to run", async () => {
+        const { json } = await api(webs[0]!, "GET", "/api/v1/tasks/survive-main");
+        return json.state === "running" ? json : undefined;
+      });
+      const pid = Number(running.runs[0]!.worker_id.split("/")[1]);
+      const victim = children.find((c) => c.pid === pid);
+      expect(victim).toBeDefined();
+      victim!.kill("SIGKILL");
+      await new Promise((r) => victim!.on("exit", r));
+      await writeFile(flag, "");
+      const after = await waitFor(
+        "the graph to complete",
+        async () => {
+          const { json } = await api(webs[1]!, "GET", "/api/v1/tasks/survive-after");
+          return json.state === "completed" ? json : undefined;
+        },
+        60_000,
+      );
+      expect(after.state).toBe("completed");
+      const { json: main } = await api(webs[1]!, "GET", "/api/v1/tasks/survive-main");
+      expect(main.runs.map((r) => [r.state, r.reason_resolved])).toEqual([
+        ["exception", "claim-expired"],
+        ["completed", "completed"],
+      ]);
+      expect(Number(main.runs[1]!.worker_id.split("/")[1])).not.toBe(pid);
+    });
+
+    it("stops a worker cleanly on SIGTERM", async () => {
+      const worker =
+        children.slice(3).find((c) => c.exitCode == null && c.signalCode == null) ??
+        children.slice(2).find((c) => c.exitCode == null && c.signalCode == null)!;
+      worker.kill("SIGTERM");
+      const code = await new Promise((r) => worker.on("exit", r));
+      expect(code).toBe(0);
     });
   });
 }
