@@ -188,6 +188,34 @@ export async function main(argv: readonly string[]): Promise<number> {
       return 0;
     })();
   });
+  for (const [action, description] of [
+    [
+      "cancel",
+      "Cancel a task (a running one is stopped); its dependents follow the requires rules",
+    ],
+    ["rerun", "Run a resolved task again as a new run"],
+  ] as const) {
+    clientOptions(task.command(`${action} <task-id>`).description(description)).action(
+      (taskId: string, flags: { url?: string; token?: string; json?: boolean }) => {
+        result = (async () => {
+          const body = (await apiRequest(
+            apiTarget(flags),
+            "POST",
+            `/api/v1/tasks/${encodeURIComponent(taskId)}/${action}`,
+          )) as { state: string; runId?: number; changed?: boolean };
+          if (flags.json === true) console.log(JSON.stringify(body));
+          else if (action === "rerun") console.log(`${taskId}: run ${body.runId} is pending`);
+          else
+            console.log(
+              body.changed === false
+                ? `${taskId} had already resolved ${body.state}`
+                : `${taskId} canceled`,
+            );
+          return 0;
+        })();
+      },
+    );
+  }
   clientOptions(
     task.command("show <task-id>").description("Show a task, its runs and artifacts"),
   ).action((taskId: string, flags: { url?: string; token?: string; json?: boolean }) => {

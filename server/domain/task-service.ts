@@ -712,6 +712,87 @@ export function createTaskService(options: TaskServiceOptions) {
     },
 
     /**
+     * Cancels a task: an unscheduled, pending or running task resolves `exception`
+     * (`canceled`) and its dependents follow as the `requires` rules say. A running task's
+     * worker notices at its next claim renewal and stops the process. Cancelling a resolved
+     * task changes nothing.
+     * @throws {ApiError} `ResourceNotFound`.
+     */
+    async cancelTask(taskId: string): Promise<{ state: TaskState; changed: boolean }> {
+      return await inTransaction(async (trx, effects) => {
+        const task = await trx
+          .selectFrom("tasks")
+          .select("state")
+          .where("task_id", "=", taskId)
+          .forUpdate()
+          .executeTakeFirst();
+        if (task == null)
+          throw new ApiError("ResourceNotFound", `No task ${taskId} on this cluster.`);
+        if (RESOLVED.includes(task.state)) return { state: task.state, changed: false };
+        if (task.state === "running") {
+          const now = new Date();
+          await trx
+            .updateTable("runs")
+            .set({
+              state: "exception",
+              reason_resolved: "canceled",
+              resolved_at: now,
+              taken_until: null,
+            })
+            .where("task_id", "=", taskId)
+            .where("state", "=", "running")
+            .execute();
+          await trx
+            .updateTable("tasks")
+            .set({ state: "exception", resolved_at: now, updated_at: now })
+            .where("task_id", "=", taskId)
+            .execute();
+          await afterResolution(trx, effects, taskId, "exception");
+        } else {
+          await resolveWithoutRun(trx, effects, taskId, "canceled");
+        }
+        return { state: "exception", changed: true };
+      });
+    },
+
+    /**
+     * Runs a resolved task again as a new run (`rerun`). Dependents that already resolved
+     * are not affected; the new resolution is published like the first.
+     * @throws {ApiError} `ResourceNotFound`; `RequestConflict` when the task has not resolved.
+     */
+    async rerunTask(taskId: string): Promise<{ runId: number }> {
+      return await inTransaction(async (trx, effects) => {
+        const task = await trx
+          .selectFrom("tasks")
+          .select("state")
+          .where("task_id", "=", taskId)
+          .forUpdate()
+          .executeTakeFirst();
+        if (task == null)
+          throw new ApiError("ResourceNotFound", `No task ${taskId} on this cluster.`);
+        if (!RESOLVED.includes(task.state)) {
+          throw new ApiError(
+            "RequestConflict",
+            `Task ${taskId} is ${task.state}; only a resolved task can be rerun (cancel it first).`,
+          );
+        }
+        const last = await trx
+          .selectFrom("runs")
+          .select((eb) => eb.fn.max("run_id").as("run_id"))
+          .where("task_id", "=", taskId)
+          .executeTakeFirst();
+        const runId = Number(last?.run_id ?? -1) + 1;
+        await trx
+          .updateTable("tasks")
+          .set({ resolved_at: null, updated_at: new Date() })
+          .where("task_id", "=", taskId)
+          .execute();
+        await scheduleRun(trx, effects, taskId, runId, "rerun");
+        return { runId };
+      });
+    },
+
+    /**
      * Hands a running run back because its worker is shutting down: the run resolves
      * `exception` (`worker-shutdown`) and, while retries are left, a new run is pending for
      * another worker. Does nothing when the worker no longer holds the claim.

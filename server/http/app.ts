@@ -268,6 +268,22 @@ export function createApp(options: AppOptions): express.Express {
       });
     }),
   );
+  api.post(
+    "/tasks/:taskId/cancel",
+    route(async (req, res) => {
+      const taskId = param(req, "taskId");
+      const result = await tasks.cancelTask(taskId);
+      res.json({ taskId, ...result });
+    }),
+  );
+  api.post(
+    "/tasks/:taskId/rerun",
+    route(async (req, res) => {
+      const taskId = param(req, "taskId");
+      const result = await tasks.rerunTask(taskId);
+      res.status(202).json({ taskId, ...result, state: "pending" });
+    }),
+  );
   api.get(
     "/tasks/:taskId/runs/:runId/log",
     route(async (req, res) => {

@@ -1,0 +1,167 @@
+/**
+ * Cancel and rerun, through the REST API of a running cluster with real workers.
+ */
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { describeEachBackend } from "../support/backends.ts";
+import {
+  startTestCluster,
+  TEST_TOKEN,
+  waitFor,
+  waitForResolution,
+  type TestCluster,
+} from "../support/clusters.ts";
+
+const BIN = fileURLToPath(new URL("../../bin/taskweb.js", import.meta.url));
+
+/** Runs the `taskweb` command as a user would; resolves to its exit code and output. */
+function taskweb(args: string[]): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    child.on("exit", (code) => resolve({ code, out }));
+  });
+}
+
+describeEachBackend("cancel and rerun", (backend) => {
+  let c: TestCluster;
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "taskweb-cancel-"));
+    // A short lease: a worker notices a cancelled run at its next renewal.
+    c = await startTestCluster(backend, "cancel", { config: { claimLeaseMs: 1500 } });
+  });
+  afterAll(async () => {
+    await c?.destroy();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function post(path: string): Promise<{ status: number; body: Record<string, unknown> }> {
+    const response = await fetch(`${c.current().urls.origin}/api/v1${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TEST_TOKEN}` },
+    });
+    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  }
+
+  it("cancels an unscheduled task, and its dependents resolve without running", async () => {
+    const tasks = c.current().tasks;
+    await tasks.createTask({
+      taskId: "waiting",
+      dependencies: ["http://127.0.0.1:9/clusters/nowhere/tasks/never"],
+      payload: { command: ["true"] },
+    });
+    await tasks.createTask({
+      taskId: "behind",
+      dependencies: ["waiting"],
+      payload: { command: ["true"] },
+    });
+    const { status, body } = await post("/tasks/waiting/cancel");
+    expect(status).toBe(200);
+    expect(body).toMatchObject({ state: "exception", changed: true });
+    const waiting = (await tasks.getTask("waiting"))!;
+    expect(waiting.runs.map((r) => r.reason_resolved)).toEqual(["canceled"]);
+    const behind = (await tasks.getTask("behind"))!;
+    expect(behind.task.state).toBe("exception");
+    expect(behind.runs.map((r) => [r.reason_resolved, r.started_at])).toEqual([
+      ["dependency-failed", null],
+    ]);
+  });
+
+  it("cancels a running task and stops its process", async () => {
+    const marker = join(dir, "finished");
+    const tasks = c.current().tasks;
+    await tasks.createTask({
+      taskId: "busy",
+      payload: { command: ["sh", "-c", `sleep 4; touch ${marker}`] },
+    });
+    await waitFor("the run to start", async () =>
+      (await tasks.getTask("busy"))?.task.state === "running" ? true : undefined,
+    );
+    expect((await post("/tasks/busy/cancel")).status).toBe(200);
+    expect((await tasks.getTask("busy"))!.runs.map((r) => [r.state, r.reason_resolved])).toEqual([
+      ["exception", "canceled"],
+    ]);
+    await new Promise((r) => setTimeout(r, 5000));
+    await expect(stat(marker)).rejects.toThrow();
+  });
+
+  it("leaves a resolved task as it is when cancelled", async () => {
+    const tasks = c.current().tasks;
+    await tasks.createTask({ taskId: "quick", payload: { command: ["true"] } });
+    expect(await waitForResolution(c.current(), "quick")).toBe("completed");
+    const { status, body } = await post("/tasks/quick/cancel");
+    expect(status).toBe(200);
+    expect(body).toMatchObject({ state: "completed", changed: false });
+  });
+
+  it("reruns a failed task as a new run", async () => {
+    const flag = join(dir, "fixed");
+    const tasks = c.current().tasks;
+    await tasks.createTask({
+      taskId: "flaky",
+      payload: { command: ["sh", "-c", `test -f ${flag}`] },
+    });
+    expect(await waitForResolution(c.current(), "flaky")).toBe("failed");
+    await writeFile(flag, "");
+    const { status, body } = await post("/tasks/flaky/rerun");
+    expect(status).toBe(202);
+    expect(body).toMatchObject({ runId: 1 });
+    expect(await waitForResolution(c.current(), "flaky")).toBe("completed");
+    const runs = (await tasks.getTask("flaky"))!.runs;
+    expect(runs.map((r) => [r.state, r.reason_created])).toEqual([
+      ["failed", "scheduled"],
+      ["completed", "rerun"],
+    ]);
+  });
+
+  it("refuses to rerun a task that has not resolved, and answers 404 for unknown tasks", async () => {
+    await c.current().tasks.createTask({
+      taskId: "not-yet",
+      dependencies: ["http://127.0.0.1:9/clusters/nowhere/tasks/never"],
+      payload: { command: ["true"] },
+    });
+    const rerun = await post("/tasks/not-yet/rerun");
+    expect(rerun.status).toBe(409);
+    expect(rerun.body.code).toBe("RequestConflict");
+    expect((await c.current().tasks.getTask("not-yet"))!.runs).toHaveLength(0);
+    expect((await post("/tasks/nope/cancel")).status).toBe(404);
+    expect((await post("/tasks/nope/rerun")).status).toBe(404);
+  });
+
+  it("creates, shows, cancels and reruns tasks from the command line", async () => {
+    const flags = ["--url", c.current().urls.origin, "--token", TEST_TOKEN];
+    const file = join(dir, "cli-task.json");
+    await writeFile(
+      file,
+      JSON.stringify({
+        taskId: "cli-task",
+        dependencies: ["http://127.0.0.1:9/clusters/nowhere/tasks/never"],
+        payload: { command: ["true"] },
+      }),
+    );
+    const created = await taskweb(["task", "create", file, ...flags]);
+    expect(created).toMatchObject({ code: 0 });
+    expect(created.out).toContain("cli-task unscheduled");
+    const canceled = await taskweb(["task", "cancel", "cli-task", ...flags]);
+    expect(canceled).toEqual({ code: 0, out: "cli-task canceled\n" });
+    const shown = await taskweb(["task", "show", "cli-task", ...flags]);
+    expect(shown.out).toContain("cli-task (cli-task): exception");
+    expect(shown.out).toContain("run 0: exception (canceled)");
+    const rerun = await taskweb(["task", "rerun", "cli-task", "--json", ...flags]);
+    expect(rerun.code).toBe(0);
+    expect(JSON.parse(rerun.out)).toMatchObject({ taskId: "cli-task", runId: 1 });
+    expect(await waitForResolution(c.current(), "cli-task")).toBe("completed");
+    const missing = await taskweb(["task", "cancel", "no-such-task", ...flags]);
+    expect(missing.code).toBe(1);
+    expect(missing.out).toContain("No task no-such-task");
+    const bad = await taskweb(["task", "create", join(dir, "missing.json"), ...flags]);
+    expect(bad.code).toBe(1);
+  });
+});
