@@ -271,3 +271,20 @@ export function validateTaskDefinition(
     },
   };
 }
+
+/** The `tasks` row of a newly created, unscheduled task. */
+export function newTaskRow(def: TaskDefinition, now: Date) {
+  return {
+    task_id: def.taskId,
+    task_group_id: def.taskGroupId,
+    name: def.name,
+    state: "unscheduled" as const,
+    requires: def.requires,
+    definition: JSON.stringify(def),
+    retries: def.retries,
+    retries_left: def.retries,
+    deadline: def.deadline,
+    resolved_at: null,
+    updated_at: now,
+  };
+}

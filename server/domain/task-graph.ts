@@ -20,6 +20,7 @@ import type { DatabaseSchema, TasksTable } from "../store/schema.ts";
 import { ApiError } from "./errors.ts";
 import {
   isDependencyRef,
+  newTaskRow,
   TASK_LIMITS,
   validateTaskDefinition,
   type DefinitionProblem,
@@ -753,21 +754,7 @@ export async function writeTaskGroup(
   for (const batch of chunks(check.tasks)) {
     const inserted = await trx
       .insertInto("tasks")
-      .values(
-        batch.map(({ definition: def }) => ({
-          task_id: def.taskId,
-          task_group_id: def.taskGroupId,
-          name: def.name,
-          state: "unscheduled" as const,
-          requires: def.requires,
-          definition: JSON.stringify(def),
-          retries: def.retries,
-          retries_left: def.retries,
-          deadline: def.deadline,
-          resolved_at: null,
-          updated_at: now,
-        })),
-      )
+      .values(batch.map(({ definition }) => newTaskRow(definition, now)))
       .onConflict((oc) => oc.column("task_id").doNothing())
       .returning("task_id")
       .execute();

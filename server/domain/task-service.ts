@@ -17,7 +17,7 @@ import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema, RunsTable, TasksTable } from "../store/schema.ts";
 import { ApiError } from "./errors.ts";
-import { validateTaskDefinition, type TaskDefinition } from "./task-definition.ts";
+import { newTaskRow, validateTaskDefinition, type TaskDefinition } from "./task-definition.ts";
 import { buildTaskActivities } from "./task-documents.ts";
 import {
   checkTaskGraph,
@@ -469,6 +469,18 @@ export function createTaskService(options: TaskServiceOptions) {
     await afterResolution(trx, effects, taskId, "exception");
   }
 
+  /** Locks a task's row for the transaction; throws `ResourceNotFound` when there is none. */
+  async function lockTaskOrThrow(trx: Trx, taskId: string): Promise<{ state: TaskState }> {
+    const task = await trx
+      .selectFrom("tasks")
+      .select("state")
+      .where("task_id", "=", taskId)
+      .forUpdate()
+      .executeTakeFirst();
+    if (task == null) throw new ApiError("ResourceNotFound", `No task ${taskId} on this cluster.`);
+    return task;
+  }
+
   function normaliseRef(ref: string): { dependency: string; remote: boolean } {
     const local = urls.localTaskId(ref);
     if (local != null) return { dependency: local, remote: false };
@@ -563,19 +575,7 @@ export function createTaskService(options: TaskServiceOptions) {
         const now = new Date();
         const inserted = await trx
           .insertInto("tasks")
-          .values({
-            task_id: def.taskId,
-            task_group_id: def.taskGroupId,
-            name: def.name,
-            state: "unscheduled",
-            requires: def.requires,
-            definition: JSON.stringify(def),
-            retries: def.retries,
-            retries_left: def.retries,
-            deadline: def.deadline,
-            resolved_at: null,
-            updated_at: now,
-          })
+          .values(newTaskRow(def, now))
           .onConflict((oc) => oc.column("task_id").doNothing())
           .returning("task_id")
           .executeTakeFirst();
@@ -720,14 +720,7 @@ export function createTaskService(options: TaskServiceOptions) {
      */
     async cancelTask(taskId: string): Promise<{ state: TaskState; changed: boolean }> {
       return await inTransaction(async (trx, effects) => {
-        const task = await trx
-          .selectFrom("tasks")
-          .select("state")
-          .where("task_id", "=", taskId)
-          .forUpdate()
-          .executeTakeFirst();
-        if (task == null)
-          throw new ApiError("ResourceNotFound", `No task ${taskId} on this cluster.`);
+        const task = await lockTaskOrThrow(trx, taskId);
         if (RESOLVED.includes(task.state)) return { state: task.state, changed: false };
         if (task.state === "running") {
           const now = new Date();
@@ -762,14 +755,7 @@ export function createTaskService(options: TaskServiceOptions) {
      */
     async rerunTask(taskId: string): Promise<{ runId: number }> {
       return await inTransaction(async (trx, effects) => {
-        const task = await trx
-          .selectFrom("tasks")
-          .select("state")
-          .where("task_id", "=", taskId)
-          .forUpdate()
-          .executeTakeFirst();
-        if (task == null)
-          throw new ApiError("ResourceNotFound", `No task ${taskId} on this cluster.`);
+        const task = await lockTaskOrThrow(trx, taskId);
         if (!RESOLVED.includes(task.state)) {
           throw new ApiError(
             "RequestConflict",
