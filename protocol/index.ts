@@ -106,6 +106,8 @@ export interface TaskGraphTaskDocument {
   inputs?: { task: string; artifact: string; path?: string }[];
   deadline?: string;
   retries?: number;
+  /** Not scheduled until activated. */
+  inactive?: boolean;
 }
 
 /** A task graph document: every task joins `taskGroupId`. */

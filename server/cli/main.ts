@@ -194,6 +194,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       "Cancel a task (a running one is stopped); its dependents follow the requires rules",
     ],
     ["rerun", "Run a resolved task again as a new run"],
+    ["activate", "Activate an inactive task (backfill): it runs once its dependencies allow"],
   ] as const) {
     clientOptions(task.command(`${action} <task-id>`).description(description)).action(
       (taskId: string, flags: { url?: string; token?: string; json?: boolean }) => {
@@ -205,6 +206,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           )) as { state: string; runId?: number; changed?: boolean };
           if (flags.json === true) console.log(JSON.stringify(body));
           else if (action === "rerun") console.log(`${taskId}: run ${body.runId} is pending`);
+          else if (action === "activate") console.log(`${taskId} is active: ${body.state}`);
           else
             console.log(
               body.changed === false

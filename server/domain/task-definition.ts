@@ -33,6 +33,8 @@ export interface TaskDefinition {
   readonly inputs: readonly TaskInputDefinition[];
   readonly deadline: string;
   readonly retries: number;
+  /** Defined but not scheduled until activated (backfill). */
+  readonly inactive: boolean;
 }
 
 /** One problem with a submitted definition. */
@@ -70,6 +72,7 @@ const KNOWN = new Set([
   "inputs",
   "deadline",
   "retries",
+  "inactive",
 ]);
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -255,6 +258,8 @@ export function validateTaskDefinition(
   ) {
     bad("retries", `Must be an integer from 0 to ${TASK_LIMITS.maxRetries}.`);
   }
+  const inactive = input.inactive ?? false;
+  if (typeof inactive !== "boolean") bad("inactive", "Must be true or false.");
   if (problems.length > 0 || payload == null) return { ok: false, problems };
   return {
     ok: true,
@@ -268,6 +273,7 @@ export function validateTaskDefinition(
       inputs,
       deadline: deadline.toISOString(),
       retries: retries as number,
+      inactive: inactive as boolean,
     },
   };
 }
@@ -286,5 +292,6 @@ export function newTaskRow(def: TaskDefinition, now: Date) {
     deadline: def.deadline,
     resolved_at: null,
     updated_at: now,
+    inactive: def.inactive,
   };
 }

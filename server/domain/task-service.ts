@@ -404,6 +404,8 @@ export function createTaskService(options: TaskServiceOptions) {
         .select(["task_id", "requires"])
         .where("task_id", "in", ids)
         .where("state", "=", "unscheduled")
+        // An inactive task waits for activation, whatever its dependencies say.
+        .where("inactive", "=", false)
         .orderBy("task_id")
         .forUpdate()
         .execute();
@@ -745,6 +747,37 @@ export function createTaskService(options: TaskServiceOptions) {
           await resolveWithoutRun(trx, effects, taskId, "canceled");
         }
         return { state: "exception", changed: true };
+      });
+    },
+
+    /**
+     * Activates an inactive task (backfill): from now on it is scheduled as soon as its
+     * dependencies allow, which may be at once. Activating an active task changes nothing.
+     * @throws {ApiError} `ResourceNotFound`; `RequestConflict` when the task has resolved.
+     */
+    async activateTask(taskId: string): Promise<{ state: TaskState; changed: boolean }> {
+      return await inTransaction(async (trx, effects) => {
+        const task = await lockTaskOrThrow(trx, taskId);
+        const updated = await trx
+          .updateTable("tasks")
+          .set({ inactive: false, updated_at: new Date() })
+          .where("task_id", "=", taskId)
+          .where("inactive", "=", true)
+          .where("state", "=", "unscheduled")
+          .returning("task_id")
+          .executeTakeFirst();
+        if (updated == null) {
+          if (RESOLVED.includes(task.state)) {
+            throw new ApiError(
+              "RequestConflict",
+              `Task ${taskId} has already resolved ${task.state}.`,
+            );
+          }
+          return { state: task.state, changed: false };
+        }
+        await evaluate(trx, effects, taskId);
+        const after = await lockTaskOrThrow(trx, taskId);
+        return { state: after.state, changed: true };
       });
     },
 

@@ -277,6 +277,13 @@ export function createApp(options: AppOptions): express.Express {
     }),
   );
   api.post(
+    "/tasks/:taskId/activate",
+    route(async (req, res) => {
+      const taskId = param(req, "taskId");
+      res.json({ taskId, ...(await tasks.activateTask(taskId)) });
+    }),
+  );
+  api.post(
     "/tasks/:taskId/rerun",
     route(async (req, res) => {
       const taskId = param(req, "taskId");

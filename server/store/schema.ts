@@ -71,6 +71,8 @@ export interface TasksTable {
   resolved_at: Timestamp | null;
   /** Bumped on every state change; lets pollers and caches see what moved. */
   updated_at: Timestamp;
+  /** Not scheduled until activated (backfill); see migration 0002. */
+  inactive: Generated<boolean>;
 }
 
 export interface TaskDependenciesTable {

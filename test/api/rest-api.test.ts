@@ -114,6 +114,7 @@ describeEachBackend("REST API", (backend) => {
       ["GET", "/tasks/unauthorised/runs/0/log"],
       ["POST", "/tasks/unauthorised/cancel"],
       ["POST", "/tasks/unauthorised/rerun"],
+      ["POST", "/tasks/unauthorised/activate"],
       ["POST", "/task-groups", { taskGroupId: "unauthorised", tasks: [] }],
       ["GET", "/task-groups/unauthorised"],
       ["POST", "/following", { actor: "http://127.0.0.1:9/clusters/x" }],

@@ -51,6 +51,7 @@ describe("validateTaskDefinition", () => {
       inputs: [],
       deadline: new Date(NOW.getTime() + TASK_LIMITS.defaultDeadlineMs).toISOString(),
       retries: TASK_LIMITS.defaultRetries,
+      inactive: false,
     });
   });
 
@@ -164,6 +165,12 @@ describe("validateTaskDefinition", () => {
 
   it("refuses an unknown top-level field under its own name", () => {
     expect(problemFields(validate(base({ priority: "high" })))).toEqual(["priority"]);
+  });
+
+  it("refuses an inactive flag that is not a boolean", () => {
+    expect(problemFields(validate(base({ inactive: "yes" })))).toEqual(["inactive"]);
+    const value = validate(base({ inactive: true }));
+    expect(value.ok && value.value.inactive).toBe(true);
   });
 
   it("refuses a task that depends on itself, naming the entry", () => {

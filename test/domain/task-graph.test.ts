@@ -150,6 +150,7 @@ describe("task graph format", () => {
       inputs: true,
       deadline: true,
       retries: true,
+      inactive: true,
     } satisfies Record<keyof TaskGraphTaskDocument, true>;
     expect(Object.keys(defs.task.properties).sort()).toEqual(Object.keys(typeFields).sort());
     // validateTaskDefinition names every field it knows when it meets an unknown one.

@@ -29,7 +29,7 @@ function taskweb(args: string[]): Promise<{ code: number | null; out: string }> 
   });
 }
 
-describeEachBackend("cancel and rerun", (backend) => {
+describeEachBackend("cancel, rerun and activate", (backend) => {
   let c: TestCluster;
   let dir: string;
   beforeAll(async () => {
@@ -163,5 +163,40 @@ describeEachBackend("cancel and rerun", (backend) => {
     expect(missing.out).toContain("No task no-such-task");
     const bad = await taskweb(["task", "create", join(dir, "missing.json"), ...flags]);
     expect(bad.code).toBe(1);
+  });
+
+  it("keeps an inactive task unscheduled until it is activated, then runs it", async () => {
+    const tasks = c.current().tasks;
+    await tasks.createTask({ taskId: "ready-dep", payload: { command: ["true"] } });
+    await tasks.createTask({
+      taskId: "backfill",
+      inactive: true,
+      dependencies: ["ready-dep"],
+      payload: { command: ["true"] },
+    });
+    expect(await waitForResolution(c.current(), "ready-dep")).toBe("completed");
+    await new Promise((r) => setTimeout(r, 500));
+    const waiting = (await tasks.getTask("backfill"))!;
+    expect(waiting.task.state).toBe("unscheduled");
+    expect(waiting.runs).toHaveLength(0);
+    const { status, body } = await post("/tasks/backfill/activate");
+    expect(status).toBe(200);
+    expect(body).toMatchObject({ changed: true, state: "pending" });
+    expect(await waitForResolution(c.current(), "backfill")).toBe("completed");
+  });
+
+  it("changes nothing when an active task is activated, and refuses a resolved one", async () => {
+    await c.current().tasks.createTask({
+      taskId: "already-active",
+      dependencies: ["http://127.0.0.1:9/clusters/nowhere/tasks/never"],
+      payload: { command: ["true"] },
+    });
+    expect((await post("/tasks/already-active/activate")).body).toMatchObject({
+      changed: false,
+      state: "unscheduled",
+    });
+    const resolved = await post("/tasks/backfill/activate");
+    expect(resolved.status).toBe(409);
+    expect((await post("/tasks/nope/activate")).status).toBe(404);
   });
 });
