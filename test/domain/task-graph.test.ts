@@ -27,10 +27,10 @@ import {
 } from "../../server/domain/task-graph.ts";
 import { createTaskService, QUEUES, type TaskService } from "../../server/domain/task-service.ts";
 import { createClusterUrls } from "../../server/federation/cluster-urls.ts";
-import type { JobQueue, JsonValue } from "../../server/queue/job-queue.ts";
 import { openDatabase, type Database } from "../../server/store/database.ts";
 import { migrateToLatest } from "../../server/store/migrate.ts";
 import { describeEachBackend } from "../support/backends.ts";
+import { createRecordingJobQueue } from "../support/recording-job-queue.ts";
 
 interface GraphCase {
   readonly file: string;
@@ -65,33 +65,6 @@ interface RowCounts {
   readonly task_dependencies: number;
   readonly task_inputs: number;
   readonly runs: number;
-}
-
-interface Enqueued {
-  readonly queue: string;
-  readonly jobId: string;
-  readonly data: JsonValue;
-}
-
-/** A queue that only records what is enqueued: nothing here consumes jobs. */
-function createRecordingJobQueue(): JobQueue & { readonly enqueued: Enqueued[] } {
-  const enqueued: Enqueued[] = [];
-  return {
-    kind: "embedded",
-    enqueued,
-    enqueue(queue, jobId, data) {
-      enqueued.push({ queue, jobId, data });
-      return Promise.resolve();
-    },
-    process() {
-      return Promise.reject(new Error("The recording queue runs no consumers."));
-    },
-    depth(queue) {
-      return Promise.resolve(enqueued.filter((e) => e.queue === queue).length);
-    },
-    ping: () => Promise.resolve(),
-    close: () => Promise.resolve(),
-  };
 }
 
 /** A prefix no other test of this file uses (they share one database). */

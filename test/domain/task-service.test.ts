@@ -20,37 +20,10 @@ import {
   type TaskService,
 } from "../../server/domain/task-service.ts";
 import { createClusterUrls } from "../../server/federation/cluster-urls.ts";
-import type { JobQueue, JsonValue } from "../../server/queue/job-queue.ts";
 import { openDatabase, sql, type Database } from "../../server/store/database.ts";
 import { migrateToLatest } from "../../server/store/migrate.ts";
 import { describeEachBackend } from "../support/backends.ts";
-
-interface Enqueued {
-  readonly queue: string;
-  readonly jobId: string;
-  readonly data: JsonValue;
-}
-
-/** A queue that only records what is enqueued: nothing here consumes jobs. */
-function createRecordingJobQueue(): JobQueue & { readonly enqueued: Enqueued[] } {
-  const enqueued: Enqueued[] = [];
-  return {
-    kind: "embedded",
-    enqueued,
-    enqueue(queue, jobId, data) {
-      enqueued.push({ queue, jobId, data });
-      return Promise.resolve();
-    },
-    process() {
-      return Promise.reject(new Error("The recording queue runs no consumers."));
-    },
-    depth(queue) {
-      return Promise.resolve(enqueued.filter((e) => e.queue === queue).length);
-    },
-    ping: () => Promise.resolve(),
-    close: () => Promise.resolve(),
-  };
-}
+import { createRecordingJobQueue } from "../support/recording-job-queue.ts";
 
 const LEASE_MS = 60_000;
 const REMOTE_ORIGIN = "http://127.0.0.1:2";

@@ -6,10 +6,8 @@ import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-
-const BIN = fileURLToPath(new URL("../../bin/taskweb.js", import.meta.url));
+import { TASKWEB_BIN } from "../support/cli.ts";
 
 describe("the taskweb command", () => {
   it("starts a cluster on the embedded default, prints where it lives, and stops on SIGTERM", async () => {
@@ -19,7 +17,7 @@ describe("the taskweb command", () => {
     delete env.REDIS_URL;
     const child = spawn(
       process.execPath,
-      [BIN, "start", "--port", "0", "--data", dir, "--name", "fresh"],
+      [TASKWEB_BIN, "start", "--port", "0", "--data", dir, "--name", "fresh"],
       {
         env,
         stdio: ["ignore", "pipe", "pipe"],
@@ -53,7 +51,9 @@ describe("the taskweb command", () => {
   });
 
   it("runs the demo: B's task runs on A's artifact with its digest verified, and exits 0", async () => {
-    const child = spawn(process.execPath, [BIN, "demo"], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [TASKWEB_BIN, "demo"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let out = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
     child.stderr.on("data", (d: Buffer) => (out += d.toString()));

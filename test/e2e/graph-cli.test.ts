@@ -4,7 +4,6 @@
  * routes behind them, and the documented example graph run to completion in dependency
  * order. test/domain/task-graph.test.ts covers 10,000-task graphs.
  */
-import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,9 +11,9 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { TaskGraphDocument } from "../../protocol/index.ts";
 import { describeEachBackend } from "../support/backends.ts";
+import { runTaskweb } from "../support/cli.ts";
 import { startTestCluster, TEST_TOKEN, type TestCluster } from "../support/clusters.ts";
 
-const BIN = fileURLToPath(new URL("../../bin/taskweb.js", import.meta.url));
 const EXAMPLE = fileURLToPath(new URL("../../examples/release-graph.yaml", import.meta.url));
 const EXAMPLE_TASKS = [
   "smoketest",
@@ -26,34 +25,7 @@ const EXAMPLE_TASKS = [
   "report",
 ].map((id) => `release-example-${id}`);
 
-interface CliResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly lines: string[];
-}
-
-/** Runs `taskweb …` as a user would, with a clean TASKWEB_URL/TASKWEB_TOKEN environment. */
-function taskweb(args: readonly string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const childEnv: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: "warning", ...env };
-  for (const name of ["TASKWEB_URL", "TASKWEB_TOKEN"]) {
-    if (!(name in env)) delete childEnv[name];
-  }
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      env: childEnv,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString("utf8")));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
-    child.on("error", reject);
-    child.on("close", (code) =>
-      resolve({ code, stdout, stderr, lines: stdout.split("\n").filter((l) => l !== "") }),
-    );
-  });
-}
+const taskweb = runTaskweb;
 
 describeEachBackend("taskweb graph", (backend) => {
   let cluster: TestCluster;

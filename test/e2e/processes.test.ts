@@ -9,8 +9,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:net";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TASKWEB_BIN } from "../support/cli.ts";
 import { serverBackend } from "../support/backends.ts";
 import {
   startTestCluster,
@@ -20,7 +20,6 @@ import {
   type TestCluster,
 } from "../support/clusters.ts";
 
-const BIN = fileURLToPath(new URL("../../bin/taskweb.js", import.meta.url));
 const backend = serverBackend();
 
 function freePort(): Promise<number> {
@@ -89,7 +88,7 @@ if ("skip" in backend) {
         LOG_LEVEL: "warning",
       } as Record<string, string>;
       const run = (args: string[]) => {
-        const child = spawn(process.execPath, [BIN, ...args], {
+        const child = spawn(process.execPath, [TASKWEB_BIN, ...args], {
           env,
           stdio: ["ignore", "pipe", "pipe"],
         });

@@ -1,13 +1,12 @@
 /**
  * Cancel and rerun, through the REST API of a running cluster with real workers.
  */
-import { spawn } from "node:child_process";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { describeEachBackend } from "../support/backends.ts";
+import { runTaskweb } from "../support/cli.ts";
 import {
   startTestCluster,
   TEST_TOKEN,
@@ -16,17 +15,10 @@ import {
   type TestCluster,
 } from "../support/clusters.ts";
 
-const BIN = fileURLToPath(new URL("../../bin/taskweb.js", import.meta.url));
-
-/** Runs the `taskweb` command as a user would; resolves to its exit code and output. */
-function taskweb(args: string[]): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
-    child.on("exit", (code) => resolve({ code, out }));
-  });
+/** Runs the command; `out` is everything it printed, on either stream. */
+async function taskweb(args: string[]): Promise<{ code: number | null; out: string }> {
+  const { code, stdout, stderr } = await runTaskweb(args);
+  return { code, out: stdout + stderr };
 }
 
 describeEachBackend("cancel, rerun and activate", (backend) => {
