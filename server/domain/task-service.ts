@@ -11,7 +11,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
-import { sql, type Kysely, type Transaction } from "kysely";
+import { sql, type Kysely, type Transaction, type Updateable } from "kysely";
 import { newSlugId } from "../../protocol/index.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
@@ -471,6 +471,32 @@ export function createTaskService(options: TaskServiceOptions) {
     await afterResolution(trx, effects, taskId, "exception");
   }
 
+  /**
+   * Resolves a running run that `workerId` still holds, with the given fields, and drops its
+   * lease. False when the worker no longer holds it (the claim expired, or it was cancelled).
+   */
+  async function resolveHeldRun(
+    trx: Trx,
+    taskId: string,
+    runId: number,
+    workerId: string,
+    resolution: Pick<
+      Updateable<RunsTable>,
+      "state" | "reason_resolved" | "resolved_at" | "exit_code" | "log"
+    >,
+  ): Promise<boolean> {
+    const run = await trx
+      .updateTable("runs")
+      .set({ ...resolution, taken_until: null })
+      .where("task_id", "=", taskId)
+      .where("run_id", "=", runId)
+      .where("worker_id", "=", workerId)
+      .where("state", "=", "running")
+      .returning("run_id")
+      .executeTakeFirst();
+    return run != null;
+  }
+
   /** Locks a task's row for the transaction; throws `ResourceNotFound` when there is none. */
   async function lockTaskOrThrow(trx: Trx, taskId: string): Promise<{ state: TaskState }> {
     const task = await trx
@@ -819,21 +845,12 @@ export function createTaskService(options: TaskServiceOptions) {
      */
     async handBackRun(taskId: string, runId: number, workerId: string): Promise<boolean> {
       return await inTransaction(async (trx, effects) => {
-        const run = await trx
-          .updateTable("runs")
-          .set({
-            state: "exception",
-            reason_resolved: "worker-shutdown",
-            resolved_at: new Date(),
-            taken_until: null,
-          })
-          .where("task_id", "=", taskId)
-          .where("run_id", "=", runId)
-          .where("worker_id", "=", workerId)
-          .where("state", "=", "running")
-          .returning("run_id")
-          .executeTakeFirst();
-        if (run == null) return false;
+        const held = await resolveHeldRun(trx, taskId, runId, workerId, {
+          state: "exception",
+          reason_resolved: "worker-shutdown",
+          resolved_at: new Date(),
+        });
+        if (!held) return false;
         await retryOrResolve(trx, effects, taskId, runId);
         return true;
       });
@@ -852,23 +869,14 @@ export function createTaskService(options: TaskServiceOptions) {
     ): Promise<boolean> {
       return await inTransaction(async (trx, effects) => {
         const now = new Date();
-        const run = await trx
-          .updateTable("runs")
-          .set({
-            state: outcome.state,
-            reason_resolved: outcome.reason,
-            resolved_at: now,
-            exit_code: outcome.exitCode,
-            log: outcome.log,
-            taken_until: null,
-          })
-          .where("task_id", "=", taskId)
-          .where("run_id", "=", runId)
-          .where("worker_id", "=", workerId)
-          .where("state", "=", "running")
-          .returning("run_id")
-          .executeTakeFirst();
-        if (run == null) return false;
+        const held = await resolveHeldRun(trx, taskId, runId, workerId, {
+          state: outcome.state,
+          reason_resolved: outcome.reason,
+          resolved_at: now,
+          exit_code: outcome.exitCode,
+          log: outcome.log,
+        });
+        if (!held) return false;
         const task = await trx
           .selectFrom("tasks")
           .select(["created_at"])
