@@ -576,6 +576,8 @@ export function createTaskService(options: TaskServiceOptions) {
         const repeated = await repeat();
         if (repeated != null) return repeated;
         const localDeps = refs.filter((r) => !r.remote).map((r) => r.dependency);
+        /** States of the local dependencies, read under the lock below. */
+        const localStates = new Map<string, TaskState>();
         if (localDeps.length > 0) {
           // Locked until commit: a dependency resolving meanwhile either commits first (we
           // read its resolution) or waits for us (and then sees our dependency rows).
@@ -586,7 +588,8 @@ export function createTaskService(options: TaskServiceOptions) {
             .orderBy("task_id")
             .forShare()
             .execute();
-          const missing = localDeps.filter((d) => !found.some((f) => f.task_id === d));
+          for (const f of found) localStates.set(f.task_id, f.state);
+          const missing = localDeps.filter((d) => !localStates.has(d));
           if (missing.length > 0) {
             throw new ApiError(
               "InputError",
@@ -627,12 +630,8 @@ export function createTaskService(options: TaskServiceOptions) {
               effects.dereference.push(ref.dependency);
             }
           } else {
-            const dep = await trx
-              .selectFrom("tasks")
-              .select("state")
-              .where("task_id", "=", ref.dependency)
-              .executeTakeFirstOrThrow();
-            if (RESOLVED.includes(dep.state)) resolution = dep.state as ResolvedState;
+            const state = localStates.get(ref.dependency);
+            if (state != null && RESOLVED.includes(state)) resolution = state as ResolvedState;
           }
           await trx
             .insertInto("task_dependencies")
