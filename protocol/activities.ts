@@ -14,7 +14,13 @@
  *
  * @module
  */
-import { ACTIVITYSTREAMS_NAMESPACE, checkTaskwebContext, contextForDocument } from "./context.ts";
+import {
+  ACTIVITYSTREAMS_NAMESPACE,
+  CORE_TERMS,
+  TASK_GROUP_TERMS,
+  checkTaskwebContext,
+  contextForDocument,
+} from "./context.ts";
 import type { TaskwebContext } from "./context.ts";
 import { parseHttpUrl } from "./origin.ts";
 import { fail, ok } from "./result.ts";
@@ -94,6 +100,21 @@ export interface TaskObject {
   readonly artifacts: readonly ArtifactObject[];
 }
 
+/** A task group's tally as a parser returns it (since v1.1). */
+export interface TaskGroupObject {
+  /** The group's id, on its cluster's origin; `GET` returns its current tally. */
+  readonly id: string;
+  /** The cluster (actor) the group belongs to. */
+  readonly attributedTo: string;
+  /** Tasks in the group, inactive ones included. */
+  readonly taskCount: number;
+  readonly completedCount: number;
+  readonly failedCount: number;
+  readonly exceptionCount: number;
+  /** When the group last resolved (RFC 3339); absent while it has not. */
+  readonly resolved?: string;
+}
+
 /** What every parsed activity has. */
 export interface ActivityFields {
   /** The activity id; receivers deduplicate on it. */
@@ -132,9 +153,19 @@ export interface ArtifactPublishedActivity extends ActivityFields {
   readonly artifact: ArtifactObject;
 }
 
+/** A parsed `TaskGroupResolved`: every task of a group has resolved (since v1.1). */
+export interface TaskGroupResolvedActivity extends ActivityFields {
+  readonly kind: "TaskGroupResolved";
+  /** The group's tally when it resolved. */
+  readonly taskGroup: TaskGroupObject & { readonly resolved: string };
+}
+
 /** Any parsed taskweb activity; switch on `kind`. */
 export type TaskwebActivity =
-  TaskCompletedActivity | TaskFailedActivity | ArtifactPublishedActivity;
+  | TaskCompletedActivity
+  | TaskFailedActivity
+  | ArtifactPublishedActivity
+  | TaskGroupResolvedActivity;
 
 // ---------------------------------------------------------------------------------------
 // Wire JSON, as the builders produce it
@@ -203,6 +234,27 @@ export interface ArtifactPublishedJson extends ActivityJsonFields {
   object: ArtifactObjectJson;
 }
 
+/** A task group object as embedded in an activity. */
+export interface TaskGroupObjectJson {
+  id: string;
+  type: ["Object", "TaskGroup"];
+  attributedTo: string;
+  taskCount: number;
+  completedCount: number;
+  failedCount: number;
+  exceptionCount: number;
+  resolved?: string;
+}
+
+/** A task group document, as `GET` on the group's id returns it. */
+export type TaskGroupDocumentJson = { "@context": TaskwebContext } & TaskGroupObjectJson;
+
+/** A `TaskGroupResolved` on the wire. */
+export interface TaskGroupResolvedJson extends ActivityJsonFields {
+  type: ["Activity", "TaskGroupResolved"];
+  object: TaskGroupObjectJson & { resolved: string };
+}
+
 // ---------------------------------------------------------------------------------------
 // Builders
 
@@ -242,6 +294,17 @@ export interface TaskObjectInit {
   readonly artifacts?: readonly ArtifactObjectInit[];
 }
 
+/** What {@link buildTaskGroupObject} needs. A parsed {@link TaskGroupObject} fits. */
+export interface TaskGroupObjectInit {
+  readonly id: UrlInput;
+  readonly attributedTo: UrlInput;
+  readonly taskCount: number;
+  readonly completedCount: number;
+  readonly failedCount: number;
+  readonly exceptionCount: number;
+  readonly resolved?: DateTimeInput;
+}
+
 /** What every activity builder needs. */
 export interface ActivityInit {
   /** The activity id, on the actor's origin. */
@@ -269,6 +332,11 @@ export interface TaskFailedInit extends ActivityInit {
 /** What {@link buildArtifactPublished} needs. */
 export interface ArtifactPublishedInit extends ActivityInit {
   readonly artifact: ArtifactObjectInit;
+}
+
+/** What {@link buildTaskGroupResolved} needs. */
+export interface TaskGroupResolvedInit extends ActivityInit {
+  readonly taskGroup: TaskGroupObjectInit & { readonly resolved: DateTimeInput };
 }
 
 function dateTime(value: DateTimeInput): string {
@@ -304,6 +372,19 @@ function taskJson(init: TaskObjectInit): TaskObjectJson {
     dependencies: (init.dependencies ?? []).map(String),
     requires: init.requires,
     artifacts: (init.artifacts ?? []).map(artifactJson),
+  };
+}
+
+function taskGroupJson(init: TaskGroupObjectInit): TaskGroupObjectJson {
+  return {
+    id: String(init.id),
+    type: ["Object", "TaskGroup"],
+    attributedTo: String(init.attributedTo),
+    taskCount: init.taskCount,
+    completedCount: init.completedCount,
+    failedCount: init.failedCount,
+    exceptionCount: init.exceptionCount,
+    ...(init.resolved === undefined ? {} : { resolved: dateTime(init.resolved) }),
   };
 }
 
@@ -385,6 +466,31 @@ export function buildArtifactPublished(init: ArtifactPublishedInit): ArtifactPub
   };
 }
 
+/**
+ * Builds a task group document (what `GET` on its id returns). The input is not validated;
+ * run the result through {@link parseTaskGroupObject} in tests.
+ *
+ * @param init - The group's tally.
+ * @returns The wire JSON, with `@context`.
+ */
+export function buildTaskGroupObject(init: TaskGroupObjectInit): TaskGroupDocumentJson {
+  return { "@context": contextForDocument(), ...taskGroupJson(init) };
+}
+
+/**
+ * Builds a `TaskGroupResolved` activity embedding the group's tally.
+ *
+ * @param init - The activity's fields and the resolved group, with `resolved`.
+ * @returns The wire JSON, typed `["Activity", "TaskGroupResolved"]`.
+ */
+export function buildTaskGroupResolved(init: TaskGroupResolvedInit): TaskGroupResolvedJson {
+  return {
+    "@context": contextForDocument(),
+    ...activityFields(init, ["Activity", "TaskGroupResolved"]),
+    object: { ...taskGroupJson(init.taskGroup), resolved: dateTime(init.taskGroup.resolved) },
+  };
+}
+
 // ---------------------------------------------------------------------------------------
 // Parsers
 
@@ -422,6 +528,16 @@ interface ValidatedTask {
   artifacts?: ValidatedArtifact[];
 }
 
+interface ValidatedTaskGroup {
+  id: string;
+  attributedTo: string;
+  taskCount: number;
+  completedCount: number;
+  failedCount: number;
+  exceptionCount: number;
+  resolved?: string;
+}
+
 interface ValidatedActivity {
   id: string;
   actor: string;
@@ -452,7 +568,7 @@ function embeddedContextFailure(node: unknown, path: string): ParseFailure | und
 function typeFailure(
   node: unknown,
   path: string,
-  expected: "Task" | "Artifact",
+  expected: "Task" | "Artifact" | "TaskGroup",
 ): ParseFailure | undefined {
   // A missing or malformed object is left to the schema, which says what is missing.
   if (!isJsonObject(node) || !("type" in node)) return undefined;
@@ -608,7 +724,63 @@ const SCHEMA_OF_KIND: Readonly<Record<TaskwebActivityKind, SchemaName>> = {
   TaskCompleted: "task-completed",
   TaskFailed: "task-failed",
   ArtifactPublished: "artifact-published",
+  TaskGroupResolved: "task-group-resolved",
 };
+
+const EMBEDDED_TYPE_OF_KIND: Readonly<
+  Record<TaskwebActivityKind, "Task" | "Artifact" | "TaskGroup">
+> = {
+  TaskCompleted: "Task",
+  TaskFailed: "Task",
+  ArtifactPublished: "Artifact",
+  TaskGroupResolved: "TaskGroup",
+};
+
+/** The taskweb terms a document of this kind must define in its `@context`. */
+function requiredTerms(kind: TaskwebActivityKind | "TaskGroup") {
+  return kind === "TaskGroupResolved" || kind === "TaskGroup"
+    ? [...CORE_TERMS, ...TASK_GROUP_TERMS]
+    : CORE_TERMS;
+}
+
+function taskGroupUrls(group: ValidatedTaskGroup, path: string): [unknown, string][] {
+  return [
+    [group.id, `${path}/id`],
+    [group.attributedTo, `${path}/attributedTo`],
+  ];
+}
+
+/** Rules of a task group that its schema cannot express: the tally adds up, the origins. */
+function taskGroupFailure(
+  group: ValidatedTaskGroup,
+  path: string,
+  owner: Owner,
+): ParseFailure | undefined {
+  const resolved = group.completedCount + group.failedCount + group.exceptionCount;
+  if (resolved > group.taskCount) {
+    return {
+      code: "bad-count",
+      message: `${path === "" ? "the group" : path} counts ${resolved} resolved tasks but only ${group.taskCount} tasks`,
+      path: `${path}/taskCount`,
+    };
+  }
+  return (
+    originFailure(group.id, `${path}/id`, owner) ??
+    attributionFailure(group.attributedTo, `${path}/attributedTo`, owner)
+  );
+}
+
+function taskGroupValue(group: ValidatedTaskGroup): TaskGroupObject {
+  return {
+    id: group.id,
+    attributedTo: group.attributedTo,
+    taskCount: group.taskCount,
+    completedCount: group.completedCount,
+    failedCount: group.failedCount,
+    exceptionCount: group.exceptionCount,
+    ...(group.resolved === undefined ? {} : { resolved: group.resolved }),
+  };
+}
 
 function audience(value: string | string[] | undefined): string[] {
   const list = value === undefined ? [] : typeof value === "string" ? [value] : value;
@@ -634,13 +806,10 @@ export function parseActivity(json: unknown): ParseResult<TaskwebActivity> {
   const kind = classifyType(json["type"], "/type", "Activity", ACTIVITY_KINDS);
   if (!kind.ok) return kind;
   const contextFailure =
-    checkTaskwebContext(json["@context"]) ?? embeddedContextFailure(json["object"], "/object");
+    checkTaskwebContext(json["@context"], requiredTerms(kind.value)) ??
+    embeddedContextFailure(json["object"], "/object");
   if (contextFailure !== undefined) return { ok: false, reason: contextFailure };
-  const embeddedType = typeFailure(
-    json["object"],
-    "/object",
-    kind.value === "ArtifactPublished" ? "Artifact" : "Task",
-  );
+  const embeddedType = typeFailure(json["object"], "/object", EMBEDDED_TYPE_OF_KIND[kind.value]);
   if (embeddedType !== undefined) return { ok: false, reason: embeddedType };
   const valid = validateAgainstSchema(SCHEMA_OF_KIND[kind.value], json);
   if (!valid.ok) return valid;
@@ -655,7 +824,9 @@ export function parseActivity(json: unknown): ParseResult<TaskwebActivity> {
   const objectUrls =
     kind.value === "ArtifactPublished"
       ? artifactUrls(activity.object as unknown as ValidatedArtifact, "/object")
-      : taskUrls(activity.object as unknown as ValidatedTask, "/object");
+      : kind.value === "TaskGroupResolved"
+        ? taskGroupUrls(activity.object as unknown as ValidatedTaskGroup, "/object")
+        : taskUrls(activity.object as unknown as ValidatedTask, "/object");
   const badUrl = urlFailure([
     [activity.id, "/id"],
     [activity.actor, "/actor"],
@@ -679,6 +850,14 @@ export function parseActivity(json: unknown): ParseResult<TaskwebActivity> {
     const failure = artifactOriginFailure(artifact, "/object", owner);
     if (failure !== undefined) return { ok: false, reason: failure };
     return ok({ kind: "ArtifactPublished", ...common, artifact: artifactValue(artifact) });
+  }
+  if (kind.value === "TaskGroupResolved") {
+    const group = activity.object as unknown as ValidatedTaskGroup;
+    const failure = taskGroupFailure(group, "/object", owner);
+    if (failure !== undefined) return { ok: false, reason: failure };
+    // The schema requires `resolved` on the embedded group.
+    const taskGroup = taskGroupValue(group) as TaskGroupResolvedActivity["taskGroup"];
+    return ok({ kind: "TaskGroupResolved", ...common, taskGroup });
   }
   const task = activity.object as unknown as ValidatedTask;
   const failure = taskOriginFailure(task, "/object", owner);
@@ -778,4 +957,33 @@ export function parseArtifactObject(
     artifactOriginFailure(artifact, "", ownerOf(artifact.attributedTo, "cluster in attributedTo"));
   if (failure !== undefined) return { ok: false, reason: failure };
   return ok(artifactValue(artifact));
+}
+
+/**
+ * Parses a task group document, as `GET` on a group's id returns it (since v1.1): with
+ * `@context` defining the task group terms, typed `["Object", "TaskGroup"]`, its id on the
+ * origin of `attributedTo`, and a tally that adds up.
+ *
+ * @param json - The parsed JSON body.
+ * @param options - See {@link ObjectParseOptions}.
+ * @returns The group, or the first rule it breaks.
+ */
+export function parseTaskGroupObject(
+  json: unknown,
+  options: ObjectParseOptions = {},
+): ParseResult<TaskGroupObject> {
+  if (!isJsonObject(json)) return fail("schema", "a task group must be a JSON object", "");
+  const type = classifyType(json["type"], "/type", "Object", ["TaskGroup"]);
+  if (!type.ok) return type;
+  const contextFailure = checkTaskwebContext(json["@context"], requiredTerms("TaskGroup"));
+  if (contextFailure !== undefined) return { ok: false, reason: contextFailure };
+  const valid = validateAgainstSchema("task-group", json);
+  if (!valid.ok) return valid;
+  const group = json as unknown as ValidatedTaskGroup;
+  const failure =
+    urlFailure(taskGroupUrls(group, "")) ??
+    fetchedFromFailure(group.id, options) ??
+    taskGroupFailure(group, "", ownerOf(group.attributedTo, "cluster in attributedTo"));
+  if (failure !== undefined) return { ok: false, reason: failure };
+  return ok(taskGroupValue(group));
 }

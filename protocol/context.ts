@@ -65,6 +65,13 @@ export const TASKWEB_CONTEXT = deepFreeze({
   dependencies: { "@id": "tw:dependencies", "@type": "@id", "@container": "@set" },
   requires: "tw:requires",
   protocolVersion: "tw:protocolVersion",
+  // Since v1.1: task groups.
+  TaskGroupResolved: "tw:TaskGroupResolved",
+  TaskGroup: "tw:TaskGroup",
+  taskCount: "tw:taskCount",
+  completedCount: "tw:completedCount",
+  failedCount: "tw:failedCount",
+  exceptionCount: "tw:exceptionCount",
 } as const);
 
 /** The `@context` array of a taskweb document: ActivityStreams, then the taskweb terms. */
@@ -88,8 +95,29 @@ export function contextForDocument(): TaskwebContext {
   return [ACTIVITYSTREAMS_CONTEXT_URL, structuredClone(TASKWEB_CONTEXT)];
 }
 
-type TermName = keyof typeof TASKWEB_CONTEXT;
+/** A term of {@link TASKWEB_CONTEXT}. */
+export type TaskwebTermName = keyof typeof TASKWEB_CONTEXT;
+type TermName = TaskwebTermName;
 const TERM_NAMES = Object.keys(TASKWEB_CONTEXT) as TermName[];
+
+/** The terms added in v1.1 for task groups; documents about task groups must define them. */
+export const TASK_GROUP_TERMS: readonly TaskwebTermName[] = [
+  "TaskGroupResolved",
+  "TaskGroup",
+  "taskCount",
+  "completedCount",
+  "failedCount",
+  "exceptionCount",
+];
+
+/**
+ * The v1.0 terms, which every taskweb document's `@context` must define. Terms added by a
+ * later minor version are required only in documents that use them, so that a v1.0 peer's
+ * documents stay valid.
+ */
+export const CORE_TERMS: readonly TaskwebTermName[] = TERM_NAMES.filter(
+  (term) => !TASK_GROUP_TERMS.includes(term),
+);
 
 interface NormalisedDefinition {
   readonly id: string;
@@ -156,16 +184,22 @@ function sameDefinition(a: NormalisedDefinition | undefined, b: NormalisedDefini
  *
  * Rules, in JSON-LD processing order:
  * - the ActivityStreams context IRI is included;
- * - an inline object defines every term of {@link TASKWEB_CONTEXT} with the same IRI,
- *   `@type` and `@container` (extra terms are allowed, for later minor versions);
+ * - an inline object defines every term of `required` (by default the v1.0
+ *   {@link CORE_TERMS}) with the same IRI, `@type` and `@container` as
+ *   {@link TASKWEB_CONTEXT}; any other taskweb term it defines must have that meaning too,
+ *   and unknown terms are allowed, for later minor versions;
  * - no remote context (an IRI, or `@import`) follows that object, because its content is
  *   unknown here and could redefine a taskweb term (the security context redefines
  *   `expires`), and no later inline object or `null` undoes it.
  *
  * @param context - The value of the document's `@context`, or `undefined` when absent.
+ * @param required - The taskweb terms the document must define.
  * @returns `undefined` when the context is acceptable, otherwise why it is not.
  */
-export function checkTaskwebContext(context: unknown): ParseFailure | undefined {
+export function checkTaskwebContext(
+  context: unknown,
+  required: readonly TaskwebTermName[] = CORE_TERMS,
+): ParseFailure | undefined {
   const hint = "put the ActivityStreams context IRI first and TASKWEB_CONTEXT last in @context";
   if (context === undefined) {
     return {
@@ -226,13 +260,15 @@ export function checkTaskwebContext(context: unknown): ParseFailure | undefined 
       path: "/@context",
     };
   }
-  const missing = TERM_NAMES.filter((term) => defined.get(term) !== true);
+  const redefined = TERM_NAMES.filter((term) => defined.get(term) === false);
+  const missing = [...new Set([...required, ...redefined])].filter(
+    (term) => defined.get(term) !== true,
+  );
   if (missing.length > 0) {
-    const redefined = missing.filter((term) => defined.get(term) === false);
     let message: string;
     if (redefined.length > 0) {
       message = `@context gives the taskweb term(s) ${redefined.join(", ")} another meaning than taskweb v1; use TASKWEB_CONTEXT unchanged as the last entry`;
-    } else if (missing.length === TERM_NAMES.length) {
+    } else if (defined.size === 0) {
       // The usual cause: a library compacted the document with the ActivityStreams context
       // only, leaving taskweb terms as full IRIs.
       message = `@context does not include TASKWEB_CONTEXT; ${hint}, or re-compact the document with CONTEXT`;

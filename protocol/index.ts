@@ -22,9 +22,11 @@ export {
   PROTOCOL_VERSION,
   TASKWEB_CONTEXT,
   TASKWEB_NAMESPACE,
+  CORE_TERMS,
+  TASK_GROUP_TERMS,
   checkTaskwebContext,
 } from "./context.ts";
-export type { TaskwebContext } from "./context.ts";
+export type { TaskwebContext, TaskwebTermName } from "./context.ts";
 export { PARSE_FAILURE_CODES } from "./result.ts";
 export type { ParseFailure, ParseFailureCode, ParseResult } from "./result.ts";
 export {
@@ -34,9 +36,12 @@ export {
   buildArtifactPublished,
   buildTaskCompleted,
   buildTaskFailed,
+  buildTaskGroupObject,
+  buildTaskGroupResolved,
   buildTaskObject,
   parseActivity,
   parseArtifactObject,
+  parseTaskGroupObject,
   parseTaskObject,
 } from "./activities.ts";
 export type {
@@ -59,6 +64,13 @@ export type {
   TaskFailedActivity,
   TaskFailedInit,
   TaskFailedJson,
+  TaskGroupDocumentJson,
+  TaskGroupObject,
+  TaskGroupObjectInit,
+  TaskGroupObjectJson,
+  TaskGroupResolvedActivity,
+  TaskGroupResolvedInit,
+  TaskGroupResolvedJson,
   TaskObject,
   TaskObjectInit,
   TaskObjectJson,
@@ -99,7 +111,8 @@ export interface TaskGraphTaskDocument {
   /** Must equal the graph's when given. */
   taskGroupId?: string;
   name?: string;
-  payload: { command: string[]; env?: Record<string, string>; maxRunTime?: number };
+  /** Required unless `breakpoint` is true. */
+  payload?: { command: string[]; env?: Record<string, string>; maxRunTime?: number };
   /** Task ids of this graph or of the receiving cluster, or URLs of remote tasks. */
   dependencies?: string[];
   requires?: "all-completed" | "all-resolved";
@@ -108,6 +121,10 @@ export interface TaskGraphTaskDocument {
   retries?: number;
   /** Not scheduled until activated. */
   inactive?: boolean;
+  /** Taskcluster's levels, `highest` to `lowest` (the default). */
+  priority?: "highest" | "very-high" | "high" | "medium" | "low" | "very-low" | "lowest";
+  /** Runs nothing; waits until a person or an API call resolves it. */
+  breakpoint?: boolean;
 }
 
 /** A task graph document: every task joins `taskGroupId`. */

@@ -33,6 +33,8 @@ export const PARSE_FAILURE_CODES = [
   "origin-mismatch",
   // An artifact listed on a task names another task.
   "task-mismatch",
+  // Counts that contradict each other, such as more resolved tasks than a group has.
+  "bad-count",
 ] as const;
 
 /** A machine-readable reason for refusing input; one of {@link PARSE_FAILURE_CODES}. */

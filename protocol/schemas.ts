@@ -12,6 +12,8 @@ import artifactSchema from "./schemas/v1/artifact.json" with { type: "json" };
 import defsSchema from "./schemas/v1/defs.json" with { type: "json" };
 import taskCompletedSchema from "./schemas/v1/task-completed.json" with { type: "json" };
 import taskFailedSchema from "./schemas/v1/task-failed.json" with { type: "json" };
+import taskGroupResolvedSchema from "./schemas/v1/task-group-resolved.json" with { type: "json" };
+import taskGroupSchema from "./schemas/v1/task-group.json" with { type: "json" };
 import taskSchema from "./schemas/v1/task.json" with { type: "json" };
 import { fail, ok } from "./result.ts";
 import type { ParseFailureCode, ParseResult } from "./result.ts";
@@ -26,6 +28,8 @@ export const SCHEMA_NAMES = [
   "task-completed",
   "task-failed",
   "artifact-published",
+  "task-group",
+  "task-group-resolved",
 ] as const;
 
 /** One of {@link SCHEMA_NAMES}. */
@@ -37,6 +41,8 @@ const SCHEMAS: Readonly<Record<SchemaName, object>> = {
   "task-completed": taskCompletedSchema,
   "task-failed": taskFailedSchema,
   "artifact-published": artifactPublishedSchema,
+  "task-group": taskGroupSchema,
+  "task-group-resolved": taskGroupResolvedSchema,
 };
 
 /**

@@ -10,13 +10,18 @@ import { fail, ok } from "./result.ts";
 import type { ParseResult } from "./result.ts";
 
 /** The taskweb activity types. */
-export const ACTIVITY_KINDS = ["TaskCompleted", "TaskFailed", "ArtifactPublished"] as const;
+export const ACTIVITY_KINDS = [
+  "TaskCompleted",
+  "TaskFailed",
+  "ArtifactPublished",
+  "TaskGroupResolved",
+] as const;
 
 /** A taskweb activity type; the `kind` of a parsed activity. */
 export type TaskwebActivityKind = (typeof ACTIVITY_KINDS)[number];
 
 /** Every taskweb type name: the activity types and the object types `Task` and `Artifact`. */
-export const TASKWEB_TYPE_NAMES = [...ACTIVITY_KINDS, "Task", "Artifact"] as const;
+export const TASKWEB_TYPE_NAMES = [...ACTIVITY_KINDS, "Task", "Artifact", "TaskGroup"] as const;
 
 /** A taskweb type name. */
 export type TaskwebTypeName = (typeof TASKWEB_TYPE_NAMES)[number];

@@ -53,7 +53,9 @@ export type ClusterEvent =
   | { readonly type: "inbox"; readonly outcome: InboxOutcome }
   | { readonly type: "inbox-refused"; readonly reason: InboxRefusal }
   | { readonly type: "inbox-ignored"; readonly reason: InboxIgnoral }
-  | { readonly type: "published"; readonly activityId: string };
+  | { readonly type: "published"; readonly activityId: string }
+  /** Every active task of the group has resolved; a `TaskGroupResolved` is in the outbox. */
+  | { readonly type: "task-group-resolved"; readonly taskGroupId: string };
 
 /** Options for {@link startCluster}. */
 export interface StartClusterOptions {
@@ -172,7 +174,15 @@ export async function startCluster(
         ? createBullMqJobQueue({ url: config.redisUrl, prefix: config.redisPrefix })
         : createEmbeddedJobQueue(database.db);
     cleanups.push(() => jobs.close());
-    const tasks = createTaskService({ db: database.db, jobs, urls });
+    const tasks = createTaskService({
+      db: database.db,
+      jobs,
+      urls,
+      onTaskGroupResolved: (taskGroupId) => {
+        logger.info("Task group {taskGroupId} resolved.", { taskGroupId });
+        emit({ type: "task-group-resolved", taskGroupId });
+      },
+    });
 
     const inbox = createTaskwebInbox({
       db: database.db,

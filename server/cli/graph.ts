@@ -46,10 +46,13 @@ interface TaskGroupBody {
   readonly total: number;
   readonly resolved: number;
   readonly counts: Readonly<Record<string, number>>;
+  readonly inactive: number;
+  readonly resolvedAt: string | null;
   readonly tasks: readonly {
     readonly taskId: string;
     readonly state: string;
     readonly reasonResolved: string | null;
+    readonly breakpoint: boolean;
   }[];
 }
 
@@ -187,13 +190,20 @@ export function registerGraphCommands(program: Command, options: GraphCommandsOp
               task.reasonResolved != null && task.reasonResolved !== task.state
                 ? ` (${task.reasonResolved})`
                 : "";
-            print(`${task.taskId}: ${before != null ? `${before} → ` : ""}${task.state}${reason}`);
+            const waiting =
+              task.breakpoint && task.state === "running"
+                ? ` (a breakpoint: resolve it with taskweb task resolve ${task.taskId})`
+                : "";
+            print(
+              `${task.taskId}: ${before != null ? `${before} → ` : ""}${task.state}${reason}${waiting}`,
+            );
           }
         }
         if (changed)
           print(flags.json === true ? JSON.stringify(summaryJson(group)) : summary(group));
-        if (group.resolved === group.total) {
-          return (group.counts.completed ?? 0) === group.total ? 0 : 1;
+        // Resolved: every task has, or the cluster says every task not left inactive has.
+        if (group.resolved === group.total || group.resolvedAt != null) {
+          return (group.counts.completed ?? 0) + group.inactive === group.total ? 0 : 1;
         }
       }
       const left = until - Date.now();
@@ -211,7 +221,8 @@ export function registerGraphCommands(program: Command, options: GraphCommandsOp
 /** `12/40 resolved (10 completed, 1 failed, 1 exception)` */
 function summary(group: TaskGroupBody): string {
   const n = (state: string) => group.counts[state] ?? 0;
-  return `${group.resolved}/${group.total} resolved (${n("completed")} completed, ${n("failed")} failed, ${n("exception")} exception)`;
+  const inactive = group.inactive > 0 ? `, ${group.inactive} inactive` : "";
+  return `${group.resolved}/${group.total} resolved (${n("completed")} completed, ${n("failed")} failed, ${n("exception")} exception${inactive})`;
 }
 
 function summaryJson(group: TaskGroupBody) {

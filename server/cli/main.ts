@@ -219,6 +219,37 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
   }
   clientOptions(
+    task
+      .command("resolve <task-id>")
+      .description("Resolve a breakpoint task that is waiting: its dependents then go on")
+      .addOption(
+        new Option("--state <state>", "how it resolves")
+          .choices(["completed", "failed"])
+          .default("completed"),
+      )
+      .option("--note <text>", "a line kept as the run's log, e.g. who approved and why"),
+  ).action(
+    (
+      taskId: string,
+      flags: { url?: string; token?: string; json?: boolean; state: string; note?: string },
+    ) => {
+      result = (async () => {
+        const body = (await apiRequest(
+          apiTarget(flags),
+          "POST",
+          `/api/v1/tasks/${encodeURIComponent(taskId)}/resolve`,
+          { state: flags.state, ...(flags.note != null ? { note: flags.note } : {}) },
+        )) as { state: string; runId: number };
+        console.log(
+          flags.json === true
+            ? JSON.stringify(body)
+            : `${taskId}: run ${body.runId} resolved ${body.state}`,
+        );
+        return 0;
+      })();
+    },
+  );
+  clientOptions(
     task.command("show <task-id>").description("Show a task, its runs and artifacts"),
   ).action((taskId: string, flags: { url?: string; token?: string; json?: boolean }) => {
     result = (async () => {

@@ -4,6 +4,9 @@
  * @module
  */
 import { isTaskId } from "../../protocol/index.ts";
+import { TASK_PRIORITIES, type TaskPriority } from "../store/schema.ts";
+
+export { TASK_PRIORITIES, type TaskPriority };
 
 /** One input: an artifact of another task (local id or remote task URL), saved at `path`. */
 export interface TaskInputDefinition {
@@ -26,7 +29,8 @@ export interface TaskDefinition {
   readonly taskId: string;
   readonly taskGroupId: string;
   readonly name: string;
-  readonly payload: TaskPayload;
+  /** What a worker runs; null for a breakpoint task, which no worker runs. */
+  readonly payload: TaskPayload | null;
   /** Local task ids or https URLs of remote tasks; inputs' tasks are added here. */
   readonly dependencies: readonly string[];
   readonly requires: "all-completed" | "all-resolved";
@@ -35,6 +39,13 @@ export interface TaskDefinition {
   readonly retries: number;
   /** Defined but not scheduled until activated (backfill). */
   readonly inactive: boolean;
+  /** Among pending tasks, higher priorities are handed to workers first. */
+  readonly priority: TaskPriority;
+  /**
+   * Runs nothing: once its dependencies allow, it waits (state `running`) until a person or
+   * an API call resolves it `completed` or `failed`.
+   */
+  readonly breakpoint: boolean;
 }
 
 /** One problem with a submitted definition. */
@@ -73,6 +84,8 @@ const KNOWN = new Set([
   "deadline",
   "retries",
   "inactive",
+  "priority",
+  "breakpoint",
 ]);
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -128,8 +141,16 @@ export function validateTaskDefinition(
     bad("name", "Must be a string of 1–255 characters.");
   }
 
-  let payload: TaskPayload | undefined;
-  if (!isRecord(input.payload)) {
+  const breakpoint = input.breakpoint ?? false;
+  if (typeof breakpoint !== "boolean") bad("breakpoint", "Must be true or false.");
+  let payload: TaskPayload | null | undefined;
+  if (breakpoint === true) {
+    if (input.payload !== undefined) {
+      bad("payload", "A breakpoint task runs nothing; leave out payload or breakpoint.");
+    } else {
+      payload = null;
+    }
+  } else if (!isRecord(input.payload)) {
     bad("payload", 'Required: an object such as {"command": ["sh", "-c", "make test"]}.');
   } else {
     const { command, env = {}, maxRunTime = TASK_LIMITS.defaultMaxRunTimeSeconds } = input.payload;
@@ -223,6 +244,13 @@ export function validateTaskDefinition(
         bad(`inputs[${i}].path`, `Two inputs would both be saved at ${path}; give one a path.`);
         return;
       }
+      if (breakpoint === true) {
+        bad(
+          `inputs[${i}]`,
+          "A breakpoint task runs nothing, so it takes no inputs; list the task in dependencies.",
+        );
+        return;
+      }
       inputs.push({ task, artifact, path });
       // Consuming an artifact means waiting for the task that produces it.
       if (!dependencies.includes(task)) dependencies.push(task);
@@ -260,7 +288,11 @@ export function validateTaskDefinition(
   }
   const inactive = input.inactive ?? false;
   if (typeof inactive !== "boolean") bad("inactive", "Must be true or false.");
-  if (problems.length > 0 || payload == null) return { ok: false, problems };
+  const priority = input.priority ?? "lowest";
+  if (typeof priority !== "string" || !(TASK_PRIORITIES as readonly string[]).includes(priority)) {
+    bad("priority", `Must be one of ${TASK_PRIORITIES.join(", ")}.`);
+  }
+  if (problems.length > 0 || payload === undefined) return { ok: false, problems };
   return {
     ok: true,
     value: {
@@ -274,8 +306,23 @@ export function validateTaskDefinition(
       deadline: deadline.toISOString(),
       retries: retries as number,
       inactive: inactive as boolean,
+      priority: priority as TaskPriority,
+      breakpoint: breakpoint as boolean,
     },
   };
+}
+
+/**
+ * A definition as stored, with the defaults of fields added since it was written, so that
+ * definitions compare equal whichever version of taskweb wrote them.
+ */
+export function storedDefinition(stored: unknown): TaskDefinition {
+  return {
+    inactive: false,
+    priority: "lowest",
+    breakpoint: false,
+    ...(stored as Partial<TaskDefinition>),
+  } as TaskDefinition;
 }
 
 /** The `tasks` row of a newly created, unscheduled task. */
@@ -293,5 +340,7 @@ export function newTaskRow(def: TaskDefinition, now: Date) {
     resolved_at: null,
     updated_at: now,
     inactive: def.inactive,
+    priority: def.priority,
+    breakpoint: def.breakpoint,
   };
 }

@@ -9,10 +9,14 @@ import {
   buildArtifactPublished,
   buildTaskCompleted,
   buildTaskFailed,
+  buildTaskGroupObject,
+  buildTaskGroupResolved,
   buildTaskObject,
   type ArtifactDocumentJson,
   type ArtifactObjectInit,
   type TaskDocumentJson,
+  type TaskGroupDocumentJson,
+  type TaskGroupObjectInit,
   type TaskObjectInit,
 } from "../../protocol/index.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
@@ -138,4 +142,47 @@ export function buildTaskActivities(
     );
   }
   return out;
+}
+
+/** A task group's tally, as the database counts it. */
+export interface TaskGroupTally {
+  readonly taskGroupId: string;
+  readonly taskCount: number;
+  readonly completedCount: number;
+  readonly failedCount: number;
+  readonly exceptionCount: number;
+  /** When the group last resolved; undefined while it has not (or was reopened). */
+  readonly resolvedAt: Date | undefined;
+}
+
+function taskGroupInit(urls: ClusterUrls, tally: TaskGroupTally): TaskGroupObjectInit {
+  return {
+    id: urls.taskGroup(tally.taskGroupId),
+    attributedTo: urls.actor,
+    taskCount: tally.taskCount,
+    completedCount: tally.completedCount,
+    failedCount: tally.failedCount,
+    exceptionCount: tally.exceptionCount,
+    ...(tally.resolvedAt != null ? { resolved: tally.resolvedAt } : {}),
+  };
+}
+
+/** The TaskGroup document of one of this cluster's task groups, as its id dereferences to. */
+export function taskGroupDocument(urls: ClusterUrls, tally: TaskGroupTally): TaskGroupDocumentJson {
+  return buildTaskGroupObject(taskGroupInit(urls, tally));
+}
+
+/** The `TaskGroupResolved` announcing that every active task of a group has resolved. */
+export function buildTaskGroupActivity(
+  urls: ClusterUrls,
+  tally: TaskGroupTally & { readonly resolvedAt: Date },
+  activityId: string,
+): OutboxActivity {
+  return buildTaskGroupResolved({
+    id: urls.activity(activityId),
+    actor: urls.actor,
+    published: tally.resolvedAt,
+    to: [urls.followers],
+    taskGroup: { ...taskGroupInit(urls, tally), resolved: tally.resolvedAt },
+  });
 }

@@ -21,6 +21,7 @@ import { ApiError } from "./errors.ts";
 import {
   isDependencyRef,
   newTaskRow,
+  storedDefinition,
   TASK_LIMITS,
   validateTaskDefinition,
   type DefinitionProblem,
@@ -155,6 +156,11 @@ export interface TaskGroupTaskView {
   readonly reasonResolved: string | null;
   readonly resolvedAt: string | null;
   readonly updatedAt: string;
+  readonly priority: string;
+  /** Defined but not scheduled until activated. */
+  readonly inactive: boolean;
+  /** Waits (state `running`) for a person or an API call to resolve it. */
+  readonly breakpoint: boolean;
 }
 
 /** A task group with its tasks' states. */
@@ -165,6 +171,15 @@ export interface TaskGroupView {
   readonly resolved: number;
   /** Tasks by state; every state is present, zero when none. */
   readonly counts: Readonly<Record<TaskState, number>>;
+  /** Inactive tasks not yet activated; they do not hold the group open. */
+  readonly inactive: number;
+  /**
+   * When the group resolved: every task not left inactive has. Null while it has not, or
+   * after a rerun or an activation reopened it.
+   */
+  readonly resolvedAt: string | null;
+  /** How many times the group has resolved. */
+  readonly resolutions: number;
   readonly tasks: readonly TaskGroupTaskView[];
 }
 
@@ -750,6 +765,7 @@ export async function writeTaskGroup(
   const repeated = await compareWithExisting(trx, taskGroupId, check.tasks);
   if (repeated) return { taskGroupId, tasks: check.tasks.length, created: false };
 
+  await openTaskGroup(trx, taskGroupId);
   const now = new Date();
   for (const batch of chunks(check.tasks)) {
     const inserted = await trx
@@ -824,6 +840,18 @@ export async function writeTaskGroup(
 }
 
 /**
+ * Records the task group, or reopens it when it had resolved: tasks are joining it, so it
+ * resolves again once they have.
+ */
+export async function openTaskGroup(trx: Trx, taskGroupId: string): Promise<void> {
+  await trx
+    .insertInto("task_groups")
+    .values({ task_group_id: taskGroupId, resolved_at: null })
+    .onConflict((oc) => oc.column("task_group_id").doUpdateSet({ resolved_at: null }))
+    .execute();
+}
+
+/**
  * True when exactly this graph exists already. Throws a conflict when any of its tasks
  * exists differently, in another group, or when the group holds other tasks.
  */
@@ -874,7 +902,7 @@ async function compareWithExisting(
       if (row === undefined) return true;
       // As for single tasks: the deadline defaults to "24 h from now" and is not compared;
       // jsonb keeps no key order, so values are compared as the database returns them.
-      const { deadline: _a, ...before } = row.definition as TaskDefinition;
+      const { deadline: _a, ...before } = storedDefinition(row.definition);
       const { deadline: _b, ...after } = t.definition;
       return !isDeepStrictEqual(before, JSON.parse(JSON.stringify(after)));
     })
@@ -904,6 +932,9 @@ export async function readTaskGroup(
       "t.state",
       "t.resolved_at",
       "t.updated_at",
+      "t.priority",
+      "t.inactive",
+      "t.breakpoint",
       eb
         .selectFrom("runs as r")
         .select("r.reason_resolved")
@@ -916,6 +947,11 @@ export async function readTaskGroup(
     .orderBy("t.task_id")
     .execute();
   if (rows.length === 0) return undefined;
+  const group = await db
+    .selectFrom("task_groups")
+    .select(["resolved_at", "resolutions"])
+    .where("task_group_id", "=", taskGroupId)
+    .executeTakeFirst();
   const counts = Object.fromEntries(TASK_STATES.map((s) => [s, 0])) as Record<TaskState, number>;
   for (const row of rows) counts[row.state] += 1;
   const iso = (value: Date | string | null) =>
@@ -925,6 +961,9 @@ export async function readTaskGroup(
     total: rows.length,
     resolved: counts.completed + counts.failed + counts.exception,
     counts,
+    inactive: rows.filter((row) => row.inactive && row.state === "unscheduled").length,
+    resolvedAt: iso(group?.resolved_at ?? null),
+    resolutions: group?.resolutions ?? 0,
     tasks: rows.map((row) => ({
       taskId: row.task_id,
       name: row.name,
@@ -932,6 +971,9 @@ export async function readTaskGroup(
       reasonResolved: row.reason_resolved ?? null,
       resolvedAt: iso(row.resolved_at),
       updatedAt: iso(row.updated_at) ?? "",
+      priority: row.priority,
+      inactive: row.inactive,
+      breakpoint: row.breakpoint,
     })),
   };
 }

@@ -15,12 +15,29 @@ import { sql, type Kysely, type Transaction, type Updateable } from "kysely";
 import { newSlugId } from "../../protocol/index.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
-import type { DatabaseSchema, RunsTable, TasksTable } from "../store/schema.ts";
+import {
+  TASK_PRIORITIES,
+  type DatabaseSchema,
+  type RunsTable,
+  type TaskPriority,
+  type TasksTable,
+} from "../store/schema.ts";
 import { ApiError } from "./errors.ts";
-import { newTaskRow, validateTaskDefinition, type TaskDefinition } from "./task-definition.ts";
-import { buildTaskActivities } from "./task-documents.ts";
+import {
+  newTaskRow,
+  storedDefinition,
+  validateTaskDefinition,
+  type TaskDefinition,
+} from "./task-definition.ts";
+import {
+  buildTaskActivities,
+  buildTaskGroupActivity,
+  type OutboxActivity,
+  type TaskGroupTally,
+} from "./task-documents.ts";
 import {
   checkTaskGraph,
+  openTaskGroup,
   TaskGroupRaceError,
   writeTaskGroup,
   type CreateTaskGroupResult,
@@ -36,13 +53,23 @@ export type ResolvedState = "completed" | "failed" | "exception";
 
 /** Queue work caused by a committed change. */
 export interface Effects {
-  readonly dispatch: { taskId: string; runId: number }[];
+  readonly dispatch: { taskId: string; runId: number; priority: TaskPriority }[];
   readonly publish: string[];
   readonly dereference: string[];
+  /** Task groups whose resolution was announced (for the `task-group-resolved` event). */
+  readonly groupsResolved: string[];
+  /** Tasks resolved in the transaction; their groups are checked just before it commits. */
+  readonly resolved: string[];
 }
 
-function emptyEffects(): Effects {
-  return { dispatch: [], publish: [], dereference: [] };
+/** Effects of a transaction that caused no queue work. */
+export function emptyEffects(): Effects {
+  return { dispatch: [], publish: [], dereference: [], groupsResolved: [], resolved: [] };
+}
+
+/** The queue priority of a task priority: `highest` is handed out first. */
+export function jobPriority(priority: TaskPriority): number {
+  return TASK_PRIORITIES.indexOf(priority) + 1;
 }
 
 /** Queue names used by the cluster. */
@@ -113,6 +140,8 @@ export interface TaskServiceOptions {
   readonly urls: ClusterUrls;
   /** Artifacts are kept this long after their task's creation. @defaultValue 1 year */
   readonly artifactTtlMs?: number;
+  /** Told after commit that a task group resolved (every active task of it has). */
+  readonly onTaskGroupResolved?: (taskGroupId: string) => void;
 }
 
 /** The task state machine of one cluster. */
@@ -126,8 +155,13 @@ export function createTaskService(options: TaskServiceOptions) {
   const artifactTtlMs = options.artifactTtlMs ?? 365 * 24 * 3600_000;
 
   async function runEffects(effects: Effects): Promise<void> {
-    for (const { taskId, runId } of effects.dispatch) {
-      await jobs.enqueue(QUEUES.tasks, `${taskId}/${runId}`, { taskId, runId });
+    for (const { taskId, runId, priority } of effects.dispatch) {
+      await jobs.enqueue(
+        QUEUES.tasks,
+        `${taskId}/${runId}`,
+        { taskId, runId },
+        { priority: jobPriority(priority) },
+      );
     }
     for (const activityId of effects.publish) {
       await jobs.enqueue(QUEUES.publish, activityId, { activityId });
@@ -135,13 +169,146 @@ export function createTaskService(options: TaskServiceOptions) {
     for (const url of effects.dereference) {
       await jobs.enqueue(QUEUES.dereference, url, { url });
     }
+    for (const taskGroupId of effects.groupsResolved) options.onTaskGroupResolved?.(taskGroupId);
   }
 
   async function inTransaction<T>(fn: (trx: Trx, effects: Effects) => Promise<T>): Promise<T> {
     const effects = emptyEffects();
-    const result = await db.transaction().execute((trx) => fn(trx, effects));
+    const result = await db.transaction().execute(async (trx) => {
+      const value = await fn(trx, effects);
+      await settleGroups(trx, effects);
+      return value;
+    });
     await runEffects(effects);
     return result;
+  }
+
+  /** Writes activities to the outbox, to be handed to delivery after commit. */
+  async function writeOutbox(
+    trx: Trx,
+    effects: Effects,
+    activities: readonly OutboxActivity[],
+    published: Date,
+  ): Promise<void> {
+    for (const chunk of chunks(activities)) {
+      await trx
+        .insertInto("outbox")
+        .values(
+          chunk.map((activity) => ({
+            activity_id: activity.id,
+            types: JSON.stringify(activity.type),
+            activity: JSON.stringify(activity),
+            published_at: published,
+            fanned_out_at: null,
+          })),
+        )
+        .execute();
+      effects.publish.push(...chunk.map((a) => a.id));
+    }
+  }
+
+  /** Reopens resolved groups: one of their tasks runs again (rerun, activation). */
+  async function reopenGroups(trx: Trx, taskGroupIds: readonly string[]): Promise<void> {
+    for (const ids of chunks(taskGroupIds)) {
+      await trx
+        .updateTable("task_groups")
+        .set({ resolved_at: null })
+        .where("task_group_id", "in", ids)
+        .where("resolved_at", "is not", null)
+        .execute();
+    }
+  }
+
+  /** Counts the tasks of each group by state. */
+  async function tallyGroups(
+    q: Db | Trx,
+    taskGroupIds: readonly string[],
+  ): Promise<Map<string, Omit<TaskGroupTally, "resolvedAt">>> {
+    const tallies = new Map<string, Omit<TaskGroupTally, "resolvedAt">>();
+    for (const ids of chunks(taskGroupIds)) {
+      const rows = await q
+        .selectFrom("tasks")
+        .select(["task_group_id", "state", sql<number>`count(*)::int`.as("n")])
+        .where("task_group_id", "in", ids)
+        .groupBy(["task_group_id", "state"])
+        .execute();
+      for (const id of ids) {
+        const of = (state: TaskState) =>
+          Number(rows.find((r) => r.task_group_id === id && r.state === state)?.n ?? 0);
+        const taskCount = rows
+          .filter((r) => r.task_group_id === id)
+          .reduce((sum, r) => sum + Number(r.n), 0);
+        if (taskCount === 0) continue;
+        tallies.set(id, {
+          taskGroupId: id,
+          taskCount,
+          completedCount: of("completed"),
+          failedCount: of("failed"),
+          exceptionCount: of("exception"),
+        });
+      }
+    }
+    return tallies;
+  }
+
+  /**
+   * Announces the groups of the tasks resolved in this transaction that now have no active
+   * task left unresolved. Each group's row is locked first, so two transactions resolving
+   * a group's last two tasks at once see each other: the second to lock it sees the first's
+   * commit, and exactly one of them announces the group.
+   */
+  async function settleGroups(trx: Trx, effects: Effects): Promise<void> {
+    const taskIds = [...new Set(effects.resolved.splice(0))];
+    if (taskIds.length === 0) return;
+    const groups = new Set<string>();
+    for (const ids of chunks(taskIds)) {
+      const rows = await trx
+        .selectFrom("tasks")
+        .select("task_group_id")
+        .distinct()
+        .where("task_id", "in", ids)
+        .execute();
+      for (const row of rows) groups.add(row.task_group_id);
+    }
+    for (const ids of chunks([...groups].sort())) {
+      const open = await trx
+        .selectFrom("task_groups")
+        .select("task_group_id")
+        .where("task_group_id", "in", ids)
+        .where("resolved_at", "is", null)
+        .orderBy("task_group_id")
+        .forUpdate()
+        .execute();
+      if (open.length === 0) continue;
+      const openIds = open.map((o) => o.task_group_id);
+      const busy = await trx
+        .selectFrom("tasks")
+        .select("task_group_id")
+        .distinct()
+        .where("task_group_id", "in", openIds)
+        .where((eb) =>
+          eb.or([
+            eb("state", "in", ["pending", "running"]),
+            eb.and([eb("state", "=", "unscheduled"), eb("inactive", "=", false)]),
+          ]),
+        )
+        .execute();
+      const busyIds = new Set(busy.map((b) => b.task_group_id));
+      const done = openIds.filter((id) => !busyIds.has(id));
+      if (done.length === 0) continue;
+      const now = new Date();
+      await trx
+        .updateTable("task_groups")
+        .set((eb) => ({ resolved_at: now, resolutions: eb("resolutions", "+", 1) }))
+        .where("task_group_id", "in", done)
+        .execute();
+      const tallies = await tallyGroups(trx, done);
+      const activities = [...tallies.values()].map((tally) =>
+        buildTaskGroupActivity(urls, { ...tally, resolvedAt: now }, randomUUID()),
+      );
+      await writeOutbox(trx, effects, activities, now);
+      effects.groupsResolved.push(...done);
+    }
   }
 
   // The cascade below is set-based: a resolution that unblocks (or dooms) thousands of
@@ -156,7 +323,10 @@ export function createTaskService(options: TaskServiceOptions) {
     return out;
   }
 
-  /** Makes a new pending run for each task and moves the tasks to `pending`. */
+  /**
+   * Makes a new run for each task: a pending run, dispatched to workers by the task's
+   * priority, or for a breakpoint task a running run that waits for a person.
+   */
   async function scheduleRuns(
     trx: Trx,
     effects: Effects,
@@ -165,35 +335,53 @@ export function createTaskService(options: TaskServiceOptions) {
   ): Promise<void> {
     const now = new Date();
     for (const chunk of chunks(runs)) {
-      await trx
-        .insertInto("runs")
-        .values(
-          chunk.map(({ taskId, runId }) => ({
-            task_id: taskId,
-            run_id: runId,
-            state: "pending" as const,
-            reason_created: reason,
-            reason_resolved: null,
-            worker_id: null,
-            taken_until: null,
-            scheduled_at: now,
-            started_at: null,
-            resolved_at: null,
-            exit_code: null,
-            log: null,
-          })),
-        )
-        .execute();
-      await trx
-        .updateTable("tasks")
-        .set({ state: "pending", updated_at: now })
+      const kinds = await trx
+        .selectFrom("tasks")
+        .select(["task_id", "priority", "breakpoint", "task_group_id"])
         .where(
           "task_id",
           "in",
           chunk.map((r) => r.taskId),
         )
         .execute();
-      effects.dispatch.push(...chunk);
+      const kind = new Map(kinds.map((k) => [k.task_id, k]));
+      const waiting = (taskId: string) => kind.get(taskId)?.breakpoint === true;
+      await trx
+        .insertInto("runs")
+        .values(
+          chunk.map(({ taskId, runId }) => ({
+            task_id: taskId,
+            run_id: runId,
+            state: waiting(taskId) ? ("running" as const) : ("pending" as const),
+            reason_created: reason,
+            reason_resolved: null,
+            worker_id: null,
+            taken_until: null,
+            scheduled_at: now,
+            started_at: waiting(taskId) ? now : null,
+            resolved_at: null,
+            exit_code: null,
+            log: null,
+          })),
+        )
+        .execute();
+      for (const state of ["pending", "running"] as const) {
+        const ids = chunk
+          .map((r) => r.taskId)
+          .filter((id) => waiting(id) === (state === "running"));
+        if (ids.length === 0) continue;
+        await trx
+          .updateTable("tasks")
+          .set({ state, updated_at: now })
+          .where("task_id", "in", ids)
+          .execute();
+      }
+      for (const run of chunk) {
+        if (!waiting(run.taskId)) {
+          effects.dispatch.push({ ...run, priority: kind.get(run.taskId)?.priority ?? "lowest" });
+        }
+      }
+      await reopenGroups(trx, [...new Set(kinds.map((k) => k.task_group_id))]);
     }
   }
 
@@ -245,21 +433,7 @@ export function createTaskService(options: TaskServiceOptions) {
           newActivityId: () => randomUUID(),
         }),
       );
-      for (const chunk of chunks(rows)) {
-        await trx
-          .insertInto("outbox")
-          .values(
-            chunk.map((activity) => ({
-              activity_id: activity.id,
-              types: JSON.stringify(activity.type),
-              activity: JSON.stringify(activity),
-              published_at: published,
-              fanned_out_at: null,
-            })),
-          )
-          .execute();
-        effects.publish.push(...chunk.map((a) => a.id));
-      }
+      await writeOutbox(trx, effects, rows, published);
     }
   }
 
@@ -373,6 +547,7 @@ export function createTaskService(options: TaskServiceOptions) {
     taskIds: readonly string[],
     state: ResolvedState,
   ): Promise<void> {
+    effects.resolved.push(...taskIds);
     await publishResolutions(trx, effects, taskIds);
     await resolveDependencies(trx, effects, taskIds, state);
   }
@@ -497,11 +672,39 @@ export function createTaskService(options: TaskServiceOptions) {
     return run != null;
   }
 
+  /**
+   * Resolves a running task as `exception` whoever holds it (a worker, or a person for a
+   * breakpoint task). A worker notices at its next claim renewal and stops the process.
+   */
+  async function resolveRunningTask(
+    trx: Trx,
+    effects: Effects,
+    taskId: string,
+    reason: string,
+  ): Promise<void> {
+    const now = new Date();
+    await trx
+      .updateTable("runs")
+      .set({ state: "exception", reason_resolved: reason, resolved_at: now, taken_until: null })
+      .where("task_id", "=", taskId)
+      .where("state", "=", "running")
+      .execute();
+    await trx
+      .updateTable("tasks")
+      .set({ state: "exception", resolved_at: now, updated_at: now })
+      .where("task_id", "=", taskId)
+      .execute();
+    await afterResolution(trx, effects, taskId, "exception");
+  }
+
   /** Locks a task's row for the transaction; throws `ResourceNotFound` when there is none. */
-  async function lockTaskOrThrow(trx: Trx, taskId: string): Promise<{ state: TaskState }> {
+  async function lockTaskOrThrow(
+    trx: Trx,
+    taskId: string,
+  ): Promise<{ state: TaskState; breakpoint: boolean }> {
     const task = await trx
       .selectFrom("tasks")
-      .select("state")
+      .select(["state", "breakpoint"])
       .where("task_id", "=", taskId)
       .forUpdate()
       .executeTakeFirst();
@@ -562,7 +765,7 @@ export function createTaskService(options: TaskServiceOptions) {
             .where("task_id", "=", def.taskId)
             .executeTakeFirst();
           if (existing == null) return undefined;
-          const { deadline: _a, ...oldRest } = existing.definition as TaskDefinition;
+          const { deadline: _a, ...oldRest } = storedDefinition(existing.definition);
           const { deadline: _b, ...newRest } = def;
           // jsonb does not keep key order: compare values, as the database stores them.
           if (isDeepStrictEqual(oldRest, JSON.parse(JSON.stringify(newRest)))) {
@@ -603,6 +806,7 @@ export function createTaskService(options: TaskServiceOptions) {
             );
           }
         }
+        await openTaskGroup(trx, def.taskGroupId);
         const now = new Date();
         const inserted = await trx
           .insertInto("tasks")
@@ -716,7 +920,7 @@ export function createTaskService(options: TaskServiceOptions) {
           .where("task_id", "=", taskId)
           .returning("definition")
           .executeTakeFirstOrThrow();
-        return { taskId, runId, definition: task.definition as TaskDefinition, takenUntil };
+        return { taskId, runId, definition: storedDefinition(task.definition), takenUntil };
       });
     },
 
@@ -750,24 +954,7 @@ export function createTaskService(options: TaskServiceOptions) {
         const task = await lockTaskOrThrow(trx, taskId);
         if (RESOLVED.includes(task.state)) return { state: task.state, changed: false };
         if (task.state === "running") {
-          const now = new Date();
-          await trx
-            .updateTable("runs")
-            .set({
-              state: "exception",
-              reason_resolved: "canceled",
-              resolved_at: now,
-              taken_until: null,
-            })
-            .where("task_id", "=", taskId)
-            .where("state", "=", "running")
-            .execute();
-          await trx
-            .updateTable("tasks")
-            .set({ state: "exception", resolved_at: now, updated_at: now })
-            .where("task_id", "=", taskId)
-            .execute();
-          await afterResolution(trx, effects, taskId, "exception");
+          await resolveRunningTask(trx, effects, taskId, "canceled");
         } else {
           await resolveWithoutRun(trx, effects, taskId, "canceled");
         }
@@ -789,7 +976,7 @@ export function createTaskService(options: TaskServiceOptions) {
           .where("task_id", "=", taskId)
           .where("inactive", "=", true)
           .where("state", "=", "unscheduled")
-          .returning("task_id")
+          .returning(["task_id", "task_group_id"])
           .executeTakeFirst();
         if (updated == null) {
           if (RESOLVED.includes(task.state)) {
@@ -800,10 +987,77 @@ export function createTaskService(options: TaskServiceOptions) {
           }
           return { state: task.state, changed: false };
         }
+        // The group waits for this task now, even if it resolves at once.
+        await reopenGroups(trx, [updated.task_group_id]);
         await evaluate(trx, effects, taskId);
         const after = await lockTaskOrThrow(trx, taskId);
         return { state: after.state, changed: true };
       });
+    },
+
+    /**
+     * Resolves a breakpoint task that is waiting (state `running`) as `completed` or
+     * `failed`, on behalf of a person or a program; its dependents follow as for any task.
+     * @throws {ApiError} `ResourceNotFound`; `RequestConflict` when the task is not a
+     *   breakpoint task or is not waiting (not yet scheduled, or already resolved).
+     */
+    async resolveBreakpoint(
+      taskId: string,
+      resolution: { state: "completed" | "failed"; note?: string | undefined },
+    ): Promise<{ state: TaskState; runId: number }> {
+      return await inTransaction(async (trx, effects) => {
+        const task = await lockTaskOrThrow(trx, taskId);
+        if (!task.breakpoint) {
+          throw new ApiError(
+            "RequestConflict",
+            `Task ${taskId} is not a breakpoint task; a worker resolves it (cancel it to stop it).`,
+          );
+        }
+        if (task.state !== "running") {
+          throw new ApiError(
+            "RequestConflict",
+            RESOLVED.includes(task.state)
+              ? `Breakpoint task ${taskId} has already resolved ${task.state}; rerun it to wait again.`
+              : `Breakpoint task ${taskId} is ${task.state}: it waits for its dependencies and cannot be resolved yet.`,
+          );
+        }
+        const now = new Date();
+        const run = await trx
+          .updateTable("runs")
+          .set({
+            state: resolution.state,
+            reason_resolved: resolution.state,
+            resolved_at: now,
+            log: resolution.note == null ? null : `${resolution.note}\n`,
+          })
+          .where("task_id", "=", taskId)
+          .where("state", "=", "running")
+          .returning("run_id")
+          .executeTakeFirstOrThrow();
+        await trx
+          .updateTable("tasks")
+          .set({ state: resolution.state, resolved_at: now, updated_at: now })
+          .where("task_id", "=", taskId)
+          .execute();
+        await afterResolution(trx, effects, taskId, resolution.state);
+        return { state: resolution.state, runId: run.run_id };
+      });
+    },
+
+    /** A task group's tally and resolution; undefined when no such group exists. */
+    async getTaskGroupTally(taskGroupId: string): Promise<TaskGroupTally | undefined> {
+      const group = await db
+        .selectFrom("task_groups")
+        .select(["resolved_at"])
+        .where("task_group_id", "=", taskGroupId)
+        .executeTakeFirst();
+      if (group == null) return undefined;
+      const tally = (await tallyGroups(db, [taskGroupId])).get(taskGroupId);
+      if (tally == null) return undefined;
+      return {
+        ...tally,
+        resolvedAt: group.resolved_at == null ? undefined : new Date(group.resolved_at),
+      };
     },
 
     /**
@@ -949,10 +1203,14 @@ export function createTaskService(options: TaskServiceOptions) {
       if (trx != null) {
         const effects = emptyEffects();
         await apply(trx, effects);
+        await settleGroups(trx, effects);
         return effects;
       }
       const effects = emptyEffects();
-      await db.transaction().execute((t) => apply(t, effects));
+      await db.transaction().execute(async (t) => {
+        await apply(t, effects);
+        await settleGroups(t, effects);
+      });
       await runEffects(effects);
       return emptyEffects();
     },
@@ -989,19 +1247,28 @@ export function createTaskService(options: TaskServiceOptions) {
       return expired.length;
     },
 
-    /** Resolves as `exception` every unscheduled or pending task whose deadline has passed. */
+    /**
+     * Resolves as `exception` (`deadline-exceeded`) every unresolved task whose deadline has
+     * passed, as Taskcluster does: waiting, pending, running on a worker (which stops it at
+     * its next claim renewal) or waiting at a breakpoint.
+     */
     async resolveDeadlines(): Promise<number> {
       const due = await db
         .selectFrom("tasks")
         .select("task_id")
-        .where("state", "in", ["unscheduled", "pending"])
+        .where("state", "in", ["unscheduled", "pending", "running"])
         .where("deadline", "<", new Date())
         .limit(100)
         .execute();
       for (const t of due) {
-        await inTransaction((trx, effects) =>
-          resolveWithoutRun(trx, effects, t.task_id, "deadline-exceeded"),
-        );
+        await inTransaction(async (trx, effects) => {
+          const task = await lockTaskOrThrow(trx, t.task_id);
+          if (task.state === "running") {
+            await resolveRunningTask(trx, effects, t.task_id, "deadline-exceeded");
+          } else if (!RESOLVED.includes(task.state)) {
+            await resolveWithoutRun(trx, effects, t.task_id, "deadline-exceeded");
+          }
+        });
       }
       return due.length;
     },
@@ -1015,10 +1282,13 @@ export function createTaskService(options: TaskServiceOptions) {
       const effects = emptyEffects();
       const runs = await db
         .selectFrom("runs")
-        .select(["task_id", "run_id"])
-        .where("state", "=", "pending")
+        .innerJoin("tasks", "tasks.task_id", "runs.task_id")
+        .select(["runs.task_id", "runs.run_id", "tasks.priority"])
+        .where("runs.state", "=", "pending")
         .execute();
-      for (const r of runs) effects.dispatch.push({ taskId: r.task_id, runId: r.run_id });
+      for (const r of runs) {
+        effects.dispatch.push({ taskId: r.task_id, runId: r.run_id, priority: r.priority });
+      }
       const outbox = await db
         .selectFrom("outbox")
         .select("activity_id")

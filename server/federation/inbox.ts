@@ -16,11 +16,12 @@ import {
   type ArtifactObject,
   type TaskObject,
 } from "../../protocol/index.ts";
-import type {
-  Effects,
-  RemoteArtifactReport,
-  RemoteTaskReport,
-  TaskService,
+import {
+  emptyEffects,
+  type Effects,
+  type RemoteArtifactReport,
+  type RemoteTaskReport,
+  type TaskService,
 } from "../domain/task-service.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 
@@ -142,8 +143,10 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
       if (inserted == null) return undefined;
       if (value.kind === "ArtifactPublished") {
         await tasks.applyRemoteArtifact(artifactReport(value.actor, value.artifact), trx);
-        return { dispatch: [], publish: [], dereference: [] };
+        return emptyEffects();
       }
+      // Recorded as processed; no local task waits on a remote group (subgraphs will).
+      if (value.kind === "TaskGroupResolved") return emptyEffects();
       return await tasks.applyRemoteTask(taskReport(value.actor, value.task, "activity"), trx);
     });
     if (effects == null) {

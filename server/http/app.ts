@@ -12,7 +12,7 @@ import express, {
 import { getLogger } from "@logtape/logtape";
 import type { Kysely } from "kysely";
 import { ApiError } from "../domain/errors.ts";
-import { artifactDocument, taskDocument } from "../domain/task-documents.ts";
+import { artifactDocument, taskDocument, taskGroupDocument } from "../domain/task-documents.ts";
 import type { TaskService, TaskState } from "../domain/task-service.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { ClusterFederation } from "../federation/federation.ts";
@@ -124,6 +124,14 @@ export function createApp(options: AppOptions): express.Express {
           artifacts: found.artifacts,
         }),
       );
+    }),
+  );
+  app.get(
+    `/clusters/${name}/task-groups/:taskGroupId`,
+    route(async (req, res) => {
+      const tally = await tasks.getTaskGroupTally(param(req, "taskGroupId"));
+      if (tally == null) throw new ApiError("ResourceNotFound", "No such task group.");
+      sendActivityJson(res, taskGroupDocument(urls, tally));
     }),
   );
   app.get(
@@ -281,6 +289,36 @@ export function createApp(options: AppOptions): express.Express {
     route(async (req, res) => {
       const taskId = param(req, "taskId");
       res.json({ taskId, ...(await tasks.activateTask(taskId)) });
+    }),
+  );
+  api.post(
+    "/tasks/:taskId/resolve",
+    route(async (req, res) => {
+      const taskId = param(req, "taskId");
+      const body: unknown = req.body;
+      const { state, note } = (typeof body === "object" && body !== null ? body : {}) as {
+        state?: unknown;
+        note?: unknown;
+      };
+      const problems = [];
+      if (state !== "completed" && state !== "failed") {
+        problems.push({ field: "state", message: 'Must be "completed" or "failed".' });
+      }
+      if (note !== undefined && (typeof note !== "string" || note.length > 4096)) {
+        problems.push({ field: "note", message: "Must be a string of at most 4096 characters." });
+      }
+      if (problems.length > 0 || (state !== "completed" && state !== "failed")) {
+        throw new ApiError(
+          "InputError",
+          'Send {"state": "completed" | "failed", "note"?: "…"} to resolve a breakpoint task.',
+          { problems },
+        );
+      }
+      const result = await tasks.resolveBreakpoint(taskId, {
+        state,
+        note: typeof note === "string" ? note : undefined,
+      });
+      res.json({ taskId, ...result });
     }),
   );
   api.post(

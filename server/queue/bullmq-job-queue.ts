@@ -29,9 +29,8 @@ import type {
   JsonValue,
   ProcessOptions,
 } from "./job-queue.ts";
-import { JobQueueClosedError } from "./job-queue.ts";
+import { checkEnqueueOptions, JobQueueClosedError } from "./job-queue.ts";
 
-const DEFAULT_ATTEMPTS = 5;
 
 /** Options for {@link createBullMqJobQueue}. Give exactly one of `url` and `connection`. */
 export interface BullMqJobQueueOptions {
@@ -141,19 +140,13 @@ export function createBullMqJobQueue(options: BullMqJobQueueOptions): JobQueue {
   return {
     kind: "bullmq",
     async enqueue(name, jobId, data, enqueueOptions: EnqueueOptions = {}) {
-      const delayMs = enqueueOptions.delayMs ?? 0;
-      const attempts = enqueueOptions.attempts ?? DEFAULT_ATTEMPTS;
-      if (!Number.isFinite(delayMs) || delayMs < 0) {
-        throw new RangeError(`delayMs must be a finite number ≥ 0, got ${delayMs}.`);
-      }
-      if (!Number.isInteger(attempts) || attempts < 1) {
-        throw new RangeError(`attempts must be an integer ≥ 1, got ${attempts}.`);
-      }
+      const { delayMs, attempts, priority } = checkEnqueueOptions(enqueueOptions);
       const envelope: Envelope = { id: jobId, data };
       const adding = queueFor(name).add(name, envelope, {
         jobId: bullMqJobId(jobId),
         delay: Math.round(delayMs),
         attempts,
+        ...(priority > 0 ? { priority } : {}),
         backoff: { type: "exponential", delay: backoffMs, jitter: 0.5 },
         removeOnComplete: true,
         removeOnFail: true,

@@ -27,9 +27,8 @@ import type {
   JsonValue,
   ProcessOptions,
 } from "./job-queue.ts";
-import { JobQueueClosedError } from "./job-queue.ts";
+import { checkEnqueueOptions, DEFAULT_JOB_ATTEMPTS, JobQueueClosedError } from "./job-queue.ts";
 
-const DEFAULT_ATTEMPTS = 5;
 
 /**
  * Delays after an in-transaction enqueue at which consumers in this process look again:
@@ -137,18 +136,6 @@ function millisecondsFromNow(ms: number) {
   return sql<Date>`now() + (${ms}::float8 * interval '1 millisecond')`;
 }
 
-function checkEnqueueOptions(options: EnqueueOptions): { delayMs: number; attempts: number } {
-  const delayMs = options.delayMs ?? 0;
-  const attempts = options.attempts ?? DEFAULT_ATTEMPTS;
-  if (!Number.isFinite(delayMs) || delayMs < 0) {
-    throw new RangeError(`delayMs must be a finite number ≥ 0, got ${delayMs}.`);
-  }
-  if (!Number.isInteger(attempts) || attempts < 1) {
-    throw new RangeError(`attempts must be an integer ≥ 1, got ${attempts}.`);
-  }
-  return { delayMs, attempts };
-}
-
 async function insertJob(
   db: Kysely<DatabaseSchema>,
   queue: string,
@@ -156,7 +143,7 @@ async function insertJob(
   data: JsonValue,
   options: EnqueueOptions,
 ): Promise<number> {
-  const { delayMs, attempts } = checkEnqueueOptions(options);
+  const { delayMs, attempts, priority } = checkEnqueueOptions(options);
   const stored: StoredJob = { data, maxAttempts: attempts };
   await db
     .insertInto("jobs")
@@ -165,6 +152,7 @@ async function insertJob(
       job_id: jobId,
       data: JSON.stringify(stored),
       run_at: millisecondsFromNow(delayMs),
+      priority,
     })
     .onConflict((oc) => oc.columns(["queue", "job_id"]).doNothing())
     .execute();
@@ -275,7 +263,7 @@ function readStored(data: unknown): StoredJob {
   if (data != null && typeof data === "object" && "maxAttempts" in data && "data" in data) {
     return data as StoredJob;
   }
-  return { data: (data ?? null) as JsonValue, maxAttempts: DEFAULT_ATTEMPTS };
+  return { data: (data ?? null) as JsonValue, maxAttempts: DEFAULT_JOB_ATTEMPTS };
 }
 
 class EmbeddedConsumer implements JobConsumer {
@@ -401,6 +389,7 @@ class EmbeddedConsumer implements JobConsumer {
           .where((w) =>
             w.or([w("locked_until", "is", null), w("locked_until", "<=", sql<Date>`now()`)]),
           )
+          .orderBy("priority")
           .orderBy("run_at")
           .limit(limit)
           .forUpdate()

@@ -28,6 +28,42 @@ export interface EnqueueOptions {
   readonly delayMs?: number | undefined;
   /** Tries before the job is dropped (and reported through `onFailed`). @defaultValue 5 */
   readonly attempts?: number | undefined;
+  /**
+   * Order among due jobs of the queue: 0 (the default) first, then 1, 2, … up to
+   * {@link MAX_JOB_PRIORITY}; equal priorities in the order they became due. This is
+   * BullMQ's convention, where a job without a priority goes before prioritized ones.
+   */
+  readonly priority?: number | undefined;
+}
+
+/** The largest {@link EnqueueOptions.priority} (BullMQ's limit). */
+export const MAX_JOB_PRIORITY = 2_097_152;
+
+/** Tries of a job when {@link EnqueueOptions.attempts} is not given. */
+export const DEFAULT_JOB_ATTEMPTS = 5;
+
+/**
+ * {@link EnqueueOptions} with defaults filled in.
+ * @throws {RangeError} when an option is out of range; the job is then not added.
+ */
+export function checkEnqueueOptions(options: EnqueueOptions): {
+  delayMs: number;
+  attempts: number;
+  priority: number;
+} {
+  const delayMs = options.delayMs ?? 0;
+  const attempts = options.attempts ?? DEFAULT_JOB_ATTEMPTS;
+  const priority = options.priority ?? 0;
+  if (!Number.isFinite(delayMs) || delayMs < 0) {
+    throw new RangeError(`delayMs must be a finite number ≥ 0, got ${delayMs}.`);
+  }
+  if (!Number.isInteger(attempts) || attempts < 1) {
+    throw new RangeError(`attempts must be an integer ≥ 1, got ${attempts}.`);
+  }
+  if (!Number.isInteger(priority) || priority < 0 || priority > MAX_JOB_PRIORITY) {
+    throw new RangeError(`priority must be an integer from 0 to ${MAX_JOB_PRIORITY}, got ${priority}.`);
+  }
+  return { delayMs, attempts, priority };
 }
 
 /** Options for {@link JobQueue.process}. */

@@ -8,10 +8,12 @@ import type { DatabaseSchema } from "./schema.ts";
 import { Migrator, type Migration, type MigrationResultSet } from "kysely/migration";
 import * as m0001 from "./migrations/0001-initial.ts";
 import * as m0002 from "./migrations/0002-inactive-tasks.ts";
+import * as m0003 from "./migrations/0003-priorities-breakpoints-groups.ts";
 
 const MIGRATIONS: Record<string, Migration> = {
   "0001-initial": m0001,
   "0002-inactive-tasks": m0002,
+  "0003-priorities-breakpoints-groups": m0003,
 };
 
 /** Thrown when a migration fails; the database is left at the last migration that passed. */

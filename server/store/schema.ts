@@ -35,6 +35,8 @@ export interface JobsTable {
   attempts: Generated<number>;
   locked_until: Timestamp | null;
   created_at: CreatedAt;
+  /** Order among due jobs: 0 first, then 1, 2, … (BullMQ's convention). */
+  priority: Generated<number>;
 }
 
 export interface FollowersTable {
@@ -73,6 +75,33 @@ export interface TasksTable {
   updated_at: Timestamp;
   /** Not scheduled until activated (backfill); see migration 0002. */
   inactive: Generated<boolean>;
+  /** One of {@link TASK_PRIORITIES}; see migration 0003. */
+  priority: Generated<TaskPriority>;
+  /** Waits for a person or an API call instead of a worker; see migration 0003. */
+  breakpoint: Generated<boolean>;
+}
+
+/** Taskcluster's priority levels, highest first. */
+export const TASK_PRIORITIES = [
+  "highest",
+  "very-high",
+  "high",
+  "medium",
+  "low",
+  "very-low",
+  "lowest",
+] as const;
+
+/** A task's priority. */
+export type TaskPriority = (typeof TASK_PRIORITIES)[number];
+
+export interface TaskGroupsTable {
+  task_group_id: string;
+  created_at: CreatedAt;
+  /** Set when every active task of the group has resolved; cleared when one runs again. */
+  resolved_at: Timestamp | null;
+  /** How many times the group has resolved (a rerun or an activation reopens it). */
+  resolutions: Generated<number>;
 }
 
 export interface TaskDependenciesTable {
@@ -167,6 +196,7 @@ export interface DatabaseSchema {
   followers: FollowersTable;
   following: FollowingTable;
   tasks: TasksTable;
+  task_groups: TaskGroupsTable;
   task_dependencies: TaskDependenciesTable;
   task_inputs: TaskInputsTable;
   runs: RunsTable;

@@ -266,6 +266,17 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
         return;
       }
       const { payload } = claim.definition;
+      if (payload == null) {
+        // Breakpoint tasks are never dispatched; a job for one has nothing to run.
+        await tasks.resolveRun(taskId, runId, workerId, {
+          state: "exception",
+          reason: "malformed-payload",
+          exitCode: null,
+          log: "[taskweb] this task has no command to run (it is a breakpoint task).\n",
+          artifacts: [],
+        });
+        return;
+      }
       const live = createLiveLog(db, taskId, runId, workerId);
       const result = await runCommand({
         command: payload.command,

@@ -6,6 +6,7 @@
 import { describe, expect, it } from "vitest";
 import {
   TASK_LIMITS,
+  TASK_PRIORITIES,
   validateTaskDefinition,
   type DefinitionResult,
 } from "../../server/domain/task-definition.ts";
@@ -52,6 +53,8 @@ describe("validateTaskDefinition", () => {
       deadline: new Date(NOW.getTime() + TASK_LIMITS.defaultDeadlineMs).toISOString(),
       retries: TASK_LIMITS.defaultRetries,
       inactive: false,
+      priority: "lowest",
+      breakpoint: false,
     });
   });
 
@@ -164,7 +167,35 @@ describe("validateTaskDefinition", () => {
   });
 
   it("refuses an unknown top-level field under its own name", () => {
-    expect(problemFields(validate(base({ priority: "high" })))).toEqual(["priority"]);
+    expect(problemFields(validate(base({ schedulerId: "x" })))).toEqual(["schedulerId"]);
+  });
+
+  it("takes Taskcluster's seven priorities, lowest by default, and refuses others", () => {
+    for (const priority of TASK_PRIORITIES) {
+      expect(valueOf(validate(base({ priority }))).priority).toBe(priority);
+    }
+    expect(valueOf(validate(base())).priority).toBe("lowest");
+    for (const priority of ["normal", "HIGH", 1, false]) {
+      expect(problemFields(validate(base({ priority })))).toEqual(["priority"]);
+    }
+  });
+
+  it("takes a breakpoint task without a payload, and refuses one with a payload or inputs", () => {
+    const value = valueOf(validate({ taskId: "gate", breakpoint: true, dependencies: ["a"] }));
+    expect(value).toMatchObject({ breakpoint: true, payload: null, dependencies: ["a"] });
+    expect(problemFields(validate(base({ breakpoint: true })))).toEqual(["payload"]);
+    expect(
+      problemFields(
+        validate({
+          taskId: "gate",
+          breakpoint: true,
+          inputs: [{ task: "a", artifact: "public/x" }],
+        }),
+      ),
+    ).toEqual(["inputs[0]"]);
+    expect(problemFields(validate(base({ breakpoint: "yes" })))).toEqual(["breakpoint"]);
+    // Without breakpoint, a payload is still required.
+    expect(problemFields(validate({ taskId: "t" }))).toEqual(["payload"]);
   });
 
   it("refuses an inactive flag that is not a boolean", () => {

@@ -124,6 +124,8 @@ describe("task graph format", () => {
       deadline: true,
       retries: true,
       inactive: true,
+      priority: true,
+      breakpoint: true,
     } satisfies Record<keyof TaskGraphTaskDocument, true>;
     expect(Object.keys(defs.task.properties).sort()).toEqual(Object.keys(typeFields).sort());
     // validateTaskDefinition names every field it knows when it meets an unknown one.

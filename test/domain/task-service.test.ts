@@ -134,23 +134,30 @@ describeEachBackend("task service", (backend) => {
     return row?.seq == null ? 0 : Number(row.seq);
   }
 
-  /** Outbox rows written after `seq`, oldest first, each parsed with the protocol library. */
-  async function outboxAfter(seq: number) {
+  /**
+   * Outbox rows written after `seq`, oldest first, each parsed with the protocol library;
+   * `TaskGroupResolved` rows only when `groups` is true.
+   */
+  async function outboxAfter(seq: number, groups = false) {
     const rows = await db()
       .selectFrom("outbox")
       .select(["seq", "activity_id", "activity", "fanned_out_at"])
       .where(sql<boolean>`seq > ${seq}`)
       .orderBy("seq")
       .execute();
-    return rows.map((row) => {
-      const parsed = parseActivity(row.activity);
-      if (!parsed.ok) throw new Error(`outbox row does not parse: ${JSON.stringify(parsed)}`);
-      return { row, activity: parsed.value };
-    });
+    return rows
+      .map((row) => {
+        const parsed = parseActivity(row.activity);
+        if (!parsed.ok) throw new Error(`outbox row does not parse: ${JSON.stringify(parsed)}`);
+        return { row, activity: parsed.value };
+      })
+      .filter(({ activity }) => groups || activity.kind !== "TaskGroupResolved");
   }
 
   function taskOf(activity: TaskwebActivity) {
-    if (activity.kind === "ArtifactPublished") throw new Error("not a task activity");
+    if (activity.kind === "ArtifactPublished" || activity.kind === "TaskGroupResolved") {
+      throw new Error("not a task activity");
+    }
     return activity.task;
   }
 
@@ -168,6 +175,8 @@ describeEachBackend("task service", (backend) => {
         queue: QUEUES.tasks,
         jobId: `${taskId}/0`,
         data: { taskId, runId: 0 },
+        // The default priority, lowest, is the queue's 7th level.
+        options: { priority: 7 },
       });
     });
 
@@ -337,13 +346,31 @@ describeEachBackend("task service", (backend) => {
       expect(taskOf(written[0]!.activity).reasonResolved).toBe("deadline-exceeded");
     });
 
-    it("leaves a running task alone when its deadline passes", async () => {
+    it("resolves a running task past its deadline as exception, and its worker loses the claim", async () => {
       const taskId = await runningTask("late-running", {
         deadline: new Date(Date.now() + 300).toISOString(),
       });
+      expect(await tasks.renewClaim(taskId, 0, "worker-1", LEASE_MS)).toBe(true);
       await sleep(400);
       await tasks.resolveDeadlines();
-      expect(await stateOf(taskId)).toBe("running");
+      const found = await view(taskId);
+      expect(found.task.state).toBe("exception");
+      expect(found.runs.map((r) => [r.run_id, r.state, r.reason_resolved])).toEqual([
+        [0, "exception", "deadline-exceeded"],
+      ]);
+      // The worker finds out at its next renewal and stops the process.
+      expect(await tasks.renewClaim(taskId, 0, "worker-1", LEASE_MS)).toBe(false);
+      // Its late report changes nothing.
+      expect(
+        await tasks.resolveRun(taskId, 0, "worker-1", {
+          state: "completed",
+          reason: "completed",
+          exitCode: 0,
+          log: "",
+          artifacts: [],
+        }),
+      ).toBe(false);
+      expect(await stateOf(taskId)).toBe("exception");
     });
   });
 
@@ -666,6 +693,7 @@ describeEachBackend("task service", (backend) => {
         queue: QUEUES.dereference,
         jobId: remote,
         data: { url: remote },
+        options: {},
       });
     });
   });
@@ -777,6 +805,290 @@ describeEachBackend("task service", (backend) => {
     });
   });
 
+  describe("priorities", () => {
+    it("dispatches each run with its task's priority, highest as the queue's first level", async () => {
+      const levels = ["highest", "very-high", "high", "medium", "low", "very-low", "lowest"];
+      const ids: string[] = [];
+      for (const priority of levels) {
+        const taskId = uid(`prio-${priority}`);
+        ids.push(taskId);
+        await tasks.createTask({ taskId, priority, payload: { command: ["true"] } });
+      }
+      const given = ids.map(
+        (taskId) => jobs.enqueued.find((e) => e.jobId === `${taskId}/0`)?.options.priority,
+      );
+      expect(given).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    });
+
+    it("keeps the priority for retries and reruns, and when the queue is rebuilt", async () => {
+      const taskId = await runningTask("prio-retry", { priority: "high", retries: 1 }, "w", 1);
+      await sleep(20);
+      await tasks.reapExpiredClaims();
+      expect(jobs.enqueued.find((e) => e.jobId === `${taskId}/1`)?.options.priority).toBe(3);
+      const recovered = await tasks.recoverEffects();
+      expect(recovered.dispatch).toContainEqual({ taskId, runId: 1, priority: "high" });
+      await tasks.claimRun(taskId, 1, "w", LEASE_MS);
+      await tasks.resolveRun(taskId, 1, "w", outcome("completed"));
+      await tasks.rerunTask(taskId);
+      expect(jobs.enqueued.find((e) => e.jobId === `${taskId}/2`)?.options.priority).toBe(3);
+    });
+  });
+
+  describe("breakpoint tasks", () => {
+    /** build → gate (breakpoint) → deploy, with build running on worker-1. */
+    async function gatedChain(label: string, gate: Record<string, unknown> = {}) {
+      const build = await runningTask(`${label}-build`);
+      const group = uid(`${label}-group`);
+      const gateId = uid(`${label}-gate`);
+      const deploy = uid(`${label}-deploy`);
+      await tasks.createTask({ taskId: gateId, breakpoint: true, dependencies: [build], ...gate });
+      await tasks.createTask({
+        taskId: deploy,
+        taskGroupId: group,
+        dependencies: [gateId],
+        payload: { command: ["true"] },
+      });
+      return { build, gate: gateId, deploy };
+    }
+
+    it("waits in running for a person once its dependencies allow, and is never dispatched", async () => {
+      const { build, gate, deploy } = await gatedChain("bp-wait");
+      expect(await stateOf(gate)).toBe("unscheduled");
+      await tasks.resolveRun(build, 0, "worker-1", outcome("completed"));
+      const found = await view(gate);
+      expect(found.task.state).toBe("running");
+      expect(found.runs.map((r) => [r.run_id, r.state, r.worker_id, r.taken_until])).toEqual([
+        [0, "running", null, null],
+      ]);
+      expect(dispatched(gate)).toEqual([]);
+      expect((await tasks.recoverEffects()).dispatch.map((d) => d.taskId)).not.toContain(gate);
+      expect(await tasks.claimRun(gate, 0, "worker-1", LEASE_MS)).toBeUndefined();
+      // A waiting breakpoint has no lease to expire.
+      await tasks.reapExpiredClaims();
+      expect(await stateOf(gate)).toBe("running");
+      expect(await stateOf(deploy)).toBe("unscheduled");
+    });
+
+    it("lets its dependents run once resolved completed, with the note as the run's log", async () => {
+      const { build, gate, deploy } = await gatedChain("bp-ok");
+      await tasks.resolveRun(build, 0, "worker-1", outcome("completed"));
+      const seq = await lastOutboxSeq();
+      expect(
+        await tasks.resolveBreakpoint(gate, { state: "completed", note: "approved by ops" }),
+      ).toEqual({ state: "completed", runId: 0 });
+      const found = await view(gate);
+      expect(found.runs.map((r) => [r.state, r.reason_resolved, r.log])).toEqual([
+        ["completed", "completed", "approved by ops\n"],
+      ]);
+      expect(await stateOf(deploy)).toBe("pending");
+      expect(dispatched(deploy)).toEqual([`${deploy}/0`]);
+      const written = await outboxAfter(seq);
+      expect(written.map((w) => [w.activity.kind, taskOf(w.activity).id])).toEqual([
+        ["TaskCompleted", urls.task(gate)],
+      ]);
+    });
+
+    it("fails its all-completed dependents when resolved failed", async () => {
+      const { build, gate, deploy } = await gatedChain("bp-no");
+      await tasks.resolveRun(build, 0, "worker-1", outcome("completed"));
+      await tasks.resolveBreakpoint(gate, { state: "failed" });
+      expect(await stateOf(gate)).toBe("failed");
+      const found = await view(deploy);
+      expect(found.task.state).toBe("exception");
+      expect(found.runs.at(-1)?.reason_resolved).toBe("dependency-failed");
+    });
+
+    it("refuses to resolve a task that is not a waiting breakpoint, and changes nothing", async () => {
+      const { build, gate } = await gatedChain("bp-refuse");
+      const conflict = { name: "ApiError", code: "RequestConflict" };
+      // Still waiting for its dependency.
+      await expect(tasks.resolveBreakpoint(gate, { state: "completed" })).rejects.toMatchObject(
+        conflict,
+      );
+      expect(await stateOf(gate)).toBe("unscheduled");
+      // Not a breakpoint task: a worker holds it.
+      await expect(tasks.resolveBreakpoint(build, { state: "completed" })).rejects.toMatchObject(
+        conflict,
+      );
+      expect(await stateOf(build)).toBe("running");
+      await tasks.resolveRun(build, 0, "worker-1", outcome("completed"));
+      await tasks.resolveBreakpoint(gate, { state: "completed" });
+      // Already resolved.
+      await expect(tasks.resolveBreakpoint(gate, { state: "failed" })).rejects.toMatchObject(
+        conflict,
+      );
+      expect(await stateOf(gate)).toBe("completed");
+      await expect(
+        tasks.resolveBreakpoint(uid("missing"), { state: "completed" }),
+      ).rejects.toMatchObject({ code: "ResourceNotFound" });
+    });
+
+    it("waits again after a rerun, and resolves exception when canceled or past its deadline", async () => {
+      const { build, gate } = await gatedChain("bp-again", {
+        deadline: new Date(Date.now() + 2000).toISOString(),
+      });
+      await tasks.resolveRun(build, 0, "worker-1", outcome("completed"));
+      await tasks.resolveBreakpoint(gate, { state: "completed" });
+      expect(await tasks.rerunTask(gate)).toEqual({ runId: 1 });
+      expect(await stateOf(gate)).toBe("running");
+      expect(dispatched(gate)).toEqual([]);
+      await sleep(2100);
+      await tasks.resolveDeadlines();
+      const found = await view(gate);
+      expect(found.task.state).toBe("exception");
+      expect(found.runs.map((r) => [r.run_id, r.state, r.reason_resolved])).toEqual([
+        [0, "completed", "completed"],
+        [1, "exception", "deadline-exceeded"],
+      ]);
+
+      const other = await gatedChain("bp-cancel");
+      await tasks.resolveRun(other.build, 0, "worker-1", outcome("completed"));
+      expect(await tasks.cancelTask(other.gate)).toEqual({ state: "exception", changed: true });
+      expect((await view(other.gate)).runs.at(-1)?.reason_resolved).toBe("canceled");
+      expect(await stateOf(other.deploy)).toBe("exception");
+    });
+  });
+
+  describe("task group resolution", () => {
+    async function groupActivities(seq: number, taskGroupId: string) {
+      return (await outboxAfter(seq, true)).flatMap((w) =>
+        w.activity.kind === "TaskGroupResolved" &&
+        w.activity.taskGroup.id === urls.taskGroup(taskGroupId)
+          ? [w.activity.taskGroup]
+          : [],
+      );
+    }
+
+    async function groupOf(label: string, specs: Record<string, unknown>[]) {
+      const taskGroupId = uid(label);
+      const ids: string[] = [];
+      for (const [i, spec] of specs.entries()) {
+        const taskId = `${taskGroupId}-${i}`;
+        ids.push(taskId);
+        await tasks.createTask({ taskId, taskGroupId, payload: { command: ["true"] }, ...spec });
+      }
+      return { taskGroupId, ids };
+    }
+
+    it("announces a group once, when its last task resolves, with the tally", async () => {
+      const { taskGroupId, ids } = await groupOf("grp", [{}, {}, {}]);
+      const seq = await lastOutboxSeq();
+      const [a, b, c] = ids as [string, string, string];
+      for (const id of ids) await tasks.claimRun(id, 0, "w", LEASE_MS);
+      await tasks.resolveRun(a, 0, "w", outcome("completed"));
+      await tasks.resolveRun(b, 0, "w", outcome("failed"));
+      expect(await groupActivities(seq, taskGroupId)).toEqual([]);
+      expect((await tasks.getTaskGroupTally(taskGroupId))?.resolvedAt).toBeUndefined();
+      await tasks.resolveRun(c, 0, "w", outcome("completed"));
+      const announced = await groupActivities(seq, taskGroupId);
+      expect(announced).toEqual([
+        {
+          id: urls.taskGroup(taskGroupId),
+          attributedTo: urls.actor,
+          taskCount: 3,
+          completedCount: 2,
+          failedCount: 1,
+          exceptionCount: 0,
+          resolved: expect.any(String) as string,
+        },
+      ]);
+      const tally = await tasks.getTaskGroupTally(taskGroupId);
+      expect(tally?.resolvedAt?.toISOString()).toBe(announced[0]?.resolved);
+      // Something else happening later (a cancel of a resolved task) announces nothing.
+      await tasks.cancelTask(a);
+      expect(await groupActivities(seq, taskGroupId)).toHaveLength(1);
+    });
+
+    it("announces a group resolved by a cascade in the same transaction once", async () => {
+      const root = uid("grp-cascade-root");
+      const taskGroupId = uid("grp-cascade");
+      await tasks.createTask({ taskId: root, taskGroupId, payload: { command: ["true"] } });
+      let previous = root;
+      for (let i = 0; i < 5; i++) {
+        const taskId = `${taskGroupId}-${i}`;
+        await tasks.createTask({
+          taskId,
+          taskGroupId,
+          dependencies: [previous],
+          payload: { command: ["true"] },
+        });
+        previous = taskId;
+      }
+      const seq = await lastOutboxSeq();
+      await tasks.claimRun(root, 0, "w", LEASE_MS);
+      await tasks.resolveRun(root, 0, "w", outcome("failed"));
+      expect(await groupActivities(seq, taskGroupId)).toMatchObject([
+        { taskCount: 6, completedCount: 0, failedCount: 1, exceptionCount: 5 },
+      ]);
+    });
+
+    it("reopens a group on a rerun and announces it again when it resolves again", async () => {
+      const { taskGroupId, ids } = await groupOf("grp-rerun", [{}]);
+      const [only] = ids as [string];
+      const seq = await lastOutboxSeq();
+      await tasks.claimRun(only, 0, "w", LEASE_MS);
+      await tasks.resolveRun(only, 0, "w", outcome("failed"));
+      await tasks.rerunTask(only);
+      expect((await tasks.getTaskGroupTally(taskGroupId))?.resolvedAt).toBeUndefined();
+      await tasks.claimRun(only, 1, "w", LEASE_MS);
+      await tasks.resolveRun(only, 1, "w", outcome("completed"));
+      expect(await groupActivities(seq, taskGroupId)).toMatchObject([
+        { completedCount: 0, failedCount: 1 },
+        { completedCount: 1, failedCount: 0 },
+      ]);
+      const row = await db()
+        .selectFrom("task_groups")
+        .select("resolutions")
+        .where("task_group_id", "=", taskGroupId)
+        .executeTakeFirstOrThrow();
+      expect(row.resolutions).toBe(2);
+    });
+
+    it("is not held open by inactive tasks, and is reopened by an activation", async () => {
+      const { taskGroupId, ids } = await groupOf("grp-inactive", [{}, { inactive: true }]);
+      const [active, backfill] = ids as [string, string];
+      const seq = await lastOutboxSeq();
+      await tasks.claimRun(active, 0, "w", LEASE_MS);
+      await tasks.resolveRun(active, 0, "w", outcome("completed"));
+      expect(await groupActivities(seq, taskGroupId)).toMatchObject([
+        { taskCount: 2, completedCount: 1 },
+      ]);
+      await tasks.activateTask(backfill);
+      expect((await tasks.getTaskGroupTally(taskGroupId))?.resolvedAt).toBeUndefined();
+      await tasks.claimRun(backfill, 0, "w", LEASE_MS);
+      await tasks.resolveRun(backfill, 0, "w", outcome("completed"));
+      expect(await groupActivities(seq, taskGroupId)).toMatchObject([
+        { taskCount: 2, completedCount: 1 },
+        { taskCount: 2, completedCount: 2 },
+      ]);
+    });
+
+    it("announces exactly once when the last two tasks resolve at the same moment", async () => {
+      for (let round = 0; round < 5; round++) {
+        const { taskGroupId, ids } = await groupOf(`grp-race-${round}`, [{}, {}]);
+        const seq = await lastOutboxSeq();
+        for (const id of ids) await tasks.claimRun(id, 0, "w", LEASE_MS);
+        await Promise.all(ids.map((id) => tasks.resolveRun(id, 0, "w", outcome("completed"))));
+        expect(await groupActivities(seq, taskGroupId)).toHaveLength(1);
+      }
+    });
+
+    it("tells onTaskGroupResolved after commit", async () => {
+      const told: string[] = [];
+      const listening = createTaskService({
+        db: database.db,
+        jobs,
+        urls,
+        onTaskGroupResolved: (id) => told.push(id),
+      });
+      const { taskGroupId, ids } = await groupOf("grp-told", [{}]);
+      await listening.claimRun(ids[0]!, 0, "w", LEASE_MS);
+      expect(told).toEqual([]);
+      await listening.resolveRun(ids[0]!, 0, "w", outcome("completed"));
+      expect(told).toEqual([taskGroupId]);
+    });
+  });
+
   describe("recoverEffects", () => {
     it("finds pending runs, unpublished outbox rows and unresolved remote dependencies", async () => {
       const pending = uid("pending");
@@ -794,8 +1106,8 @@ describeEachBackend("task service", (backend) => {
       });
 
       const effects = await tasks.recoverEffects();
-      expect(effects.dispatch).toContainEqual({ taskId: pending, runId: 0 });
-      expect(effects.dispatch).not.toContainEqual({ taskId: resolved, runId: 0 });
+      expect(effects.dispatch).toContainEqual({ taskId: pending, runId: 0, priority: "lowest" });
+      expect(effects.dispatch.map((d) => d.taskId)).not.toContain(resolved);
       expect(effects.publish).toContain(written[0]!.row.activity_id);
       expect(effects.dereference).toContain(remote);
 
@@ -817,6 +1129,7 @@ describeEachBackend("task service", (backend) => {
         queue: QUEUES.tasks,
         jobId: `${pending}/0`,
         data: { taskId: pending, runId: 0 },
+        options: { priority: 7 },
       });
     });
   });
@@ -864,8 +1177,16 @@ describeEachBackend("task service", (backend) => {
         expect(w.activity.id).toBe(w.row.activity_id);
         expect(w.row.fanned_out_at).toBeNull();
       }
+      // The task was its own group's only task: the group resolved with it, announced last.
+      const all = await outboxAfter(seq, true);
+      expect(all.map((w) => w.activity.kind)).toEqual([
+        "ArtifactPublished",
+        "ArtifactPublished",
+        "TaskCompleted",
+        "TaskGroupResolved",
+      ]);
       expect(jobs.enqueued.filter((e) => e.queue === QUEUES.publish).map((e) => e.jobId)).toEqual(
-        written.map((w) => w.row.activity_id),
+        all.map((w) => w.row.activity_id),
       );
     });
 

@@ -174,7 +174,7 @@ describeEachBackend("taskweb graph", (backend) => {
     expect(
       (await taskweb(["graph", "submit", await graphFile("c1.json", graph), ...flags])).code,
     ).toBe(0);
-    graph.tasks[0]!.payload.command = ["false"];
+    graph.tasks[0]!.payload = { command: ["false"] };
     const result = await taskweb(["graph", "submit", await graphFile("c2.json", graph), ...flags]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(

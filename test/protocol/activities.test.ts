@@ -297,7 +297,7 @@ describe("parseActivity", () => {
 
   it("gives a discriminated union", () => {
     expectTypeOf<TaskwebActivity["kind"]>().toEqualTypeOf<
-      "TaskCompleted" | "TaskFailed" | "ArtifactPublished"
+      "TaskCompleted" | "TaskFailed" | "ArtifactPublished" | "TaskGroupResolved"
     >();
   });
 

@@ -9,6 +9,7 @@ import {
   buildArtifactPublished,
   buildTaskCompleted,
   buildTaskFailed,
+  buildTaskGroupResolved,
   checkTaskwebContext,
   parseActivity,
 } from "../../protocol/index.ts";
@@ -80,6 +81,12 @@ const TERMS = [
   "dependencies",
   "requires",
   "protocolVersion",
+  "TaskGroupResolved",
+  "TaskGroup",
+  "taskCount",
+  "completedCount",
+  "failedCount",
+  "exceptionCount",
 ];
 
 describe("TASKWEB_CONTEXT", () => {
@@ -115,6 +122,18 @@ describe("TASKWEB_CONTEXT", () => {
         task: { ...task, taskState: "failed", reasonResolved: "failed" },
       }),
       buildArtifactPublished({ ...fields, artifact }),
+      buildTaskGroupResolved({
+        ...fields,
+        taskGroup: {
+          id: task.taskGroup,
+          attributedTo: task.attributedTo,
+          taskCount: 3,
+          completedCount: 1,
+          failedCount: 1,
+          exceptionCount: 1,
+          resolved: "2026-11-23T11:00:00.000Z",
+        },
+      }),
     ];
     const seen = new Set<string>();
     for (const document of documents) {

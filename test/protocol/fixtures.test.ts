@@ -33,6 +33,7 @@ const SCHEMA_OF_KIND: Record<TaskwebActivityKind, SchemaName> = {
   TaskCompleted: "task-completed",
   TaskFailed: "task-failed",
   ArtifactPublished: "artifact-published",
+  TaskGroupResolved: "task-group-resolved",
 };
 
 // Reasons for rules a JSON Schema can express; the context and origin rules it cannot.

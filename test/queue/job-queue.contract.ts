@@ -147,6 +147,41 @@ export function describeJobQueueContract(
       expect(ranAfter).toBeLessThan(3000);
     });
 
+    it("hands out due jobs by priority: none first, then 1, 2, …", async () => {
+      const jobs = await open();
+      const queue = queueName();
+      const given: [string, number | undefined][] = [
+        ["p7", 7],
+        ["p3", 3],
+        ["p5", 5],
+        ["none", undefined],
+        ["p1", 1],
+        ["p2", 2],
+      ];
+      for (const [id, priority] of given) await jobs.enqueue(queue, id, null, { priority });
+      const order: string[] = [];
+      await jobs.process(
+        queue,
+        async (job) => {
+          order.push(job.id);
+        },
+        { concurrency: 1 },
+      );
+      await waitFor(() => order.length === given.length, 5000, "every job");
+      expect(order).toEqual(["none", "p1", "p2", "p3", "p5", "p7"]);
+    });
+
+    it("refuses a priority out of range and adds nothing", async () => {
+      const jobs = await open();
+      const queue = queueName();
+      for (const priority of [-1, 1.5, 2_097_153, Number.NaN]) {
+        await expect(jobs.enqueue(queue, `bad-${priority}`, null, { priority })).rejects.toThrow(
+          RangeError,
+        );
+      }
+      expect(await jobs.depth(queue)).toBe(0);
+    });
+
     it("retries a failing job with the attempt number rising each time", async () => {
       const jobs = await open();
       const queue = queueName();

@@ -1,11 +1,12 @@
 /** A job queue for state-machine tests: it records what is enqueued and runs nothing. */
-import type { JobQueue, JsonValue } from "../../server/queue/job-queue.ts";
+import type { EnqueueOptions, JobQueue, JsonValue } from "../../server/queue/job-queue.ts";
 
 /** One recorded enqueue. */
 export interface Enqueued {
   readonly queue: string;
   readonly jobId: string;
   readonly data: JsonValue;
+  readonly options: EnqueueOptions;
 }
 
 /** A queue that only records what is enqueued: nothing here consumes jobs. */
@@ -14,8 +15,8 @@ export function createRecordingJobQueue(): JobQueue & { readonly enqueued: Enque
   return {
     kind: "embedded",
     enqueued,
-    enqueue(queue, jobId, data) {
-      enqueued.push({ queue, jobId, data });
+    enqueue(queue, jobId, data, options = {}) {
+      enqueued.push({ queue, jobId, data, options });
       return Promise.resolve();
     },
     process() {
