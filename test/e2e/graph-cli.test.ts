@@ -12,7 +12,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import type { TaskGraphDocument } from "../../protocol/index.ts";
 import { describeEachBackend } from "../support/backends.ts";
 import { runTaskweb } from "../support/cli.ts";
-import { startTestCluster, TEST_TOKEN, type TestCluster } from "../support/clusters.ts";
+import { startTestCluster, TEST_TOKEN, waitFor, type TestCluster } from "../support/clusters.ts";
 
 const EXAMPLE = fileURLToPath(new URL("../../examples/release-graph.yaml", import.meta.url));
 const EXAMPLE_TASKS = [
@@ -22,6 +22,8 @@ const EXAMPLE_TASKS = [
   "test-integration",
   "lint",
   "package",
+  "approve",
+  "publish",
   "report",
 ].map((id) => `release-example-${id}`);
 
@@ -68,19 +70,49 @@ describeEachBackend("taskweb graph", (backend) => {
     return file;
   }
 
-  it("submits the example release graph and watches it complete in dependency order", async () => {
+  it("submits the example release graph, approves its breakpoint and watches it complete in dependency order", async () => {
     const submitted = await taskweb(["graph", "submit", EXAMPLE, ...flags]);
     expect(submitted.stderr).toBe("");
     expect(submitted.code).toBe(0);
-    expect(submitted.lines[0]).toBe("Task group release-example: 7 tasks created.");
+    expect(submitted.lines[0]).toBe("Task group release-example: 9 tasks created.");
 
-    const watched = await taskweb(["graph", "watch", "release-example", "--timeout", "50"], {
+    const watching = taskweb(["graph", "watch", "release-example", "--timeout", "50"], {
       TASKWEB_URL: cluster.current().urls.origin,
       TASKWEB_TOKEN: TEST_TOKEN,
     });
+    // The breakpoint waits for a person; publish waits for it.
+    await waitFor(
+      "the breakpoint to wait",
+      async () => {
+        const view = await cluster.current().tasks.getTask("release-example-approve");
+        return view?.task.state === "running" ? true : undefined;
+      },
+      40_000,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const publish = await cluster.current().tasks.getTask("release-example-publish");
+    expect(publish?.task.state).toBe("unscheduled");
+    const approved = await taskweb([
+      "task",
+      "resolve",
+      "release-example-approve",
+      "--note",
+      "checked by the release manager",
+      ...flags,
+    ]);
+    expect(approved.stderr).toBe("");
+    expect(approved.lines).toEqual(["release-example-approve: run 0 resolved completed"]);
+
+    const watched = await watching;
     expect(watched.stderr).toBe("");
     expect(watched.code).toBe(0);
-    expect(watched.lines.at(-1)).toBe("7/7 resolved (7 completed, 0 failed, 0 exception)");
+    expect(watched.lines).toContainEqual(
+      expect.stringMatching(
+        /^release-example-approve: (unscheduled → )?running \(a breakpoint: resolve it with taskweb task resolve release-example-approve\)$/,
+      ),
+    );
+    expect(watched.lines).toContain("release-example-approve: running → completed");
+    expect(watched.lines.at(-1)).toBe("9/9 resolved (9 completed, 0 failed, 0 exception)");
     for (const id of EXAMPLE_TASKS) {
       expect(watched.lines).toContainEqual(
         expect.stringMatching(new RegExp(`^${id}: .*completed$`)),
@@ -112,7 +144,7 @@ describeEachBackend("taskweb graph", (backend) => {
     const again = await taskweb(["graph", "submit", EXAMPLE, ...flags]);
     expect(again.code).toBe(0);
     expect(again.lines[0]).toBe(
-      "Task group release-example: the same 7 tasks exist already; nothing created.",
+      "Task group release-example: the same 9 tasks exist already; nothing created.",
     );
     expect(await rowCounts()).toEqual(before);
   });
