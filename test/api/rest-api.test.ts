@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseTaskObject } from "../../protocol/index.ts";
+import { parseTaskGroupObject, parseTaskObject } from "../../protocol/index.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { OUTBOX_PAGE_SIZE } from "../../server/federation/federation.ts";
 import { describeEachBackend } from "../support/backends.ts";
@@ -115,6 +115,7 @@ describeEachBackend("REST API", (backend) => {
       ["POST", "/tasks/unauthorised/cancel"],
       ["POST", "/tasks/unauthorised/rerun"],
       ["POST", "/tasks/unauthorised/activate"],
+      ["POST", "/tasks/unauthorised/resolve", { state: "completed" }],
       ["POST", "/task-groups", { taskGroupId: "unauthorised", tasks: [] }],
       ["GET", "/task-groups/unauthorised"],
       ["POST", "/following", { actor: "http://127.0.0.1:9/clusters/x" }],
@@ -360,6 +361,104 @@ describeEachBackend("REST API", (backend) => {
       });
       const counts = response.body.tasks as Record<string, number>;
       expect(counts).toEqual(await C.tasks.countByState());
+    });
+  });
+
+  describe("breakpoint tasks and task groups", () => {
+    it("resolves a waiting breakpoint by POST …/resolve, refuses bad requests and changes nothing then", async () => {
+      await settled();
+      const group = uid("bp-group");
+      const gate = `${group}-gate`;
+      const after = `${group}-after`;
+      const created = await api("POST", "/task-groups", {
+        body: {
+          taskGroupId: group,
+          tasks: [
+            { taskId: gate, breakpoint: true },
+            { taskId: after, dependencies: [gate], payload: { command: ["true"] } },
+          ],
+        },
+      });
+      expect(created.status).toBe(201);
+      expect(await C.tasks.getTask(gate)).toMatchObject({ task: { state: "running" } });
+      // Nothing else moves: the gate waits for a person and its dependent for the gate.
+      const before = await snapshot(C);
+      for (const body of [
+        {},
+        { state: "exception" },
+        { state: "completed", note: 12 },
+        { state: "completed", note: "x".repeat(4097) },
+        "completed",
+      ]) {
+        const refused = await api("POST", `/tasks/${gate}/resolve`, { body });
+        expect({ body, status: refused.status }).toEqual({ body, status: 400 });
+        expect(refused.body).toMatchObject({ code: "InputError" });
+      }
+      const notBreakpoint = await api("POST", `/tasks/${after}/resolve`, {
+        body: { state: "completed" },
+      });
+      expect(notBreakpoint.status).toBe(409);
+      expect(notBreakpoint.body).toMatchObject({ code: "RequestConflict" });
+      const missing = await api("POST", `/tasks/${uid("none")}/resolve`, {
+        body: { state: "completed" },
+      });
+      expect(missing.status).toBe(404);
+      expect(await snapshot(C)).toEqual(before);
+
+      const resolved = await api("POST", `/tasks/${gate}/resolve`, {
+        body: { state: "completed", note: "go" },
+      });
+      expect(resolved.status).toBe(200);
+      expect(resolved.body).toEqual({ taskId: gate, state: "completed", runId: 0 });
+      expect(await waitForResolution(C, after)).toBe("completed");
+
+      const again = await api("POST", `/tasks/${gate}/resolve`, { body: { state: "failed" } });
+      expect(again.status).toBe(409);
+      expect((await C.tasks.getTask(gate))?.task.state).toBe("completed");
+    });
+
+    it("serves a task group document and tells the group's resolution in the API", async () => {
+      const group = uid("tally");
+      const created = await api("POST", "/task-groups", {
+        body: {
+          taskGroupId: group,
+          tasks: [
+            { taskId: `${group}-ok`, payload: { command: ["true"] } },
+            { taskId: `${group}-no`, payload: { command: ["false"] } },
+            { taskId: `${group}-later`, inactive: true, payload: { command: ["true"] } },
+          ],
+        },
+      });
+      expect(created.status).toBe(201);
+      const resolvedAt = await waitFor(`${group} to resolve`, async () => {
+        const view = await api("GET", `/task-groups/${group}`);
+        return typeof view.body.resolvedAt === "string" ? view.body : undefined;
+      });
+      expect(resolvedAt).toMatchObject({
+        total: 3,
+        resolved: 2,
+        inactive: 1,
+        resolutions: 1,
+        counts: { completed: 1, failed: 1, unscheduled: 1 },
+      });
+
+      const url = C.urls.taskGroup(group);
+      const document = await getJson(url);
+      expect(document.status).toBe(200);
+      expect(document.headers.get("content-type")).toContain(AS);
+      const parsed = parseTaskGroupObject(document.body, { fetchedFrom: url });
+      expect(parsed.ok && parsed.value).toEqual({
+        id: url,
+        attributedTo: C.urls.actor,
+        taskCount: 3,
+        completedCount: 1,
+        failedCount: 1,
+        exceptionCount: 0,
+        resolved: resolvedAt.resolvedAt,
+      });
+      expect((await getJson(C.urls.taskGroup(uid("no-group")))).status).toBe(404);
+      // Leave nothing unresolved for the tests after this one.
+      expect((await api("POST", `/tasks/${group}-later/cancel`)).status).toBe(200);
     });
   });
 
