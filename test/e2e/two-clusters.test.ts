@@ -7,6 +7,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { sql } from "../../server/store/database.ts";
 import { describeEachBackend } from "../support/backends.ts";
 import {
   follow,
@@ -119,6 +120,56 @@ describeEachBackend("two clusters", (backend) => {
     const view = await B.tasks.getTask("after-broken");
     expect(view!.runs.at(-1)!.reason_resolved).toBe("dependency-failed");
     expect(view!.runs.every((r) => r.started_at == null)).toBe(true);
+  });
+
+  it("tells A's followers with a signed TaskGroupResolved when A's task group resolves", async () => {
+    const A = a.current();
+    const group = "nightly";
+    await A.tasks.createTaskGroup({
+      taskGroupId: group,
+      tasks: [
+        { taskId: "nightly-build", payload: { command: ["true"] } },
+        {
+          taskId: "nightly-check",
+          dependencies: ["nightly-build"],
+          payload: { command: ["false"] },
+        },
+      ],
+    });
+    await waitFor("A to announce the group", () =>
+      a.events.some((e) => e.type === "task-group-resolved" && e.taskGroupId === group)
+        ? true
+        : undefined,
+    );
+    const sent = (
+      await A.database.db
+        .selectFrom("outbox")
+        .select(["activity_id", "activity"])
+        .where(sql<boolean>`activity->'object'->>'id' = ${A.urls.taskGroup(group)}`)
+        .execute()
+    ).filter((row) => JSON.stringify(row.activity).includes("TaskGroupResolved"));
+    expect(sent).toHaveLength(1);
+    expect(sent[0]!.activity).toMatchObject({
+      type: ["Activity", "TaskGroupResolved"],
+      object: { taskCount: 2, completedCount: 1, failedCount: 1, exceptionCount: 0 },
+    });
+    await waitFor("B to take the TaskGroupResolved", () =>
+      b.events.some(
+        (e) =>
+          e.type === "inbox" &&
+          e.outcome.outcome === "applied" &&
+          e.outcome.activityId === sent[0]!.activity_id,
+      )
+        ? true
+        : undefined,
+    );
+    const received = await b
+      .current()
+      .database.db.selectFrom("inbox_processed")
+      .select("types")
+      .where("activity_id", "=", sent[0]!.activity_id)
+      .execute();
+    expect(received).toEqual([{ types: ["TaskGroupResolved"] }]);
   });
 
   it("still runs B's task when B was down while A completed", async () => {
