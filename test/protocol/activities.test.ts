@@ -7,9 +7,12 @@ import {
   buildArtifactPublished,
   buildTaskCompleted,
   buildTaskFailed,
+  buildTaskGroupObject,
+  buildTaskGroupResolved,
   buildTaskObject,
   parseActivity,
   parseArtifactObject,
+  parseTaskGroupObject,
   parseTaskObject,
   schemaDocuments,
   schemaId,
@@ -426,5 +429,59 @@ describe("parseArtifactObject", () => {
       ok: false,
       reason: { code: "schema", path: "/size" },
     });
+  });
+});
+
+describe("task groups (v1.1)", () => {
+  const group = {
+    id: `${A}/task-groups/G1`,
+    attributedTo: A,
+    taskCount: 4,
+    completedCount: 2,
+    failedCount: 1,
+    exceptionCount: 0,
+  };
+  const resolved = {
+    id: `${A}/activities/G1-resolved`,
+    actor: A,
+    published: "2026-11-23T11:00:00.000Z",
+    to: [`${A}/followers`],
+    taskGroup: { ...group, resolved: "2026-11-23T11:00:00.000Z" },
+  };
+
+  it("round-trips a TaskGroupResolved and a TaskGroup document through their parsers", () => {
+    expect(parseActivity(buildTaskGroupResolved(resolved))).toMatchObject({
+      ok: true,
+      value: { kind: "TaskGroupResolved", taskGroup: resolved.taskGroup },
+    });
+    // An open group's document has no `resolved`.
+    expect(parseTaskGroupObject(buildTaskGroupObject(group), { fetchedFrom: group.id })).toEqual({
+      ok: true,
+      value: group,
+    });
+  });
+
+  it("refuses a group document fetched from another origin, or with a tally that does not add up", () => {
+    expect(
+      parseTaskGroupObject(buildTaskGroupObject(group), {
+        fetchedFrom: "https://evil.example/task-groups/G1",
+      }),
+    ).toMatchObject({ ok: false, reason: { code: "origin-mismatch" } });
+    expect(
+      parseTaskGroupObject(buildTaskGroupObject({ ...group, exceptionCount: 2 })),
+    ).toMatchObject({ ok: false, reason: { code: "bad-count", path: "/taskCount" } });
+  });
+
+  it("still accepts a v1.0 document without the task group terms, but not a redefinition of one", () => {
+    const v10 = buildTaskCompleted({ ...activityFields, task: completedTask });
+    const context = v10["@context"][1] as Record<string, unknown>;
+    for (const term of ["TaskGroupResolved", "TaskGroup", "taskCount", "completedCount"]) {
+      delete context[term];
+    }
+    delete context.failedCount;
+    delete context.exceptionCount;
+    expect(parseActivity(v10)).toMatchObject({ ok: true, value: { kind: "TaskCompleted" } });
+    context.taskCount = "https://elsewhere.example/count";
+    expect(parseActivity(v10)).toMatchObject({ ok: false, reason: { code: "bad-context" } });
   });
 });
