@@ -31,7 +31,6 @@ import type {
 } from "./job-queue.ts";
 import { checkEnqueueOptions, JobQueueClosedError } from "./job-queue.ts";
 
-
 /** Options for {@link createBullMqJobQueue}. Give exactly one of `url` and `connection`. */
 export interface BullMqJobQueueOptions {
   /** A `redis://` URL; the queue opens its connections and closes them in `close()`. */

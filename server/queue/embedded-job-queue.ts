@@ -29,7 +29,6 @@ import type {
 } from "./job-queue.ts";
 import { checkEnqueueOptions, DEFAULT_JOB_ATTEMPTS, JobQueueClosedError } from "./job-queue.ts";
 
-
 /**
  * Delays after an in-transaction enqueue at which consumers in this process look again:
  * on PostgreSQL they cannot see the row until the caller commits, and nothing tells this

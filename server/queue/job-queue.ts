@@ -61,7 +61,9 @@ export function checkEnqueueOptions(options: EnqueueOptions): {
     throw new RangeError(`attempts must be an integer ≥ 1, got ${attempts}.`);
   }
   if (!Number.isInteger(priority) || priority < 0 || priority > MAX_JOB_PRIORITY) {
-    throw new RangeError(`priority must be an integer from 0 to ${MAX_JOB_PRIORITY}, got ${priority}.`);
+    throw new RangeError(
+      `priority must be an integer from 0 to ${MAX_JOB_PRIORITY}, got ${priority}.`,
+    );
   }
   return { delayMs, attempts, priority };
 }
