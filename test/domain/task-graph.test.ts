@@ -301,7 +301,12 @@ describeEachBackend("task groups", (backend) => {
       [`${g}-test`]: "unscheduled",
     });
     expect(jobs.enqueued).toEqual([
-      { queue: QUEUES.tasks, jobId: `${g}-fetch/0`, data: { taskId: `${g}-fetch`, runId: 0 } },
+      {
+        queue: QUEUES.tasks,
+        jobId: `${g}-fetch/0`,
+        data: { taskId: `${g}-fetch`, runId: 0 },
+        options: { priority: 7 },
+      },
     ]);
     const build = await tasks.getTask(`${g}-build`);
     expect(build?.task).toMatchObject({ task_group_id: g, retries: 2, retries_left: 2 });
@@ -451,7 +456,7 @@ describeEachBackend("task groups", (backend) => {
       [`${g}-b`]: "unscheduled",
     });
     expect(jobs.enqueued.filter((j) => j.queue === QUEUES.dereference)).toEqual([
-      { queue: QUEUES.dereference, jobId: unknown, data: { url: unknown } },
+      { queue: QUEUES.dereference, jobId: unknown, data: { url: unknown }, options: {} },
     ]);
   });
 
