@@ -82,3 +82,19 @@ export function describeEachBackend(title: string, suite: (backend: TestBackend)
   }
   describe.each(testBackends())(`${title} on $name`, suite);
 }
+
+/**
+ * Declares `suite` for PostgreSQL + Redis only, for behaviour the embedded default does not
+ * have (a Redis that loses its data). Outside CI without the services it is listed as
+ * skipped with the reason; under CI=true their absence fails the run.
+ */
+export function describeServerBackend(title: string, suite: (backend: TestBackend) => void): void {
+  const server = serverBackend();
+  if ("skip" in server) {
+    describe(`${title} on postgres+redis`, () => {
+      it.skip(`runs only with PostgreSQL and Redis: ${server.skip}`, () => {});
+    });
+    return;
+  }
+  describe(`${title} on postgres+redis`, () => suite(server));
+}
