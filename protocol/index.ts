@@ -112,7 +112,13 @@ export interface TaskGraphTaskDocument {
   taskGroupId?: string;
   name?: string;
   /** Required unless `breakpoint` is true. */
-  payload?: { command: string[]; env?: Record<string, string>; maxRunTime?: number };
+  payload?: {
+    command: string[];
+    env?: Record<string, string>;
+    /** Environment variables filled from the cluster's secrets, by secret name. */
+    secrets?: Record<string, string>;
+    maxRunTime?: number;
+  };
   /** Task ids of this graph or of the receiving cluster, or URLs of remote tasks. */
   dependencies?: string[];
   requires?: "all-completed" | "all-resolved";

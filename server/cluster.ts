@@ -14,6 +14,13 @@ import { getLogger } from "@logtape/logtape";
 import { getDocumentLoader } from "@fedify/vocab-runtime";
 import type { ClusterConfig } from "./config.ts";
 import { ConfigError } from "./config.ts";
+import {
+  createSecretCipher,
+  decodeSecretsKey,
+  generateSecretsKey,
+  type SecretCipher,
+} from "./domain/secret-cipher.ts";
+import { createSecretStore, type SecretStore } from "./domain/secrets.ts";
 import { createTaskService, QUEUES, type TaskService } from "./domain/task-service.ts";
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
 import { dereferenceRemoteTask } from "./federation/dereference.ts";
@@ -75,6 +82,7 @@ export interface RunningCluster {
   readonly database: Database;
   readonly jobs: JobQueue;
   readonly tasks: TaskService;
+  readonly secrets: SecretStore;
   readonly federation: ClusterFederation;
   /** The HTTP server's port (0 for a worker-only process). */
   readonly port: number;
@@ -103,6 +111,44 @@ async function resolveAdminToken(config: ClusterConfig): Promise<string> {
     await writeFile(file, `${token}\n`, { mode: 0o600 });
     return token;
   }
+}
+
+/**
+ * The cipher for secrets: from `TASKWEB_SECRETS_KEY`, or with the embedded engine from
+ * `<dataDir>/secrets.key` (created on first start, readable by its owner only). Undefined on
+ * PostgreSQL without the variable: the cluster runs, and secrets are unavailable.
+ */
+async function resolveSecretsCipher(config: ClusterConfig): Promise<SecretCipher | undefined> {
+  const decode = (text: string, source: string) => {
+    const key = decodeSecretsKey(text);
+    if (typeof key === "string") {
+      throw new ConfigError(`${source} must hold the base64 of 32 random bytes, but ${key}.`);
+    }
+    return createSecretCipher(key);
+  };
+  if (config.secretsKey != null) return decode(config.secretsKey, "TASKWEB_SECRETS_KEY");
+  if (config.dataDir == null) return undefined;
+  const file = join(config.dataDir, "secrets.key");
+  try {
+    await writeFile(file, `${generateSecretsKey()}\n`, { mode: 0o600, flag: "wx" });
+  } catch (error) {
+    // Created on an earlier start (or by a process starting beside this one): use it.
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
+  return decode(await readFile(file, "utf8"), file);
+}
+
+/** Warns when stored secrets were sealed by another key than this process's. */
+async function checkSecretsKey(secrets: SecretStore): Promise<void> {
+  const foreign = await secrets.foreignKeys();
+  if (foreign.length === 0) return;
+  const count = foreign.reduce((n, k) => n + k.count, 0);
+  logger.warn(
+    secrets.keyId == null
+      ? "{count} secrets are stored, but this process has no secrets key: runs that need them will fail. Set TASKWEB_SECRETS_KEY."
+      : "{count} secrets were stored with another key ({keys}) than this process's ({keyId}): runs that need them will fail. Set TASKWEB_SECRETS_KEY to the key they were stored with, or set them again.",
+    { count, keys: foreign.map((k) => k.keyId).join(", "), keyId: secrets.keyId },
+  );
 }
 
 function listen(server: Server, host: string, port: number): Promise<number> {
@@ -183,6 +229,11 @@ export async function startCluster(
         emit({ type: "task-group-resolved", taskGroupId });
       },
     });
+    const secrets = createSecretStore({
+      db: database.db,
+      cipher: await resolveSecretsCipher(config),
+    });
+    await checkSecretsKey(secrets);
 
     const inbox = createTaskwebInbox({
       db: database.db,
@@ -223,6 +274,7 @@ export async function startCluster(
         db: database.db,
         jobs,
         tasks,
+        secrets,
         urls,
         name: config.name,
         version: VERSION,
@@ -254,6 +306,7 @@ export async function startCluster(
           db: database.db,
           jobs,
           tasks,
+          secrets,
           urls,
           concurrency: config.workerConcurrency,
           claimLeaseMs: config.claimLeaseMs,
@@ -349,6 +402,7 @@ export async function startCluster(
       database,
       jobs,
       tasks,
+      secrets,
       federation: fed,
       port,
       reconcile,

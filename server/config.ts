@@ -4,6 +4,7 @@
  * @module
  */
 import { resolve } from "node:path";
+import { decodeSecretsKey } from "./domain/secret-cipher.ts";
 
 /** Everything a cluster process needs to know about itself. */
 export interface ClusterConfig {
@@ -53,6 +54,12 @@ export interface ClusterConfig {
   readonly shutdownGraceMs: number;
   /** Where workers create task working directories. @defaultValue the OS temp dir */
   readonly workDir: string | undefined;
+  /**
+   * Key that encrypts secrets at rest (`TASKWEB_SECRETS_KEY`): the base64 of 32 bytes, the
+   * same on every web and worker process. With the embedded engine one is created on first
+   * start and kept in the data directory; on PostgreSQL secrets are unavailable without it.
+   */
+  readonly secretsKey: string | undefined;
 }
 
 /** Thrown for a configuration value that cannot be used; the message says which and why. */
@@ -77,6 +84,18 @@ function isLoopbackUrl(url: string | undefined, host: string): boolean {
     hostname === "::1" ||
     /^127\.\d+\.\d+\.\d+$/.test(hostname)
   );
+}
+
+/** Checks a secrets key given in the environment or as an override; empty means none. */
+function secretsKey(raw: string | undefined): string | undefined {
+  if (raw == null || raw === "") return undefined;
+  const key = decodeSecretsKey(raw);
+  if (typeof key === "string") {
+    throw new ConfigError(
+      `TASKWEB_SECRETS_KEY must be the base64 of 32 random bytes (openssl rand -base64 32), but ${key}.`,
+    );
+  }
+  return raw.trim();
 }
 
 /** Overrides from CLI flags; they win over the environment. */
@@ -139,5 +158,6 @@ export function readConfig(
       overrides.shutdownGraceMs ??
       integer("TASKWEB_SHUTDOWN_GRACE_MS", env.TASKWEB_SHUTDOWN_GRACE_MS, 30_000, 0),
     workDir: overrides.workDir ?? env.TASKWEB_WORK_DIR,
+    secretsKey: secretsKey(overrides.secretsKey ?? env.TASKWEB_SECRETS_KEY),
   };
 }

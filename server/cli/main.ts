@@ -12,6 +12,7 @@ import { runDemo } from "./demo.ts";
 import { setUpLogging } from "./logging.ts";
 import { apiRequest, type ApiTarget } from "./api-client.ts";
 import { registerGraphCommands } from "./graph.ts";
+import { registerSecretCommands } from "./secret.ts";
 import { readFile } from "node:fs/promises";
 
 interface ServerFlags {
@@ -65,6 +66,11 @@ async function serve(flags: ServerFlags, roles: ClusterRoles): Promise<number> {
     `taskweb ${VERSION} · cluster "${config.name}" (${roles.web && roles.worker ? "web + worker" : roles.web ? "web" : "worker"})`,
     `  database:  ${cluster.database.kind === "pglite" ? `embedded PGlite in ${config.dataDir}` : "PostgreSQL"}`,
     `  queue:     ${cluster.jobs.kind === "bullmq" ? "BullMQ on Redis" : "embedded (database)"}`,
+    `  secrets:   ${
+      cluster.secrets.keyId == null
+        ? "unavailable: set TASKWEB_SECRETS_KEY"
+        : `key ${cluster.secrets.keyId} from ${config.secretsKey != null ? "TASKWEB_SECRETS_KEY" : `${config.dataDir}/secrets.key`}`
+    }`,
   ];
   if (roles.web) {
     lines.push(
@@ -284,6 +290,15 @@ export async function main(argv: readonly string[]): Promise<number> {
     run: (exitCode) => {
       result = exitCode;
     },
+  });
+  registerSecretCommands(program, {
+    clientOptions,
+    apiTarget,
+    run: (exitCode) => {
+      result = exitCode;
+    },
+    readStdin,
+    stdinIsTerminal: process.stdin.isTTY === true,
   });
 
   try {

@@ -13,7 +13,8 @@ export type ApiErrorCode =
   | "PayloadTooLarge"
   | "UnsupportedMediaType"
   | "RemoteUnavailable"
-  | "InternalServerError";
+  | "InternalServerError"
+  | "ServiceUnavailable";
 
 /** HTTP status of each {@link ApiErrorCode}. */
 export const API_ERROR_STATUS: Readonly<Record<ApiErrorCode, number>> = {
@@ -26,6 +27,8 @@ export const API_ERROR_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   UnsupportedMediaType: 415,
   RemoteUnavailable: 502,
   InternalServerError: 500,
+  /** The cluster lacks configuration the request needs (such as the secrets key). */
+  ServiceUnavailable: 503,
 };
 
 /** An error meant for an API client: a code, a message saying what to do, and details. */

@@ -7,6 +7,7 @@ import { isTaskId } from "../../protocol/index.ts";
 import { TASK_PRIORITIES, type TaskPriority } from "../store/schema.ts";
 
 export { TASK_PRIORITIES, type TaskPriority };
+import { isSecretName, SECRET_LIMITS, SECRET_NAME_RULE } from "./secrets.ts";
 
 /** One input: an artifact of another task (local id or remote task URL), saved at `path`. */
 export interface TaskInputDefinition {
@@ -20,6 +21,11 @@ export interface TaskPayload {
   /** argv; the first element is the program. */
   readonly command: readonly string[];
   readonly env: Readonly<Record<string, string>>;
+  /**
+   * Environment variables filled from the cluster's secrets at run time, by secret name.
+   * Present only when the task names secrets; the values are never in the definition.
+   */
+  readonly secrets?: Readonly<Record<string, string>>;
   /** Seconds before the run is stopped and resolves `failed`. */
   readonly maxRunTime: number;
 }
@@ -65,6 +71,7 @@ export const TASK_LIMITS = {
   maxInputs: 100,
   maxCommandArgs: 256,
   maxEnv: 100,
+  maxSecrets: SECRET_LIMITS.maxPerTask,
   maxRunTimeSeconds: 86_400,
   defaultMaxRunTimeSeconds: 3600,
   maxDeadlineMs: 5 * 24 * 3600_000,
@@ -90,6 +97,45 @@ const KNOWN = new Set([
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** An environment variable name, as `payload.env` and `payload.secrets` take them. */
+function isEnvName(name: string): boolean {
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(name);
+}
+
+/**
+ * Checks `payload.secrets`: environment variable names mapped to secret names, none of them
+ * also set by `payload.env`. Whether the secrets exist is only known when the task runs.
+ */
+function checkSecrets(
+  secrets: unknown,
+  env: unknown,
+  bad: (field: string, message: string) => void,
+): Record<string, string> | undefined {
+  const shape = `Must map environment variable names to secret names (${TASK_LIMITS.maxSecrets} at most), such as {"NPM_TOKEN": "npm/publish-token"}.`;
+  if (!isRecord(secrets) || Object.keys(secrets).length > TASK_LIMITS.maxSecrets) {
+    bad("payload.secrets", shape);
+    return undefined;
+  }
+  let ok = true;
+  for (const [variable, name] of Object.entries(secrets)) {
+    // Named as graph schema errors name fields, so that a graph reports each problem once.
+    const field = /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(variable)
+      ? `payload.secrets.${variable}`
+      : `payload.secrets[${JSON.stringify(variable)}]`;
+    if (!isEnvName(variable)) {
+      bad(field, "Must be keyed by an environment variable name ([A-Za-z_][A-Za-z0-9_]*).");
+      ok = false;
+    } else if (!isSecretName(name)) {
+      bad(field, `Must be a secret name: ${SECRET_NAME_RULE}.`);
+      ok = false;
+    } else if (isRecord(env) && Object.hasOwn(env, variable)) {
+      bad(field, `${variable} is also set in payload.env; take it from one or the other.`);
+      ok = false;
+    }
+  }
+  return ok ? (secrets as Record<string, string>) : undefined;
 }
 
 function isSafeRelativePath(path: string): boolean {
@@ -153,11 +199,17 @@ export function validateTaskDefinition(
   } else if (!isRecord(input.payload)) {
     bad("payload", 'Required: an object such as {"command": ["sh", "-c", "make test"]}.');
   } else {
-    const { command, env = {}, maxRunTime = TASK_LIMITS.defaultMaxRunTimeSeconds } = input.payload;
+    const {
+      command,
+      env = {},
+      secrets = {},
+      maxRunTime = TASK_LIMITS.defaultMaxRunTimeSeconds,
+    } = input.payload;
     const extra = Object.keys(input.payload).filter(
-      (k) => !["command", "env", "maxRunTime"].includes(k),
+      (k) => !["command", "env", "secrets", "maxRunTime"].includes(k),
     );
-    for (const k of extra) bad(`payload.${k}`, "Unknown field; known: command, env, maxRunTime.");
+    for (const k of extra)
+      bad(`payload.${k}`, "Unknown field; known: command, env, secrets, maxRunTime.");
     const commandOk =
       Array.isArray(command) &&
       command.length > 0 &&
@@ -173,12 +225,12 @@ export function validateTaskDefinition(
       isRecord(env) &&
       Object.keys(env).length <= TASK_LIMITS.maxEnv &&
       Object.entries(env).every(
-        ([k, v]) =>
-          /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && typeof v === "string" && !v.includes("\0"),
+        ([k, v]) => isEnvName(k) && typeof v === "string" && !v.includes("\0"),
       );
     if (!envOk) {
       bad("payload.env", "Must map environment variable names to string values (100 at most).");
     }
+    const checkedSecrets = checkSecrets(secrets, env, bad);
     if (
       typeof maxRunTime !== "number" ||
       !Number.isInteger(maxRunTime) ||
@@ -190,10 +242,13 @@ export function validateTaskDefinition(
         `Must be whole seconds from 1 to ${TASK_LIMITS.maxRunTimeSeconds}.`,
       );
     }
-    if (commandOk && envOk && typeof maxRunTime === "number") {
+    if (commandOk && envOk && checkedSecrets != null && typeof maxRunTime === "number") {
       payload = {
         command: command as string[],
         env: env as Record<string, string>,
+        // Left out when empty, so that definitions stored before secrets existed compare
+        // equal to the same definition submitted again.
+        ...(Object.keys(checkedSecrets).length > 0 ? { secrets: checkedSecrets } : {}),
         maxRunTime,
       };
     }

@@ -13,6 +13,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Kysely } from "kysely";
 import { ApiError } from "../domain/errors.ts";
 import { artifactDocument, taskDocument, taskGroupDocument } from "../domain/task-documents.ts";
+import type { SecretStore } from "../domain/secrets.ts";
 import type { TaskService, TaskState } from "../domain/task-service.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { ClusterFederation } from "../federation/federation.ts";
@@ -21,6 +22,7 @@ import type { DatabaseSchema } from "../store/schema.ts";
 import { fedifyMiddleware } from "./fedify-adapter.ts";
 import { graphRoutes } from "./graph-routes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
+import { secretRoutes } from "./secret-routes.ts";
 import { renderHome } from "./ui.ts";
 
 const logger = getLogger(["taskweb", "http"]);
@@ -35,6 +37,7 @@ export interface AppOptions {
   readonly db: Kysely<DatabaseSchema>;
   readonly jobs: JobQueue;
   readonly tasks: TaskService;
+  readonly secrets: SecretStore;
   readonly urls: ClusterUrls;
   readonly name: string;
   readonly version: string;
@@ -429,6 +432,7 @@ export function createApp(options: AppOptions): express.Express {
     }),
   );
   api.use(graphRoutes({ db, tasks, urls }));
+  api.use(secretRoutes({ secrets: options.secrets }));
   app.use("/api/v1", api);
 
   app.get(

@@ -188,6 +188,18 @@ export interface RemoteArtifactsTable {
   updated_at: Timestamp;
 }
 
+/** A secret's value, encrypted; see migration 0004 and server/domain/secret-cipher.ts. */
+export interface SecretsTable {
+  name: string;
+  /** Fingerprint of the key that sealed the value. */
+  key_id: string;
+  iv: Uint8Array;
+  ciphertext: Uint8Array;
+  auth_tag: Uint8Array;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
 /** Every table, for `Kysely<DatabaseSchema>`. */
 export interface DatabaseSchema {
   cluster_keys: ClusterKeysTable;
@@ -205,4 +217,5 @@ export interface DatabaseSchema {
   inbox_processed: InboxProcessedTable;
   remote_tasks: RemoteTasksTable;
   remote_artifacts: RemoteArtifactsTable;
+  secrets: SecretsTable;
 }

@@ -1,9 +1,11 @@
 /**
  * Runs a task's command as a child process in its own process group, with a time limit,
- * a chosen environment and working directory, and a bounded log of stdout and stderr.
+ * a chosen environment and working directory, and a bounded log of stdout and stderr from
+ * which secret values are redacted.
  * @module
  */
 import { spawn } from "node:child_process";
+import { createRedactor } from "./redactor.ts";
 
 /** Options for {@link runCommand}. */
 export interface RunCommandOptions {
@@ -13,8 +15,13 @@ export interface RunCommandOptions {
   readonly timeoutMs: number;
   /** Stops the process early (the claim was lost, or the worker is shutting down). */
   readonly signal?: AbortSignal;
-  /** Receives log output as it arrives. */
+  /** Receives log output as it arrives, redacted. */
   readonly onOutput?: (chunk: string) => void;
+  /**
+   * Values replaced by `[secret]` wherever they appear in the output, before `onOutput` or
+   * the log sees it (see server/worker/redactor.ts).
+   */
+  readonly redact?: readonly string[];
   /** Log bytes kept; the start and the end are kept when output exceeds it. @defaultValue 1 MiB */
   readonly maxLogBytes?: number;
 }
@@ -39,6 +46,7 @@ export function runCommand(options: RunCommandOptions): Promise<RunCommandResult
     let tail = "";
     let dropped = 0;
     const append = (text: string) => {
+      if (text.length === 0) return;
       options.onOutput?.(text);
       if (head.length < maxLog / 2) {
         const room = maxLog / 2 - head.length;
@@ -52,6 +60,10 @@ export function runCommand(options: RunCommandOptions): Promise<RunCommandResult
         tail = tail.slice(tail.length - maxLog / 2);
       }
     };
+    // One redactor per stream: the two pipes interleave, and a value split across two
+    // chunks of stdout must not escape because a chunk of stderr came between them.
+    const stdout = createRedactor(options.redact ?? []);
+    const stderr = createRedactor(options.redact ?? []);
     let timedOut = false;
     let aborted = false;
     let spawnError: string | undefined;
@@ -81,8 +93,8 @@ export function runCommand(options: RunCommandOptions): Promise<RunCommandResult
       killGroup();
     };
     options.signal?.addEventListener("abort", onAbort, { once: true });
-    child.stdout?.setEncoding("utf8").on("data", append);
-    child.stderr?.setEncoding("utf8").on("data", append);
+    child.stdout?.setEncoding("utf8").on("data", (text: string) => append(stdout.push(text)));
+    child.stderr?.setEncoding("utf8").on("data", (text: string) => append(stderr.push(text)));
     child.on("error", (error) => {
       spawnError = error.message;
       append(`[taskweb] could not start ${JSON.stringify(program)}: ${error.message}\n`);
@@ -91,6 +103,8 @@ export function runCommand(options: RunCommandOptions): Promise<RunCommandResult
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
       killGroup();
+      append(stdout.end());
+      append(stderr.end());
       const log =
         dropped > 0 ? `${head}\n[taskweb] … ${dropped} characters omitted …\n${tail}` : head + tail;
       resolve({ exitCode: code, signal, timedOut, aborted, spawnError, log });

@@ -1,7 +1,8 @@
 /**
  * The worker: takes dispatched runs from the queue, claims each in the database (so a run
- * never executes twice at once), fetches its inputs and verifies their digests, runs the
- * command, uploads what it left in its artifacts folder, and resolves the run.
+ * never executes twice at once), decrypts the secrets it names, fetches its inputs and
+ * verifies their digests, runs the command with the secrets in its environment and
+ * redacted from its log, uploads what it left in its artifacts folder, and resolves the run.
  * @module
  */
 import { createHash, randomUUID } from "node:crypto";
@@ -16,6 +17,7 @@ import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import { artifactReport, compactWithTaskwebContext } from "../federation/inbox.ts";
 import type { JobConsumer, JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
+import type { SecretStore } from "../domain/secrets.ts";
 import {
   QUEUES,
   type NewArtifact,
@@ -56,6 +58,8 @@ export interface WorkerOptions {
   readonly db: Kysely<DatabaseSchema>;
   readonly jobs: JobQueue;
   readonly tasks: TaskService;
+  /** Where the secrets that tasks name in `payload.secrets` are decrypted from. */
+  readonly secrets: SecretStore;
   readonly urls: ClusterUrls;
   readonly concurrency: number;
   readonly claimLeaseMs: number;
@@ -248,6 +252,36 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
       const artifactsDir = join(root, "artifacts");
       const cwd = join(root, "work");
       await Promise.all([mkdir(inputsDir), mkdir(artifactsDir), mkdir(cwd)]);
+      const { payload } = claim.definition;
+      if (payload == null) {
+        // Breakpoint tasks are never dispatched; a job for one has nothing to run.
+        await tasks.resolveRun(taskId, runId, workerId, {
+          state: "exception",
+          reason: "malformed-payload",
+          exitCode: null,
+          log: "[taskweb] this task has no command to run (it is a breakpoint task).\n",
+          artifacts: [],
+        });
+        return;
+      }
+      const secrets = await options.secrets.resolveForRun(payload.secrets ?? {});
+      if (!secrets.ok) {
+        logger.warn("Secrets of {taskId}/{runId} unavailable: {reason}", {
+          taskId,
+          runId,
+          reason: secrets.reason,
+        });
+        outcome = {
+          state: "exception",
+          reason: secrets.reason,
+          exitCode: null,
+          log: secrets.log,
+          artifacts: [],
+        };
+        await tasks.resolveRun(taskId, runId, workerId, outcome);
+        options.onRunEvent?.({ taskId, runId, event: "resolved", state: outcome.state });
+        return;
+      }
       try {
         await fetchInputs(taskId, inputsDir);
       } catch (error) {
@@ -265,18 +299,6 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
         await tasks.resolveRun(taskId, runId, workerId, outcome);
         return;
       }
-      const { payload } = claim.definition;
-      if (payload == null) {
-        // Breakpoint tasks are never dispatched; a job for one has nothing to run.
-        await tasks.resolveRun(taskId, runId, workerId, {
-          state: "exception",
-          reason: "malformed-payload",
-          exitCode: null,
-          log: "[taskweb] this task has no command to run (it is a breakpoint task).\n",
-          artifacts: [],
-        });
-        return;
-      }
       const live = createLiveLog(db, taskId, runId, workerId);
       const result = await runCommand({
         command: payload.command,
@@ -285,6 +307,7 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
           HOME: cwd,
           LANG: "C.UTF-8",
           ...payload.env,
+          ...secrets.env,
           TASKWEB_TASK_ID: taskId,
           TASKWEB_RUN_ID: String(runId),
           TASKWEB_TASK_URL: urls.task(taskId),
@@ -295,6 +318,7 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
         timeoutMs: payload.maxRunTime * 1000,
         signal: abort.signal,
         onOutput: live.append,
+        redact: secrets.values,
       });
       await live.close();
       if (result.aborted) {

@@ -122,6 +122,9 @@ describeEachBackend("REST API", (backend) => {
       ["DELETE", "/following?actor=http%3A%2F%2F127.0.0.1%3A9%2Fclusters%2Fx"],
       ["GET", "/following"],
       ["GET", "/followers"],
+      ["PUT", "/secrets/unauthorised", { value: "not stored" }],
+      ["GET", "/secrets"],
+      ["DELETE", "/secrets/unauthorised"],
       ["GET", "/no-such-route"],
     ];
     const credentials: [string, Record<string, string>][] = [

@@ -160,6 +160,43 @@ describe("validateTaskDefinition", () => {
     );
   });
 
+  it("keeps payload.secrets, names only, and leaves it out when empty", () => {
+    const secrets = { NPM_TOKEN: "npm/publish-token", DEPLOY_KEY: "deploy.key" };
+    expect(
+      valueOf(validate(base({ payload: { command: ["true"], env: { CI: "1" }, secrets } })))
+        .payload,
+    ).toEqual({ command: ["true"], env: { CI: "1" }, secrets, maxRunTime: 3600 });
+    const empty = valueOf(validate(base({ payload: { command: ["true"], secrets: {} } })));
+    expect(Object.keys(empty.payload ?? {})).toEqual(["command", "env", "maxRunTime"]);
+  });
+
+  it.each([
+    ["is not an object", ["npm/token"], ["payload.secrets"]],
+    ["maps to a non-string", { TOKEN: 1 }, ["payload.secrets.TOKEN"]],
+    ["maps to a bad secret name", { TOKEN: "a//b" }, ["payload.secrets.TOKEN"]],
+    ["maps to a '..' segment", { TOKEN: "../x" }, ["payload.secrets.TOKEN"]],
+    ["has a bad variable name", { "MY-VAR": "x" }, ['payload.secrets["MY-VAR"]']],
+    [
+      "names more secrets than the limit",
+      Object.fromEntries(
+        Array.from({ length: TASK_LIMITS.maxSecrets + 1 }, (_, i) => [`V${i}`, "x"]),
+      ),
+      ["payload.secrets"],
+    ],
+  ])("refuses payload.secrets that %s", (_why, secrets, fields) => {
+    expect(problemFields(validate(base({ payload: { command: ["true"], secrets } })))).toEqual(
+      fields,
+    );
+  });
+
+  it("refuses a variable both in payload.env and payload.secrets, naming it", () => {
+    const result = validate(
+      base({ payload: { command: ["true"], env: { TOKEN: "x" }, secrets: { TOKEN: "t/x" } } }),
+    );
+    expect(problemFields(result)).toEqual(["payload.secrets.TOKEN"]);
+    expect(result.ok ? "" : result.problems[0]?.message).toMatch(/also set in payload\.env/);
+  });
+
   it("refuses an unknown payload field under its own name", () => {
     expect(problemFields(validate(base({ payload: { command: ["true"], image: "x" } })))).toEqual([
       "payload.image",

@@ -17,10 +17,13 @@ export interface CliResult {
 /**
  * Runs `taskweb args…` to its end. `TASKWEB_URL` and `TASKWEB_TOKEN` are taken only from
  * `env`, never inherited, so a test sees exactly the flags it passes.
+ * @param input Written to the command's standard input, which is then closed; without it
+ *   standard input is empty.
  */
 export function runTaskweb(
   args: readonly string[],
   env: Record<string, string> = {},
+  input?: string,
 ): Promise<CliResult> {
   const childEnv: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: "warning", ...env };
   for (const name of ["TASKWEB_URL", "TASKWEB_TOKEN"]) {
@@ -29,8 +32,9 @@ export function runTaskweb(
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [TASKWEB_BIN, ...args], {
       env: childEnv,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["pipe", "pipe", "pipe"],
     });
+    child.stdin.end(input ?? "");
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString("utf8")));

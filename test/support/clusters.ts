@@ -22,8 +22,11 @@ export interface TestCluster {
   readonly events: ClusterEvent[];
   /** Stops the process (data kept). */
   stop(): Promise<void>;
-  /** Starts it again on the same port with the same data. */
-  restart(): Promise<RunningCluster>;
+  /**
+   * Starts it again on the same port with the same data; `config` changes its configuration
+   * from then on (a new secrets key, say).
+   */
+  restart(config?: ConfigOverrides): Promise<RunningCluster>;
   /** Stops it and removes its data. */
   destroy(): Promise<void>;
 }
@@ -44,7 +47,7 @@ export async function startTestCluster(
 ): Promise<TestCluster> {
   const dir = await mkdtemp(join(tmpdir(), `taskweb-test-${name}-`));
   const db = backend.database();
-  const overrides: ConfigOverrides = {
+  let overrides: ConfigOverrides = {
     name,
     port: 0,
     dataDir: dir,
@@ -79,8 +82,10 @@ export async function startTestCluster(
       await running?.stop();
       running = undefined;
     },
-    async restart() {
+    async restart(config) {
       await running?.stop();
+      running = undefined;
+      if (config != null) overrides = { ...overrides, ...config };
       running = await launch(port);
       return running;
     },
