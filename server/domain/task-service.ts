@@ -638,12 +638,23 @@ export function createTaskService(options: TaskServiceOptions) {
       await scheduleRun(trx, effects, taskId, runId + 1, "retry");
       return;
     }
+    await resolveTask(trx, effects, taskId, "exception", now);
+  }
+
+  /** Moves a task whose last run resolved to that run's state, and follows it through. */
+  async function resolveTask(
+    trx: Trx,
+    effects: Effects,
+    taskId: string,
+    state: ResolvedState,
+    now: Date,
+  ): Promise<void> {
     await trx
       .updateTable("tasks")
-      .set({ state: "exception", resolved_at: now, updated_at: now })
+      .set({ state, resolved_at: now, updated_at: now })
       .where("task_id", "=", taskId)
       .execute();
-    await afterResolution(trx, effects, taskId, "exception");
+    await afterResolution(trx, effects, taskId, state);
   }
 
   /**
@@ -689,12 +700,7 @@ export function createTaskService(options: TaskServiceOptions) {
       .where("task_id", "=", taskId)
       .where("state", "=", "running")
       .execute();
-    await trx
-      .updateTable("tasks")
-      .set({ state: "exception", resolved_at: now, updated_at: now })
-      .where("task_id", "=", taskId)
-      .execute();
-    await afterResolution(trx, effects, taskId, "exception");
+    await resolveTask(trx, effects, taskId, "exception", now);
   }
 
   /** Locks a task's row for the transaction; throws `ResourceNotFound` when there is none. */
@@ -1034,12 +1040,7 @@ export function createTaskService(options: TaskServiceOptions) {
           .where("state", "=", "running")
           .returning("run_id")
           .executeTakeFirstOrThrow();
-        await trx
-          .updateTable("tasks")
-          .set({ state: resolution.state, resolved_at: now, updated_at: now })
-          .where("task_id", "=", taskId)
-          .execute();
-        await afterResolution(trx, effects, taskId, resolution.state);
+        await resolveTask(trx, effects, taskId, resolution.state, now);
         return { state: resolution.state, runId: run.run_id };
       });
     },
@@ -1159,12 +1160,7 @@ export function createTaskService(options: TaskServiceOptions) {
             )
             .execute();
         }
-        await trx
-          .updateTable("tasks")
-          .set({ state: outcome.state, resolved_at: now, updated_at: now })
-          .where("task_id", "=", taskId)
-          .execute();
-        await afterResolution(trx, effects, taskId, outcome.state);
+        await resolveTask(trx, effects, taskId, outcome.state, now);
         return true;
       });
     },

@@ -8,10 +8,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createServer } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TASKWEB_BIN } from "../support/cli.ts";
 import { serverBackend } from "../support/backends.ts";
+import { freePort } from "../support/ports.ts";
 import {
   startTestCluster,
   TEST_TOKEN,
@@ -21,20 +21,6 @@ import {
 } from "../support/clusters.ts";
 
 const backend = serverBackend();
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === "object" && address != null
-          ? resolve(address.port)
-          : reject(new Error("no port")),
-      );
-    });
-  });
-}
 
 interface TaskJson {
   state: string;

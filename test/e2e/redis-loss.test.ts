@@ -6,12 +6,12 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { describeServerBackend } from "../support/backends.ts";
+import { freePort } from "../support/ports.ts";
 import {
   follow,
   startTestCluster,
@@ -19,22 +19,6 @@ import {
   waitForResolution,
   type TestCluster,
 } from "../support/clusters.ts";
-
-/** A free loopback port, for a Redis server of the test's own. */
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === "object" && address != null
-          ? resolve(address.port)
-          : reject(new Error("no port")),
-      );
-    });
-  });
-}
 
 describeServerBackend("losing Redis's data", (backend) => {
   let redisProcess: ChildProcess | undefined;

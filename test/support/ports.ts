@@ -1,0 +1,18 @@
+/** Free loopback ports, for processes a test starts itself. */
+import { createServer } from "node:net";
+
+/** A loopback port that was free a moment ago (the caller binds it next). */
+export async function freePort(): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === "object" && address != null
+          ? resolve(address.port)
+          : reject(new Error("the server has no port")),
+      );
+    });
+  });
+}
