@@ -13,6 +13,7 @@ import { setUpLogging } from "./logging.ts";
 import { apiRequest, type ApiTarget } from "./api-client.ts";
 import { registerGraphCommands } from "./graph.ts";
 import { registerSecretCommands } from "./secret.ts";
+import { registerArtifactCommands } from "./artifact.ts";
 import { readFile } from "node:fs/promises";
 
 interface ServerFlags {
@@ -287,6 +288,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerGraphCommands(program, {
     clientOptions,
     apiTarget,
+    run: (exitCode) => {
+      result = exitCode;
+    },
+  });
+  registerArtifactCommands(program, {
     run: (exitCode) => {
       result = exitCode;
     },

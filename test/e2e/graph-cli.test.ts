@@ -4,7 +4,7 @@
  * routes behind them, and the documented example graph run to completion in dependency
  * order. test/domain/task-graph.test.ts covers 10,000-task graphs.
  */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -147,6 +147,48 @@ describeEachBackend("taskweb graph", (backend) => {
       "Task group release-example: the same 9 tasks exist already; nothing created.",
     );
     expect(await rowCounts()).toEqual(before);
+  });
+
+  it("downloads an artifact by its id with artifact get, verified, and refuses altered bytes", async () => {
+    // The example graph above published public/app.txt from its build task.
+    const C = cluster.current();
+    const url = C.urls.artifact("release-example-build", "public/app.txt");
+    const dest = join(dir, "app.txt");
+    const got = await taskweb(["artifact", "get", url, "-o", dest]);
+    expect(got.code).toBe(0);
+    expect(got.stderr).toMatch(/public\/app\.txt: 100% of 0\.0 MiB/);
+    const stored = await db()
+      .selectFrom("artifacts")
+      .select(["content", "sha256"])
+      .where("task_id", "=", "release-example-build")
+      .where("name", "=", "public/app.txt")
+      .executeTakeFirstOrThrow();
+    expect(await readFile(dest, "utf8")).toBe("app 1.0.0\n");
+    expect(got.lines).toEqual([`${dest}  10 bytes  sha256:${stored.sha256} (verified)`]);
+
+    const notArtifact = await taskweb(["artifact", "get", C.urls.task("release-example-build")]);
+    expect(notArtifact.code).toBe(1);
+    expect(notArtifact.stderr).toMatch(/is not a valid artifact document/);
+
+    // Bytes that no longer match what was published are refused, and no file is left.
+    await db()
+      .updateTable("artifacts")
+      .set({ content: Buffer.from("app 6.6.6\n") })
+      .where("task_id", "=", "release-example-build")
+      .where("name", "=", "public/app.txt")
+      .execute();
+    const altered = join(dir, "altered.txt");
+    const refused = await taskweb(["artifact", "get", url, "-o", altered, "--attempts", "2"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/expected sha256 [0-9a-f]{64} \(10 bytes\), got/);
+    await expect(readFile(altered)).rejects.toThrow(/ENOENT/);
+    await expect(readFile(`${altered}.partial`)).rejects.toThrow(/ENOENT/);
+    await db()
+      .updateTable("artifacts")
+      .set({ content: stored.content })
+      .where("task_id", "=", "release-example-build")
+      .where("name", "=", "public/app.txt")
+      .execute();
   });
 
   it("prints every problem of a refused graph on its own line, exits 1 and creates nothing", async () => {
