@@ -27,6 +27,7 @@ import { dereferenceRemoteTask } from "./federation/dereference.ts";
 import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
 import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
 import { createApp } from "./http/app.ts";
+import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
 import { createMemoryKeyCache, type InboxIgnoral, type InboxRefusal } from "./http/inbox-guard.ts";
 import { createBullMqJobQueue } from "./queue/bullmq-job-queue.ts";
 import { createEmbeddedJobQueue } from "./queue/embedded-job-queue.ts";
@@ -63,6 +64,35 @@ export type ClusterEvent =
   | { readonly type: "published"; readonly activityId: string }
   /** Every active task of the group has resolved; a `TaskGroupResolved` is in the outbox. */
   | { readonly type: "task-group-resolved"; readonly taskGroupId: string };
+
+/** When this process's runs started, to time them when they resolve. */
+const runStarts = new WeakMap<ClusterMetrics, Map<string, number>>();
+
+/** Feeds a cluster event to the process's counters. */
+function observe(metrics: ClusterMetrics, event: ClusterEvent): void {
+  if (event.type === "inbox") {
+    metrics.inbox(
+      event.outcome.outcome === "applied" ? "accepted" : `ignored:${event.outcome.reason}`,
+    );
+  } else if (event.type === "inbox-refused") {
+    metrics.inbox(`refused:${event.reason}`);
+  } else if (event.type === "inbox-ignored") {
+    metrics.inbox(`ignored:${event.reason}`);
+  } else if (event.type === "run") {
+    let starts = runStarts.get(metrics);
+    if (starts == null) runStarts.set(metrics, (starts = new Map()));
+    const key = `${event.taskId}/${event.runId}`;
+    if (event.event === "started") {
+      starts.set(key, performance.now());
+    } else {
+      const started = starts.get(key);
+      starts.delete(key);
+      if (started != null) {
+        metrics.runFinished(event.state ?? "unknown", (performance.now() - started) / 1000);
+      }
+    }
+  }
+}
 
 /** Options for {@link startCluster}. */
 export interface StartClusterOptions {
@@ -167,7 +197,11 @@ export async function startCluster(
   options: StartClusterOptions,
 ): Promise<RunningCluster> {
   const { roles } = options;
-  const emit = (event: ClusterEvent) => options.onEvent?.(event);
+  let metrics: ClusterMetrics | undefined;
+  const emit = (event: ClusterEvent) => {
+    if (metrics != null) observe(metrics, event);
+    options.onEvent?.(event);
+  };
   const cleanups: (() => Promise<void>)[] = [];
   const cleanup = async () => {
     for (const fn of cleanups.reverse()) {
@@ -220,6 +254,7 @@ export async function startCluster(
         ? createBullMqJobQueue({ url: config.redisUrl, prefix: config.redisPrefix })
         : createEmbeddedJobQueue(database.db);
     cleanups.push(() => jobs.close());
+    metrics = createClusterMetrics({ db: database.db, jobs });
     const tasks = createTaskService({
       db: database.db,
       jobs,
@@ -281,6 +316,7 @@ export async function startCluster(
         adminToken,
         federation: fed,
         databaseKind: database.kind,
+        metrics,
         guard: {
           documentLoader: () => ctx.documentLoader,
           contextLoader: ctx.contextLoader,

@@ -924,6 +924,14 @@ export async function readTaskGroup(
   db: Kysely<DatabaseSchema>,
   taskGroupId: string,
 ): Promise<TaskGroupView | undefined> {
+  // One snapshot: the group's resolution and its tasks' states must describe the same moment.
+  return await db
+    .transaction()
+    .setIsolationLevel("repeatable read")
+    .execute((trx) => readTaskGroupIn(trx, taskGroupId));
+}
+
+async function readTaskGroupIn(db: Trx, taskGroupId: string): Promise<TaskGroupView | undefined> {
   const rows = await db
     .selectFrom("tasks as t")
     .select((eb) => [

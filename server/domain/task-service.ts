@@ -1047,18 +1047,24 @@ export function createTaskService(options: TaskServiceOptions) {
 
     /** A task group's tally and resolution; undefined when no such group exists. */
     async getTaskGroupTally(taskGroupId: string): Promise<TaskGroupTally | undefined> {
-      const group = await db
-        .selectFrom("task_groups")
-        .select(["resolved_at"])
-        .where("task_group_id", "=", taskGroupId)
-        .executeTakeFirst();
-      if (group == null) return undefined;
-      const tally = (await tallyGroups(db, [taskGroupId])).get(taskGroupId);
-      if (tally == null) return undefined;
-      return {
-        ...tally,
-        resolvedAt: group.resolved_at == null ? undefined : new Date(group.resolved_at),
-      };
+      // One snapshot: the resolution and the counts must describe the same moment.
+      return await db
+        .transaction()
+        .setIsolationLevel("repeatable read")
+        .execute(async (trx) => {
+          const group = await trx
+            .selectFrom("task_groups")
+            .select(["resolved_at"])
+            .where("task_group_id", "=", taskGroupId)
+            .executeTakeFirst();
+          if (group == null) return undefined;
+          const tally = (await tallyGroups(trx, [taskGroupId])).get(taskGroupId);
+          if (tally == null) return undefined;
+          return {
+            ...tally,
+            resolvedAt: group.resolved_at == null ? undefined : new Date(group.resolved_at),
+          };
+        });
     },
 
     /**

@@ -20,6 +20,7 @@ import type { ClusterFederation } from "../federation/federation.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import { fedifyMiddleware } from "./fedify-adapter.ts";
+import type { ClusterMetrics } from "./metrics.ts";
 import { graphRoutes } from "./graph-routes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
@@ -45,6 +46,8 @@ export interface AppOptions {
   readonly federation: ClusterFederation;
   readonly guard: Omit<InboxGuardOptions, "origin">;
   readonly databaseKind: string;
+  /** Served at `GET /metrics` (Prometheus text), to holders of the API token. */
+  readonly metrics?: ClusterMetrics;
 }
 
 type Handler = (req: ERequest, res: EResponse) => Promise<void>;
@@ -80,6 +83,24 @@ export function createApp(options: AppOptions): express.Express {
   app.disable("x-powered-by");
   app.set("etag", false);
 
+  const metrics = options.metrics;
+  if (metrics != null) {
+    app.get(
+      "/metrics",
+      route(async (req, res) => {
+        const header = req.headers.authorization ?? "";
+        const token = header.startsWith("Bearer ") ? header.slice(7) : "";
+        if (token === "" || !tokenMatches(token, options.adminToken)) {
+          throw new ApiError(
+            "AuthenticationFailed",
+            "Send the cluster's API token as 'Authorization: Bearer <token>' (Prometheus: authorization.credentials).",
+          );
+        }
+        res.setHeader("Content-Type", metrics.registry.contentType);
+        res.end(await metrics.registry.metrics());
+      }),
+    );
+  }
   app.get("/healthz", (_req, res) => {
     res.json({ status: "ok" });
   });

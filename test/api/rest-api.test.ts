@@ -565,6 +565,74 @@ describeEachBackend("REST API", (backend) => {
     });
   });
 
+  describe("metrics", () => {
+    async function scrape(token: string | null = TEST_TOKEN) {
+      const response = await fetch(`${base}/metrics`, {
+        headers: token == null ? {} : { authorization: `Bearer ${token}` },
+      });
+      return { status: response.status, text: await response.text(), response };
+    }
+
+    /** The value of one sample, e.g. `taskweb_tasks{state="completed"}`. */
+    function sample(text: string, name: string): number | undefined {
+      const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+      return line == null ? undefined : Number(line.slice(name.length + 1));
+    }
+
+    it("serves Prometheus metrics to the token's holder only", async () => {
+      expect((await scrape(null)).status).toBe(401);
+      expect((await scrape("wrong-token-0123456789")).status).toBe(401);
+      const ok = await scrape();
+      expect(ok.status).toBe(200);
+      expect(ok.response.headers.get("content-type")).toContain("text/plain");
+    });
+
+    it("counts tasks by state from the database, queues, runs and inbox outcomes", async () => {
+      const taskId = uid("metrics");
+      await api("POST", "/tasks", { body: { taskId, payload: { command: ["true"] } } });
+      expect(await waitForResolution(C, taskId)).toBe("completed");
+      await settled();
+      const refusedBefore =
+        sample(
+          (await scrape()).text,
+          'taskweb_inbox_requests_total{outcome="refused:no-signature"}',
+        ) ?? 0;
+      const unsigned = await fetch(C.urls.inbox, {
+        method: "POST",
+        headers: { "content-type": "application/activity+json" },
+        body: JSON.stringify({
+          "@context": "https://www.w3.org/ns/activitystreams",
+          id: "http://127.0.0.1:9/clusters/x/follows/1",
+          type: "Follow",
+          actor: "http://127.0.0.1:9/clusters/x",
+          object: C.urls.actor,
+        }),
+      });
+      expect(unsigned.status).toBe(401);
+
+      const { text } = await scrape();
+      const counts = await C.tasks.countByState();
+      for (const state of ["completed", "failed", "exception", "pending"]) {
+        expect({ state, value: sample(text, `taskweb_tasks{state="${state}"}`) }).toEqual({
+          state,
+          value: counts[state] ?? 0,
+        });
+      }
+      expect(sample(text, 'taskweb_queue_depth{queue="tasks"}')).toBe(0);
+      expect(sample(text, "taskweb_outbox_undelivered")).toBeGreaterThanOrEqual(0);
+      expect(
+        sample(text, 'taskweb_runs_resolved{state="completed",reason="completed"}'),
+      ).toBeGreaterThanOrEqual(1);
+      expect(
+        sample(text, 'taskweb_run_duration_seconds_count{state="completed"}'),
+      ).toBeGreaterThanOrEqual(1);
+      expect(sample(text, 'taskweb_run_pending_seconds{quantile="0.5"}')).toBeGreaterThanOrEqual(0);
+      expect(sample(text, 'taskweb_inbox_requests_total{outcome="refused:no-signature"}')).toBe(
+        refusedBefore + 1,
+      );
+    });
+  });
+
   describe("health", () => {
     it("answers /healthz with 200", async () => {
       const response = await getJson(`${base}/healthz`, "application/json");
