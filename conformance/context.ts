@@ -210,7 +210,8 @@ export class Context {
   published(): Promise<{
     taskUrl: string | undefined;
     completed: ReceivedRequest | undefined;
-    before: ReceivedRequest[];
+    /** Everything delivered to the follower since the task was created (grows). */
+    since: () => ReceivedRequest[];
   }> {
     return this.once("published", async () => {
       this.require(["complete-task"]);
@@ -230,9 +231,11 @@ export class Context {
         () => this.peer.inbox("follower").slice(seen).find(matches),
         Math.max(this.timing.deliveryTimeoutMs, 60_000),
       );
-      const delivered = this.peer.inbox("follower").slice(seen);
-      const before = completed != null ? delivered.slice(0, delivered.indexOf(completed)) : [];
-      return { taskUrl: task.url, completed, before };
+      return {
+        taskUrl: task.url,
+        completed,
+        since: () => this.peer.inbox("follower").slice(seen),
+      };
     });
   }
 }

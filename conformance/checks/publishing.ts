@@ -253,25 +253,42 @@ export const publishingChecks: Check[] = [
     area: "publishing",
     level: "MUST",
     requirements: ["TW-DEP-7", "TW-ACT-4", "TW-DEP-8"],
-    title: "an ArtifactPublished for each artifact arrives before the TaskCompleted",
+    title:
+      "an ArtifactPublished is delivered for each artifact, published no later than the TaskCompleted",
     needs: ["complete-task"],
     run: (ctx) =>
       completedOr(ctx, async (r) => {
         const p = await ctx.published();
-        const task = jsonOf(r)?.object as { artifacts?: unknown } | undefined;
+        const completed = jsonOf(r);
+        const task = completed?.object as { artifacts?: unknown } | undefined;
         const artifacts = (Array.isArray(task?.artifacts) ? task.artifacts : []) as {
           id?: unknown;
         }[];
         if (artifacts.length === 0) {
           return fail("the driver's task should publish an artifact, the TaskCompleted lists none");
         }
-        const published = p.before.map(jsonOf).filter((j) => hasType(j, "ArtifactPublished"));
         for (const a of artifacts) {
-          const found = published.find((j) => (j?.object as { id?: unknown })?.id === a.id);
-          if (found == null)
-            return fail(`no ArtifactPublished for ${String(a.id)} before TaskCompleted`);
+          // Deliveries may arrive in any order (TW-DLV-9); wait for each one.
+          const found = await ctx.poll(() =>
+            p
+              .since()
+              .map(jsonOf)
+              .find(
+                (j) =>
+                  hasType(j, "ArtifactPublished") &&
+                  (j?.object as { id?: unknown } | undefined)?.id === a.id,
+              ),
+          );
+          if (found == null) return fail(`no ArtifactPublished for ${String(a.id)} was delivered`);
           const parsed = parseActivity(found);
           if (!parsed.ok) return fail(`ArtifactPublished does not parse: ${parsed.reason.message}`);
+          const at = Date.parse(String(found.published));
+          const done = Date.parse(String(completed?.published));
+          if (at > done) {
+            return fail(
+              `ArtifactPublished published ${String(found.published)}, after the TaskCompleted (${String(completed?.published)})`,
+            );
+          }
         }
         return pass();
       }),
