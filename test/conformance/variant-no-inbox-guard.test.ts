@@ -10,11 +10,12 @@ import {
   taskwebRestDriver,
   type Report,
 } from "../../conformance/index.ts";
+import type * as InboxGuardModule from "../../server/http/inbox-guard.ts";
 import { describeEachBackend } from "../support/backends.ts";
 import { startTestCluster, TEST_TOKEN, type TestCluster } from "../support/clusters.ts";
 
 vi.mock("../../server/http/inbox-guard.ts", async (importOriginal) => {
-  const original = await importOriginal<typeof import("../../server/http/inbox-guard.ts")>();
+  const original = await importOriginal<typeof InboxGuardModule>();
   return {
     ...original,
     // Buffers the body for the ActivityPub library, as the real guard does, and checks nothing.
