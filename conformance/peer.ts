@@ -22,6 +22,7 @@ export interface PeerActor {
   readonly publicKeyPem: string;
   readonly multikeyId: string;
   readonly ed25519PublicKey: KeyObject;
+  readonly ed25519PrivateKey: KeyObject;
 }
 
 /** Options for {@link startPeer}. */
@@ -85,6 +86,7 @@ function makeActor(base: string, name: PeerName): PeerActor {
     publicKeyPem: rsa.publicKey.export({ type: "spki", format: "pem" }).toString(),
     multikeyId: `${id}#ed25519-key`,
     ed25519PublicKey: ed.publicKey,
+    ed25519PrivateKey: ed.privateKey,
   };
 }
 

@@ -5,6 +5,7 @@
 import { createPublicKey } from "node:crypto";
 import { sameOrigin } from "../../protocol/index.ts";
 import type { Context } from "../context.ts";
+import { decodeBase58btc } from "../proof.ts";
 import { fail, notObservable, pass, type Check, type Verdict } from "../model.ts";
 
 const AS_ACCEPT = "application/activity+json";
@@ -48,26 +49,6 @@ function rsaKey(ctx: Context): Record<string, unknown> | undefined {
 function multikeys(ctx: Context): Record<string, unknown>[] {
   const a = ctx.actor.assertionMethod;
   return (Array.isArray(a) ? a : [a]).map(record).filter((x) => x != null);
-}
-
-function decodeBase58(s: string): Uint8Array {
-  const alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-  let n = 0n;
-  for (const c of s) {
-    const i = alphabet.indexOf(c);
-    if (i < 0) throw new Error(`not base58: ${c}`);
-    n = n * 58n + BigInt(i);
-  }
-  const bytes: number[] = [];
-  while (n > 0n) {
-    bytes.unshift(Number(n % 256n));
-    n /= 256n;
-  }
-  for (const c of s) {
-    if (c !== "1") break;
-    bytes.unshift(0);
-  }
-  return new Uint8Array(bytes);
 }
 
 function webfingerUrl(ctx: Context, resource: string): string {
@@ -213,7 +194,7 @@ export const discoveryChecks: Check[] = [
         const mb = k.publicKeyMultibase;
         if (!mb.startsWith("z")) continue;
         try {
-          const bytes = decodeBase58(mb.slice(1));
+          const bytes = decodeBase58btc(mb.slice(1));
           if (bytes.length === 34 && bytes[0] === 0xed && bytes[1] === 0x01) return pass();
         } catch {
           continue;

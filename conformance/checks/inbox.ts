@@ -6,7 +6,8 @@
  */
 import { randomUUID } from "node:crypto";
 import { sleep, type Context } from "../context.ts";
-import { fail, pass, type Check, type Verdict } from "../model.ts";
+import { fail, NotObservable, pass, type Check, type Verdict } from "../model.ts";
+import { addProof } from "../proof.ts";
 import { postCavage, postRfc9421, type HttpAnswer } from "../signing.ts";
 
 const WAITING: Check["needs"] = ["follow", "create-waiting-task", "task-state"];
@@ -29,6 +30,11 @@ async function refused(
 
 const TWO_XX = [200, 201, 202, 204];
 const REFUSED_OR_IGNORED = [202, 400, 401, 403, 422];
+
+function sharedInbox(ctx: Context): string | undefined {
+  const endpoints = ctx.actor.endpoints as { sharedInbox?: unknown } | undefined;
+  return typeof endpoints?.sharedInbox === "string" ? endpoints.sharedInbox : undefined;
+}
 
 function body(ctx: Context, taskUrl: string): string {
   const upstream = ctx.peer.actors.upstream;
@@ -185,6 +191,37 @@ export const inboxAuthChecks: Check[] = [
       ),
   },
   {
+    id: "SIG-14",
+    area: "inbox-auth",
+    level: "MUST",
+    requirements: ["TW-SIG-7"],
+    title: "an unsigned POST is refused 401 even when the activity carries a valid proof",
+    needs: WAITING,
+    run: (ctx) =>
+      refused(ctx, [401], (url) => {
+        const upstream = ctx.peer.actors.upstream;
+        const proved = addProof(
+          ctx.taskCompleted(upstream, url),
+          upstream.ed25519PrivateKey,
+          upstream.multikeyId,
+        );
+        return postRfc9421(ctx.inbox, JSON.stringify(proved), undefined);
+      }),
+  },
+  {
+    id: "SIG-15",
+    area: "inbox-auth",
+    level: "MUST",
+    requirements: ["TW-INBOX-1", "TW-SIG-7"],
+    title: "the shared inbox also refuses an unsigned POST with 401 and changes nothing",
+    needs: WAITING,
+    async run(ctx) {
+      const shared = sharedInbox(ctx);
+      if (shared == null) throw new NotObservable("the actor has no endpoints.sharedInbox");
+      return await refused(ctx, [401], (url) => postRfc9421(shared, body(ctx, url), undefined));
+    },
+  },
+  {
     id: "SIG-12",
     area: "inbox-auth",
     level: "MUST",
@@ -326,6 +363,37 @@ export const originChecks: Check[] = [
         (a.object as { taskState: string }).taskState = "running";
         return ctx.send(ctx.peer.actors.upstream, a);
       }),
+  },
+  {
+    id: "ORI-10",
+    area: "origin-shape",
+    level: "MUST",
+    requirements: ["TW-ORG-3", "TW-TRUST-5"],
+    title: "a TaskCompleted whose task is attributed to another actor is not acted on",
+    needs: WAITING,
+    run: (ctx) =>
+      refused(ctx, REFUSED_OR_IGNORED, (url) => {
+        const a = ctx.taskCompleted(ctx.peer.actors.upstream, url);
+        (a.object as { attributedTo: string }).attributedTo = ctx.peer.actors.evil.id;
+        return ctx.send(ctx.peer.actors.upstream, a);
+      }),
+  },
+  {
+    id: "ORI-11",
+    area: "origin-shape",
+    level: "MUST",
+    requirements: ["TW-ORG-1", "TW-TRUST-5"],
+    title: "a TaskCompleted whose activity id is on another origin is not acted on",
+    needs: WAITING,
+    run: (ctx) =>
+      refused(ctx, REFUSED_OR_IGNORED, (url) =>
+        ctx.send(
+          ctx.peer.actors.upstream,
+          ctx.taskCompleted(ctx.peer.actors.upstream, url, {
+            id: `http://127.0.0.2:9/activities/${randomUUID()}`,
+          }),
+        ),
+      ),
   },
   {
     id: "ORI-06",
@@ -492,6 +560,32 @@ export const reliabilityChecks: Check[] = [
       if (!TWO_XX.includes(first.status)) return fail(`first delivery answered ${first.status}`);
       return await refused(ctx, TWO_XX, (url) =>
         ctx.send(upstream, ctx.taskCompleted(upstream, url, { id })),
+      );
+    },
+  },
+  {
+    id: "REL-03",
+    area: "reliability",
+    level: "MUST",
+    requirements: ["TW-INBOX-1", "TW-TRUST-3"],
+    title: "an activity id processed at the inbox is not processed again at the shared inbox",
+    needs: WAITING,
+    async run(ctx) {
+      const shared = sharedInbox(ctx);
+      if (shared == null) throw new NotObservable("the actor has no endpoints.sharedInbox");
+      await ctx.observation();
+      const upstream = ctx.peer.actors.upstream;
+      const id = `${upstream.id}/activities/${randomUUID()}`;
+      const firstUrl = ctx.taskUrl(upstream);
+      await ctx.driver.createWaitingTask([firstUrl]);
+      const first = await ctx.send(upstream, ctx.taskCompleted(upstream, firstUrl, { id }));
+      if (!TWO_XX.includes(first.status)) return fail(`first delivery answered ${first.status}`);
+      return await refused(ctx, TWO_XX, (url) =>
+        postRfc9421(
+          shared,
+          JSON.stringify(ctx.taskCompleted(upstream, url, { id })),
+          upstream.signer,
+        ),
       );
     },
   },

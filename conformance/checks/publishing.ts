@@ -9,6 +9,7 @@ import { hasType, jsonOf, sleep, type Context } from "../context.ts";
 import { fail, notObservable, pass, type Check, type Verdict } from "../model.ts";
 import { parseSignatureInput, verifyReceived, type ReceivedRequest } from "../signing.ts";
 import { getJson } from "./discovery.ts";
+import { ed25519FromMultibase, verifyProof } from "../proof.ts";
 
 function targetKeyPem(ctx: Context, keyId: string): string | undefined {
   const keys = [ctx.actor.publicKey].flat() as { id?: unknown; publicKeyPem?: unknown }[];
@@ -131,6 +132,43 @@ export const followChecks: Check[] = [
         return fail(`Follow id ${String(f.id)} is not on the target's origin`);
       }
       return signatureVerdict(ctx, r);
+    },
+  },
+  {
+    id: "FOL-05",
+    area: "follow",
+    level: "MUST",
+    requirements: ["TW-FOLLOW-5"],
+    title: "another actor's Undo of the follower's Follow does not end the follow",
+    async run(ctx) {
+      const { reply, followId } = await ctx.followerFollows();
+      if (reply == null || jsonOf(reply)?.type !== "Accept") {
+        return notObservable("the follow was not accepted");
+      }
+      const url = ctx.actor.followers;
+      if (typeof url !== "string") return notObservable("no followers collection");
+      const count = async () => (await getJson(url)).json as { totalItems?: unknown } | undefined;
+      const before = (await count())?.totalItems;
+      if (typeof before !== "number" || before < 1) {
+        return notObservable("the followers collection does not count the follower");
+      }
+      const evil = ctx.peer.actors.evil;
+      const follower = ctx.peer.actors.follower;
+      const answer = await ctx.send(evil, {
+        "@context": "https://www.w3.org/ns/activitystreams",
+        id: `${evil.id}/undos/${Date.now()}`,
+        type: "Undo",
+        actor: evil.id,
+        object: { id: followId, type: "Follow", actor: follower.id, object: ctx.actorId },
+      });
+      await sleep(ctx.timing.settleMs);
+      const after = (await count())?.totalItems;
+      if (after !== before) {
+        return fail(
+          `followers went from ${before} to ${String(after)} after evil's Undo (answered ${answer.status})`,
+        );
+      }
+      return pass();
     },
   },
 ];
@@ -397,5 +435,52 @@ export const publishingChecks: Check[] = [
         ? pass()
         : fail(`${after.length} activities were still delivered after the Undo`);
     },
+  },
+  {
+    id: "PUB-13",
+    area: "publishing",
+    level: "SHOULD",
+    requirements: ["TW-PROOF-2", "TW-PROOF-4"],
+    title:
+      "the delivered activity's proof verifies with the actor's Ed25519 key (document @context)",
+    needs: ["complete-task"],
+    run: (ctx) =>
+      completedOr(ctx, (r) => {
+        const doc = jsonOf(r);
+        const proof = doc?.proof as Record<string, unknown> | undefined;
+        if (doc == null || proof == null) return notObservable("the activity carries no proof");
+        const keys = [ctx.actor.assertionMethod].flat() as Record<string, unknown>[];
+        const key = keys.find((k) => k?.id === proof.verificationMethod);
+        if (typeof key?.publicKeyMultibase !== "string") {
+          return notObservable("the proof names no Multikey of the actor's assertionMethod");
+        }
+        try {
+          return verifyProof(doc, ed25519FromMultibase(key.publicKeyMultibase))
+            ? pass()
+            : fail("the eddsa-jcs-2022 proof does not verify over the document as delivered");
+        } catch (error) {
+          return fail(`the proof cannot be checked: ${String(error)}`);
+        }
+      }),
+  },
+  {
+    id: "PUB-14",
+    area: "publishing",
+    level: "SHOULD",
+    requirements: ["TW-PROOF-3"],
+    title: "the proof's own @context, if any, equals the document's @context",
+    needs: ["complete-task"],
+    run: (ctx) =>
+      completedOr(ctx, (r) => {
+        const doc = jsonOf(r);
+        const proof = doc?.proof as Record<string, unknown> | undefined;
+        if (proof == null) return notObservable("the activity carries no proof");
+        if (!("@context" in proof)) return pass("the proof has no @context of its own");
+        return JSON.stringify(proof["@context"]) === JSON.stringify(doc?.["@context"])
+          ? pass()
+          : fail(
+              `proof @context ${JSON.stringify(proof["@context"]).slice(0, 160)} ≠ document @context`,
+            );
+      }),
   },
 ];
