@@ -396,6 +396,20 @@ export const originChecks: Check[] = [
       ),
   },
   {
+    id: "ORI-12",
+    area: "origin-shape",
+    level: "MUST",
+    requirements: ["TW-TYPE-1"],
+    title: "a lone custom type (TaskCompleted without Activity) is not acted on",
+    needs: WAITING,
+    run: (ctx) =>
+      refused(ctx, REFUSED_OR_IGNORED, (url) => {
+        const a = ctx.taskCompleted(ctx.peer.actors.upstream, url);
+        a.type = "TaskCompleted";
+        return ctx.send(ctx.peer.actors.upstream, a);
+      }),
+  },
+  {
     id: "ORI-06",
     area: "origin-shape",
     level: "MUST",

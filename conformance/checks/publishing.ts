@@ -171,6 +171,23 @@ export const followChecks: Check[] = [
       return pass();
     },
   },
+  {
+    id: "FOL-06",
+    area: "follow",
+    level: "SHOULD",
+    requirements: ["TW-COLL-4", "TW-FOLLOW-3"],
+    title: "after the suite's Accept, the target's following collection counts the suite's actor",
+    needs: ["follow"],
+    async run(ctx) {
+      await ctx.observation();
+      const url = ctx.actor.following;
+      if (typeof url !== "string") return fail("no following URL");
+      const doc = (await getJson(url)).json as { totalItems?: unknown } | undefined;
+      return typeof doc?.totalItems === "number" && doc.totalItems >= 1
+        ? pass()
+        : fail(`expected totalItems ≥ 1, got ${JSON.stringify(doc?.totalItems)}`);
+    },
+  },
 ];
 
 export const publishingChecks: Check[] = [
@@ -481,6 +498,58 @@ export const publishingChecks: Check[] = [
           : fail(
               `proof @context ${JSON.stringify(proof["@context"]).slice(0, 160)} ≠ document @context`,
             );
+      }),
+  },
+  {
+    id: "PUB-15",
+    area: "publishing",
+    level: "MUST",
+    requirements: ["TW-OBJ-3", "TW-OBJ-6"],
+    title: "each listed artifact names the task, and its id is the task id + /artifacts/ + name",
+    needs: ["complete-task"],
+    run: (ctx) =>
+      completedOr(ctx, (r) => {
+        const task = jsonOf(r)?.object as { id?: unknown; artifacts?: unknown } | undefined;
+        const artifacts = (Array.isArray(task?.artifacts) ? task.artifacts : []) as {
+          id?: unknown;
+          task?: unknown;
+          name?: unknown;
+        }[];
+        if (artifacts.length === 0) return notObservable("the task published no artifact");
+        for (const a of artifacts) {
+          if (a.task !== task?.id)
+            return fail(`artifact ${String(a.id)} names task ${String(a.task)}`);
+          const expected = `${String(task?.id)}/artifacts/${String(a.name)
+            .split("/")
+            .map(encodeURIComponent)
+            .join("/")}`;
+          if (a.id !== expected) return fail(`artifact id ${String(a.id)}, expected ${expected}`);
+        }
+        return pass();
+      }),
+  },
+  {
+    id: "PUB-16",
+    area: "publishing",
+    level: "MUST",
+    requirements: ["TW-DEREF-2"],
+    title: "each artifact's id dereferences to its artifact document",
+    needs: ["complete-task"],
+    run: (ctx) =>
+      completedOr(ctx, async (r) => {
+        const task = jsonOf(r)?.object as { artifacts?: unknown } | undefined;
+        const artifacts = (Array.isArray(task?.artifacts) ? task.artifacts : []) as {
+          id?: unknown;
+        }[];
+        if (artifacts.length === 0) return notObservable("the task published no artifact");
+        for (const a of artifacts) {
+          if (typeof a.id !== "string") return fail("artifact without id");
+          const got = await getJson(a.id);
+          if (got.status !== 200) return fail(`GET ${a.id}: expected 200, got ${got.status}`);
+          const doc = got.json as { id?: unknown } | undefined;
+          if (doc?.id !== a.id) return fail(`document id ${String(doc?.id)} ≠ ${a.id}`);
+        }
+        return pass();
       }),
   },
 ];

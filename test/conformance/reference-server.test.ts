@@ -2,6 +2,8 @@
  * The conformance suite against the reference server: every MUST check passes, and no
  * check is left unobserved when the REST driver is available.
  */
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import {
   formatResultLine,
@@ -12,6 +14,18 @@ import {
 } from "../../conformance/index.ts";
 import { describeEachBackend } from "../support/backends.ts";
 import { startTestCluster, TEST_TOKEN, type TestCluster } from "../support/clusters.ts";
+
+const BIN = fileURLToPath(new URL("../../conformance/bin.js", import.meta.url));
+
+function runBin(args: string[]): Promise<{ code: number | null; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "inherit"] });
+    let stdout = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout }));
+  });
+}
 
 describeEachBackend("conformance suite against the reference server", (backend) => {
   let cluster: TestCluster;
@@ -57,4 +71,26 @@ describeEachBackend("conformance suite against the reference server", (backend) 
     const xml = toJUnit(report);
     expect(xml.match(/<testcase /g)?.length).toBe(report.results.length);
   });
+
+  it("runs from the command with the REST driver and exits 0", async () => {
+    const sut = cluster.current();
+    const run = await runBin([
+      "--target",
+      sut.urls.actor,
+      "--driver",
+      "taskweb-rest",
+      "--token",
+      TEST_TOKEN,
+      "--settle",
+      "300",
+      "--only",
+      "DISC-01",
+      "SIG-01",
+      "SIG-12",
+    ]);
+    expect(run.stdout).toMatch(/PASS DISC-01/);
+    expect(run.stdout).toMatch(/PASS SIG-01/);
+    expect(run.stdout).toMatch(/PASS SIG-12/);
+    expect(run.code).toBe(0);
+  }, 60_000);
 });
