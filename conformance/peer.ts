@@ -33,6 +33,8 @@ export interface PeerOptions {
   readonly port?: number;
   /** The URL the target reaches the suite at, when not `http://<host>:<port>`. */
   readonly publicUrl?: string;
+  /** Accept only Follows from this actor (the target); others are recorded, not answered. */
+  readonly acceptFrom?: string;
 }
 
 /** The running peer. */
@@ -214,6 +216,7 @@ export async function startPeer(options: PeerOptions = {}): Promise<Peer> {
       return;
     }
     if (activity.type !== "Follow" || typeof activity.actor !== "string") return;
+    if (options.acceptFrom != null && activity.actor !== options.acceptFrom) return;
     const follower = activity.actor;
     const response = await fetch(follower, { headers: { accept: "application/activity+json" } });
     if (!response.ok) return;

@@ -84,7 +84,8 @@ export async function runConformance(options: ConformanceOptions): Promise<Repor
   const started = Date.now();
   const actor = await preflight(options.target);
   const driver = options.driver ?? noDriver();
-  const peer = await startPeer(options.peer);
+  const actorId = typeof actor.id === "string" ? actor.id : options.target;
+  const peer = await startPeer({ acceptFrom: actorId, ...options.peer });
   const timing: Timing = {
     deliveryTimeoutMs: options.timing?.deliveryTimeoutMs ?? 30_000,
     settleMs: options.timing?.settleMs ?? 1000,
