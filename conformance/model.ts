@@ -13,7 +13,14 @@ export type Outcome = "pass" | "fail" | "not-observable";
 
 /** The areas checks are grouped in. */
 export type Area =
-  "discovery" | "follow" | "publishing" | "inbox-auth" | "origin-shape" | "limits" | "reliability";
+  | "discovery"
+  | "follow"
+  | "publishing"
+  | "inbox-auth"
+  | "origin-shape"
+  | "dereference"
+  | "limits"
+  | "reliability";
 
 /** What a check's run decided. */
 export interface Verdict {

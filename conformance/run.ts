@@ -2,6 +2,7 @@
  * `runConformance`: preflight, start the suite's peer, run every check, build the report.
  * @module
  */
+import { derefChecks } from "./checks/deref.ts";
 import { discoveryChecks } from "./checks/discovery.ts";
 import { inboxAuthChecks, limitChecks, originChecks, reliabilityChecks } from "./checks/inbox.ts";
 import { followChecks, publishingChecks } from "./checks/publishing.ts";
@@ -17,6 +18,7 @@ export const ALL_CHECKS: readonly Check[] = [
   ...publishingChecks,
   ...inboxAuthChecks,
   ...originChecks,
+  ...derefChecks,
   ...limitChecks,
   ...reliabilityChecks,
 ];
