@@ -1,0 +1,92 @@
+/**
+ * FEP-8b32 `eddsa-jcs-2022` Object Integrity Proofs, as signatures.md §3 defines them:
+ * JCS (RFC 8785), SHA-256, Ed25519 and base58-btc, with node:crypto.
+ * @module
+ */
+import { createHash, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
+import { base58btc } from "./peer.ts";
+
+/** RFC 8785 canonical JSON of a JSON value (keys sorted by UTF-16 code units). */
+export function jcs(value: unknown): string {
+  if (value === null || typeof value !== "object") {
+    if (typeof value === "number" && !Number.isFinite(value)) throw new Error("not JSON");
+    return JSON.stringify(value);
+  }
+  if (Array.isArray(value)) return `[${value.map(jcs).join(",")}]`;
+  const entries = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${jcs(v)}`).join(",")}}`;
+}
+
+const sha256 = (s: string) => createHash("sha256").update(s).digest();
+
+/** The bytes an eddsa-jcs-2022 proof signs, with `@context` taken from the document. */
+function signedBytes(document: Record<string, unknown>, proof: Record<string, unknown>): Buffer {
+  const { proof: _p, signature: _s, ...unsecured } = document;
+  const { proofValue: _v, ...config } = proof;
+  const proofConfig = { ...config, "@context": document["@context"] };
+  return Buffer.concat([sha256(jcs(proofConfig)), sha256(jcs(unsecured))]);
+}
+
+const ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+/** Decodes base58-btc. */
+export function decodeBase58btc(s: string): Uint8Array {
+  let n = 0n;
+  for (const c of s) {
+    const i = ALPHABET.indexOf(c);
+    if (i < 0) throw new Error(`not base58: ${c}`);
+    n = n * 58n + BigInt(i);
+  }
+  const bytes: number[] = [];
+  while (n > 0n) {
+    bytes.unshift(Number(n % 256n));
+    n /= 256n;
+  }
+  for (const c of s) {
+    if (c !== "1") break;
+    bytes.unshift(0);
+  }
+  return new Uint8Array(bytes);
+}
+
+/** The Ed25519 public key of a Multikey `publicKeyMultibase` (`z` + base58(0xed01 ‖ key)). */
+export function ed25519FromMultibase(multibase: string): KeyObject {
+  if (!multibase.startsWith("z")) throw new Error("publicKeyMultibase is not base58-btc");
+  const bytes = decodeBase58btc(multibase.slice(1));
+  if (bytes.length !== 34 || bytes[0] !== 0xed || bytes[1] !== 0x01) {
+    throw new Error("not an Ed25519 Multikey");
+  }
+  return createPublicKey({
+    key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(bytes.slice(2)).toString("base64url") },
+    format: "jwk",
+  });
+}
+
+/** Whether `document.proof` verifies with `key`. */
+export function verifyProof(document: Record<string, unknown>, key: KeyObject): boolean {
+  const proof = document.proof as Record<string, unknown> | undefined;
+  if (proof == null || typeof proof.proofValue !== "string" || !proof.proofValue.startsWith("z")) {
+    return false;
+  }
+  const signature = decodeBase58btc(proof.proofValue.slice(1));
+  return verify(null, signedBytes(document, proof), key, signature);
+}
+
+/** Adds an eddsa-jcs-2022 proof made with `privateKey` named `verificationMethod`. */
+export function addProof(
+  document: Record<string, unknown>,
+  privateKey: KeyObject,
+  verificationMethod: string,
+): Record<string, unknown> {
+  const proof: Record<string, unknown> = {
+    type: "DataIntegrityProof",
+    cryptosuite: "eddsa-jcs-2022",
+    verificationMethod,
+    proofPurpose: "assertionMethod",
+    created: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
+  };
+  const value = sign(null, signedBytes(document, proof), privateKey);
+  return { ...document, proof: { ...proof, proofValue: `z${base58btc(value)}` } };
+}
