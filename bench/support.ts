@@ -7,8 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { readConfig } from "../server/config.ts";
-import { startCluster, type RunningCluster } from "../server/cluster.ts";
+import { readConfig, type ConfigOverrides } from "../server/config.ts";
+import { startCluster, type ClusterRoles, type RunningCluster } from "../server/cluster.ts";
 
 /** Where a benchmark runs. */
 export type BenchBackend = "embedded" | "postgres+redis";
@@ -21,69 +21,87 @@ export function serverUrls(): { databaseUrl: string; redisUrl: string } {
   };
 }
 
+/** The API token of every cluster a benchmark starts. */
+const BENCH_TOKEN = "bench-token-0123456789abcdef";
+
 /** Clusters started for one benchmark, and how to remove every trace of them. */
 export interface BenchClusters {
   readonly clusters: RunningCluster[];
   cleanup(): Promise<void>;
 }
 
+/** Options for {@link startBenchClusters}. */
+export interface BenchClusterOptions {
+  /** @defaultValue web and worker, as `taskweb start` */
+  readonly roles?: ClusterRoles;
+  /** Settings beyond the benchmark's own (worker concurrency…). */
+  readonly config?: ConfigOverrides;
+}
+
 /** Starts one cluster per name on `backend`, each with its own database and queue. */
 export async function startBenchClusters(
   backend: BenchBackend,
   names: readonly string[],
+  options: BenchClusterOptions = {},
 ): Promise<BenchClusters> {
   const dir = await mkdtemp(join(tmpdir(), "taskweb-bench-"));
   const run = randomBytes(4).toString("hex");
   const schemas: string[] = [];
   const clusters: RunningCluster[] = [];
-  for (const name of names) {
-    const schema = `bench_${run}_${name.replace(/-/g, "_")}`;
-    const urls = serverUrls();
-    const config = readConfig(
-      {},
-      {
-        name,
-        port: 0,
-        dataDir: join(dir, name),
-        adminToken: "bench-token-0123456789abcdef",
-        allowPrivateAddress: true,
-        reconcileIntervalMs: 3_600_000,
-        workDir: dir,
-        ...(backend === "postgres+redis"
-          ? {
-              databaseUrl: urls.databaseUrl,
-              databaseSchema: schema,
-              redisUrl: urls.redisUrl,
-              redisPrefix: `bench-${run}-${name}`,
-            }
-          : {}),
-      },
-    );
-    if (backend === "postgres+redis") schemas.push(schema);
-    clusters.push(await startCluster(config, { roles: { web: true, worker: true } }));
-  }
-  return {
-    clusters,
-    async cleanup() {
-      await Promise.all(clusters.map((c) => c.stop()));
-      await rm(dir, { recursive: true, force: true });
-      if (schemas.length > 0) {
-        const client = new pg.Client({ connectionString: serverUrls().databaseUrl });
-        await client.connect();
-        for (const s of schemas) await client.query(`drop schema if exists "${s}" cascade`);
-        await client.end();
-        const { Redis } = await import("ioredis");
-        const redis = new Redis(serverUrls().redisUrl);
-        let cursor = "0";
-        do {
-          const [next, keys] = await redis.scan(cursor, "MATCH", `bench-${run}-*`, "COUNT", 1000);
-          cursor = next;
-          if (keys.length > 0) await redis.del(...keys);
-        } while (cursor !== "0");
-        redis.disconnect();
-      }
-    },
+  const cleanup = async () => {
+    await Promise.all(clusters.map((c) => c.stop()));
+    await rm(dir, { recursive: true, force: true });
+    if (schemas.length > 0) {
+      const client = new pg.Client({ connectionString: serverUrls().databaseUrl });
+      await client.connect();
+      for (const s of schemas) await client.query(`drop schema if exists "${s}" cascade`);
+      await client.end();
+      const { Redis } = await import("ioredis");
+      const redis = new Redis(serverUrls().redisUrl);
+      let cursor = "0";
+      do {
+        const [next, keys] = await redis.scan(cursor, "MATCH", `bench-${run}-*`, "COUNT", 1000);
+        cursor = next;
+        if (keys.length > 0) await redis.del(...keys);
+      } while (cursor !== "0");
+      redis.disconnect();
+    }
   };
+  try {
+    for (const name of names) {
+      const schema = `bench_${run}_${name.replace(/-/g, "_")}`;
+      const urls = serverUrls();
+      const config = readConfig(
+        {},
+        {
+          name,
+          port: 0,
+          dataDir: join(dir, name),
+          adminToken: BENCH_TOKEN,
+          allowPrivateAddress: true,
+          reconcileIntervalMs: 3_600_000,
+          workDir: dir,
+          ...(backend === "postgres+redis"
+            ? {
+                databaseUrl: urls.databaseUrl,
+                databaseSchema: schema,
+                redisUrl: urls.redisUrl,
+                redisPrefix: `bench-${run}-${name}`,
+              }
+            : {}),
+          ...options.config,
+        },
+      );
+      if (backend === "postgres+redis") schemas.push(schema);
+      clusters.push(
+        await startCluster(config, { roles: options.roles ?? { web: true, worker: true } }),
+      );
+    }
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+  return { clusters, cleanup };
 }
 
 /** Percentile (nearest rank) of sorted values. */
