@@ -5,14 +5,17 @@
  *   npm run bench                                   # every benchmark, both backends
  *   npm run bench -- unblock-latency --runs 200 --backend embedded
  *   npm run bench -- throughput --runs 1000 --workers 1,2,4 --concurrency 4
+ *   npm run bench -- graph-10k --runs 3
  *
  * `--runs` is each benchmark's own count: unblock-latency's samples (default 200),
- * throughput's tasks per configuration (default 500).
+ * throughput's tasks per configuration (default 500), graph-10k's repetitions of each
+ * timed step (default 3).
  */
 import { parseArgs } from "node:util";
 import { writeFile, mkdir } from "node:fs/promises";
 import { availableParallelism, loadavg } from "node:os";
 import type { BenchBackend } from "./support.ts";
+import { graph10k, type Graph10kResult } from "./graph-10k.ts";
 import { throughput, type ThroughputResult } from "./throughput.ts";
 import { unblockLatency } from "./unblock-latency.ts";
 
@@ -27,6 +30,7 @@ interface BenchOptions {
   readonly runs: number;
   readonly workers: readonly number[];
   readonly concurrency: number;
+  readonly resolve: boolean;
 }
 
 interface Benchmark {
@@ -65,6 +69,22 @@ const BENCHMARKS: Record<string, Benchmark> = {
     (r) =>
       `${r.configuration}: ${r.tasksPerSecond} tasks/s (submitted at ${r.submittedPerSecond}/s)`,
   ),
+  "graph-10k": benchmark<Graph10kResult>(
+    3,
+    (backend, { runs, workers, concurrency, resolve }, report) =>
+      graph10k(
+        backend,
+        {
+          runs,
+          resolve: resolve ? { concurrency, workerProcesses: Math.max(...workers) } : undefined,
+        },
+        report,
+      ),
+    (r) =>
+      `check ${r.check.ms.p50} ms, service ${r.submitService.ms.p50} ms, API ${r.submitApi.ms.p50} ms, peak RSS ${r.peakRssMiB} MiB${
+        r.resolve != null ? `, all resolved in ${r.resolve.totalMs} ms` : ""
+      }`,
+  ),
 };
 
 function positiveIntegers(flag: string, raw: string, max: number): number[] {
@@ -83,6 +103,7 @@ const { values, positionals } = parseArgs({
     backend: { type: "string" },
     workers: { type: "string", default: "1,2,4" },
     concurrency: { type: "string", default: "4" },
+    resolve: { type: "boolean", default: false },
     out: { type: "string", default: "bench/results" },
   },
 });
@@ -110,7 +131,7 @@ for (const name of names) {
   const runs = runsFlag[0] ?? bench.defaultRuns;
   for (const backend of backends) {
     console.error(`running ${name} on ${backend} (--runs ${runs})…`);
-    await bench.run(backend, { runs, workers, concurrency }, (r, line) => {
+    await bench.run(backend, { runs, workers, concurrency, resolve: values.resolve }, (r, line) => {
       const result = {
         ...r,
         node: process.version,

@@ -8,6 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import pg from "pg";
 import { readConfig, type ConfigOverrides } from "../server/config.ts";
 import { startCluster, type ClusterRoles, type RunningCluster } from "../server/cluster.ts";
@@ -404,4 +406,65 @@ export async function groupRunTimes(
     if (started !== undefined && resolved !== undefined) runMs.push(resolved - started);
   }
   return { firstStarted, lastResolved, runMs };
+}
+
+let gc: (() => void) | undefined;
+
+/** A full garbage collection, so that heap figures count what is retained. */
+export function collectGarbage(): void {
+  if (gc === undefined) {
+    setFlagsFromString("--expose-gc");
+    gc = runInNewContext("gc") as () => void;
+  }
+  gc();
+}
+
+const MIB = 1024 * 1024;
+const mib = (bytes: number) => Math.round((bytes / MIB) * 10) / 10;
+
+/** Time and memory of one step, memory in MiB of this process. */
+export interface Measured<T> {
+  readonly value: T;
+  readonly ms: number;
+  readonly memory: {
+    /** heapUsed after the step minus before it (after a full GC), no GC in between. */
+    readonly heapUsedDeltaMiB: number;
+    readonly rssDeltaMiB: number;
+    readonly rssBeforeMiB: number;
+    /** Highest RSS seen, sampled every 10 ms while the event loop was free, and at the end. */
+    readonly peakRssMiB: number;
+  };
+}
+
+/** Runs `step` after a full GC, timing it and sampling this process's memory. */
+export async function measure<T>(step: () => Promise<T> | T): Promise<Measured<T>> {
+  collectGarbage();
+  const before = process.memoryUsage();
+  let peak = before.rss;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 10);
+  const start = performance.now();
+  let value: T;
+  try {
+    value = await step();
+  } finally {
+    clearInterval(sampler);
+  }
+  const ms = performance.now() - start;
+  const after = process.memoryUsage();
+  peak = Math.max(peak, after.rss);
+  return {
+    value,
+    ms: Math.round(ms * 100) / 100,
+    memory: {
+      heapUsedDeltaMiB: mib(after.heapUsed - before.heapUsed),
+      rssDeltaMiB: mib(after.rss - before.rss),
+      rssBeforeMiB: mib(before.rss),
+      peakRssMiB: mib(peak),
+    },
+  };
+}
+
+/** The highest RSS this process ever had (getrusage), in MiB. */
+export function processMaxRssMiB(): number {
+  return mib(process.resourceUsage().maxRSS * 1024);
 }
