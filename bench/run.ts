@@ -1,59 +1,163 @@
 /**
- * Runs benchmarks and prints one JSON document per benchmark and backend, then a short
- * table on stderr. Only loopback is used; every loop is bounded.
+ * Runs benchmarks and prints one JSON document per benchmark, backend and configuration,
+ * then a short table on stderr. Only loopback is used; every loop is bounded.
  *
  *   npm run bench                                   # every benchmark, both backends
  *   npm run bench -- unblock-latency --runs 200 --backend embedded
+ *   npm run bench -- throughput --runs 1000 --workers 1,2,4 --concurrency 4
+ *   npm run bench -- graph-10k --runs 3
+ *
+ * `--runs` is each benchmark's own count: unblock-latency's samples (default 200),
+ * throughput's tasks per configuration (default 500), graph-10k's repetitions of each
+ * timed step (default 3).
  */
 import { parseArgs } from "node:util";
 import { writeFile, mkdir } from "node:fs/promises";
+import { availableParallelism, loadavg } from "node:os";
 import type { BenchBackend } from "./support.ts";
+import { graph10k, type Graph10kResult } from "./graph-10k.ts";
+import { throughput, type ThroughputResult } from "./throughput.ts";
 import { unblockLatency } from "./unblock-latency.ts";
 
-const BENCHMARKS = {
-  "unblock-latency": (backend: BenchBackend, runs: number) => unblockLatency(backend, runs),
-} as const;
+/** What every benchmark reports, beside its own figures. */
+interface BenchResult {
+  readonly benchmark: string;
+  readonly backend: BenchBackend;
+}
+
+/** Options for every benchmark; each reads those it needs. */
+interface BenchOptions {
+  readonly runs: number;
+  readonly workers: readonly number[];
+  readonly concurrency: number;
+  readonly resolve: boolean;
+}
+
+interface Benchmark {
+  /** `--runs` when it is not given. */
+  readonly defaultRuns: number;
+  /** Runs on one backend; `report` gets each result with its line of the closing table. */
+  run(
+    backend: BenchBackend,
+    options: BenchOptions,
+    report: (result: BenchResult, line: string) => void,
+  ): Promise<void>;
+}
+
+/** A benchmark whose results `line` summarises in the closing table. */
+function benchmark<R extends BenchResult>(
+  defaultRuns: number,
+  run: (backend: BenchBackend, options: BenchOptions, report: (result: R) => void) => Promise<void>,
+  line: (result: R) => string,
+): Benchmark {
+  return {
+    defaultRuns,
+    run: (backend, options, report) => run(backend, options, (r) => report(r, line(r))),
+  };
+}
+
+const BENCHMARKS: Record<string, Benchmark> = {
+  "unblock-latency": benchmark<Awaited<ReturnType<typeof unblockLatency>>>(
+    200,
+    async (backend, { runs }, report) => report(await unblockLatency(backend, runs)),
+    (r) => `n=${r.n}  p50 ${r.p50} ms  p99 ${r.p99} ms`,
+  ),
+  throughput: benchmark<ThroughputResult>(
+    500,
+    (backend, { runs, workers, concurrency }, report) =>
+      throughput(backend, { tasks: runs, workers, concurrency }, report),
+    (r) =>
+      `${r.configuration}: ${r.tasksPerSecond} tasks/s (submitted at ${r.submittedPerSecond}/s)`,
+  ),
+  "graph-10k": benchmark<Graph10kResult>(
+    3,
+    (backend, { runs, workers, concurrency, resolve }, report) =>
+      graph10k(
+        backend,
+        {
+          runs,
+          resolve: resolve ? { concurrency, workerProcesses: Math.max(...workers) } : undefined,
+        },
+        report,
+      ),
+    (r) =>
+      `check ${r.check.ms.p50} ms, service ${r.submitService.ms.p50} ms, API ${r.submitApi.ms.p50} ms, peak RSS ${r.peakRssMiB} MiB${
+        r.resolve != null ? `, all resolved in ${r.resolve.totalMs} ms` : ""
+      }`,
+  ),
+};
+
+function positiveIntegers(flag: string, raw: string, max: number): number[] {
+  const values = raw.split(",").map(Number);
+  if (values.length === 0 || values.some((v) => !Number.isInteger(v) || v < 1 || v > max)) {
+    console.error(`${flag} must be integers from 1 to ${max}, separated by commas`);
+    process.exit(2);
+  }
+  return values;
+}
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    runs: { type: "string", default: "200" },
+    runs: { type: "string" },
     backend: { type: "string" },
+    workers: { type: "string", default: "1,2,4" },
+    concurrency: { type: "string", default: "4" },
+    resolve: { type: "boolean", default: false },
     out: { type: "string", default: "bench/results" },
   },
 });
-const runs = Number(values.runs);
-if (!Number.isInteger(runs) || runs < 1 || runs > 10_000) {
-  console.error("--runs must be an integer from 1 to 10000");
+const runsFlag = values.runs != null ? positiveIntegers("--runs", values.runs, 10_000) : [];
+if (runsFlag.length > 1) {
+  console.error("--runs takes one number");
   process.exit(2);
 }
+const workers = positiveIntegers("--workers", values.workers, 16);
+const [concurrency = 4] = positiveIntegers("--concurrency", values.concurrency, 64);
 const names = positionals.length > 0 ? positionals : Object.keys(BENCHMARKS);
-const backends: BenchBackend[] =
-  values.backend != null ? [values.backend as BenchBackend] : ["embedded", "postgres+redis"];
-const results: Record<string, unknown>[] = [];
+const ALL_BACKENDS: readonly BenchBackend[] = ["embedded", "postgres+redis"];
+const backends = ALL_BACKENDS.filter((b) => values.backend == null || values.backend === b);
+if (backends.length === 0) {
+  console.error(`--backend must be one of ${ALL_BACKENDS.join(", ")}`);
+  process.exit(2);
+}
+const results: { result: Record<string, unknown>; line: string }[] = [];
 for (const name of names) {
-  const bench = BENCHMARKS[name as keyof typeof BENCHMARKS];
+  const bench = BENCHMARKS[name];
   if (bench == null) {
     console.error(`Unknown benchmark ${name}; known: ${Object.keys(BENCHMARKS).join(", ")}`);
     process.exit(2);
   }
+  const runs = runsFlag[0] ?? bench.defaultRuns;
   for (const backend of backends) {
-    console.error(`running ${name} on ${backend} (${runs} runs)…`);
-    const result = {
-      ...(await bench(backend, runs)),
-      node: process.version,
-      at: new Date().toISOString(),
-    };
-    results.push(result);
-    console.log(JSON.stringify(result));
+    console.error(`running ${name} on ${backend} (--runs ${runs})…`);
+    await bench.run(backend, { runs, workers, concurrency, resolve: values.resolve }, (r, line) => {
+      const result = {
+        ...r,
+        node: process.version,
+        cpus: availableParallelism(),
+        // Other work on the machine skews every figure: this says how busy it was.
+        loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
+        at: new Date().toISOString(),
+      };
+      results.push({ result, line });
+      console.log(JSON.stringify(result));
+    });
   }
 }
 await mkdir(values.out, { recursive: true });
-await writeFile(`${values.out}/latest.json`, `${JSON.stringify(results, null, 2)}\n`);
-console.error("\nbenchmark                      backend          n     p50 ms   p99 ms");
-for (const r of results) {
+await writeFile(
+  `${values.out}/latest.json`,
+  `${JSON.stringify(
+    results.map((r) => r.result),
+    null,
+    2,
+  )}\n`,
+);
+console.error(`\n${"benchmark".padEnd(30)} ${"backend".padEnd(15)} result`);
+for (const { result, line } of results) {
   console.error(
-    `${String(r.benchmark).padEnd(30)} ${String(r.backend).padEnd(15)} ${String(r.n).padStart(4)} ${String(r.p50).padStart(9)} ${String(r.p99).padStart(8)}`,
+    `${String(result.benchmark).padEnd(30)} ${String(result.backend).padEnd(15)} ${line}`,
   );
 }
 process.exit(0);
