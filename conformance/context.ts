@@ -5,7 +5,11 @@
  * @module
  */
 import { randomUUID } from "node:crypto";
-import { buildTaskCompleted, type TaskCompletedJson } from "../protocol/index.ts";
+import {
+  buildTaskCompleted,
+  type TaskCompletedJson,
+  type TaskObjectInit,
+} from "../protocol/index.ts";
 import type { Driver, DriverCapability } from "./drivers.ts";
 import { NotObservable } from "./model.ts";
 import type { Peer, PeerActor } from "./peer.ts";
@@ -88,19 +92,7 @@ export class Context {
       id: overrides.id ?? `${actorId}/activities/${randomUUID()}`,
       actor: actorId,
       published: new Date(),
-      task: {
-        id: taskUrl,
-        attributedTo: actorId,
-        name: "conformance",
-        taskGroup: `${new URL(taskUrl).origin}/task-groups/${randomUUID()}`,
-        taskState: "completed",
-        runId: 0,
-        reasonResolved: "completed",
-        resolved: new Date(),
-        requires: "all-completed",
-        dependencies: [],
-        artifacts: [],
-      },
+      task: completedTaskInit(taskUrl, actorId),
     });
     return json as unknown as Record<string, unknown>;
   }
@@ -238,6 +230,26 @@ export class Context {
       };
     });
   }
+}
+
+/** A completed task of the suite's peers, as TaskCompleted activities and task documents carry it. */
+export function completedTaskInit(
+  id: string,
+  attributedTo: string,
+): TaskObjectInit & { taskState: "completed" } {
+  return {
+    id,
+    attributedTo,
+    name: "conformance",
+    taskGroup: `${new URL(id).origin}/task-groups/${randomUUID()}`,
+    taskState: "completed",
+    runId: 0,
+    reasonResolved: "completed",
+    resolved: new Date(),
+    requires: "all-completed",
+    dependencies: [],
+    artifacts: [],
+  };
 }
 
 export function sleep(ms: number): Promise<void> {

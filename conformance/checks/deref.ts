@@ -4,25 +4,13 @@
  * @module
  */
 import { buildTaskObject } from "../../protocol/index.ts";
-import type { Context } from "../context.ts";
+import { completedTaskInit, type Context } from "../context.ts";
 import { fail, NotObservable, pass, type Check, type Verdict } from "../model.ts";
 
 const NEEDS: Check["needs"] = ["create-waiting-task", "task-state"];
 
-function completedTask(ctx: Context, id: string, attributedTo: string): unknown {
-  return buildTaskObject({
-    id,
-    attributedTo,
-    name: "conformance",
-    taskGroup: `${new URL(id).origin}/task-groups/conformance`,
-    taskState: "completed",
-    runId: 0,
-    reasonResolved: "completed",
-    resolved: new Date(),
-    requires: "all-completed",
-    dependencies: [],
-    artifacts: [],
-  });
+function completedTask(id: string, attributedTo: string): unknown {
+  return buildTaskObject(completedTaskInit(id, attributedTo));
 }
 
 /** Serves `doc` at a fresh upstream task URL, makes a task wait on it, and reports the state. */
@@ -50,7 +38,7 @@ async function waitOnServed(
 function dereferences(ctx: Context): Promise<boolean> {
   return ctx.once("dereferences", async () => {
     const upstream = ctx.peer.actors.upstream;
-    const r = await waitOnServed(ctx, (url) => completedTask(ctx, url, upstream.id), 10_000);
+    const r = await waitOnServed(ctx, (url) => completedTask(url, upstream.id), 10_000);
     return r.moved;
   });
 }
@@ -88,8 +76,7 @@ export const derefChecks: Check[] = [
     requirements: ["TW-DEREF-5"],
     title: "a fetched task document whose id is not the URL requested is not used",
     needs: NEEDS,
-    run: (ctx) =>
-      notUsed(ctx, (url) => completedTask(ctx, `${url}-other`, ctx.peer.actors.upstream.id)),
+    run: (ctx) => notUsed(ctx, (url) => completedTask(`${url}-other`, ctx.peer.actors.upstream.id)),
   },
   {
     id: "DEREF-03",
@@ -98,7 +85,6 @@ export const derefChecks: Check[] = [
     requirements: ["TW-DEREF-5", "TW-TRUST-4"],
     title: "a fetched task document attributed to an actor on another origin is not used",
     needs: NEEDS,
-    run: (ctx) =>
-      notUsed(ctx, (url) => completedTask(ctx, url, "http://127.0.0.2:9/actors/elsewhere")),
+    run: (ctx) => notUsed(ctx, (url) => completedTask(url, "http://127.0.0.2:9/actors/elsewhere")),
   },
 ];
