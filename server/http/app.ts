@@ -22,6 +22,7 @@ import type { DatabaseSchema } from "../store/schema.ts";
 import { fedifyMiddleware } from "./fedify-adapter.ts";
 import type { ClusterMetrics } from "./metrics.ts";
 import { graphRoutes } from "./graph-routes.ts";
+import { requireScopes } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
 import { renderHome } from "./ui.ts";
@@ -241,6 +242,10 @@ export function createApp(options: AppOptions): express.Express {
     next();
   });
   api.use(express.json({ limit: "1mb" }));
+  api.get("/whoami", requireScopes(), (_req, res) => {
+    // The cluster's API token is the only client so far, and it holds every scope.
+    res.json({ clientId: "admin", scopes: ["*"] });
+  });
   api.get(
     "/cluster",
     route(async (_req, res) => {
