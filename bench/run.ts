@@ -15,7 +15,10 @@ import { parseArgs } from "node:util";
 import { writeFile, mkdir } from "node:fs/promises";
 import { availableParallelism, loadavg } from "node:os";
 import type { BenchBackend } from "./support.ts";
+import { fanout, type FanoutResult } from "./fanout.ts";
 import { graph10k, type Graph10kResult } from "./graph-10k.ts";
+import { ingest, type IngestResult } from "./ingest.ts";
+import { memory, type MemoryResult } from "./memory.ts";
 import { throughput, type ThroughputResult } from "./throughput.ts";
 import { unblockLatency } from "./unblock-latency.ts";
 
@@ -31,6 +34,7 @@ interface BenchOptions {
   readonly workers: readonly number[];
   readonly concurrency: number;
   readonly resolve: boolean;
+  readonly followers: readonly number[];
 }
 
 interface Benchmark {
@@ -69,6 +73,24 @@ const BENCHMARKS: Record<string, Benchmark> = {
     (r) =>
       `${r.configuration}: ${r.tasksPerSecond} tasks/s (submitted at ${r.submittedPerSecond}/s)`,
   ),
+  fanout: benchmark<FanoutResult>(
+    5,
+    (backend, { runs, followers }, report) => fanout(backend, { runs, sizes: followers }, report),
+    (r) =>
+      `${r.followers} followers, ${r.inboxes} inbox: p50 ${r.runs.p50} ms (${r.runs.min}–${r.runs.max}), ${r.deliveries} POSTs, signing floor ${r.signingFloorMs} ms`,
+  ),
+  ingest: benchmark<IngestResult>(
+    2000,
+    async (backend, { runs, concurrency }, report) =>
+      report(await ingest(backend, { activities: runs, concurrency })),
+    (r) =>
+      `${r.activitiesPerSecond} activities/s, replays ${r.replaysPerSecond}/s (floor ${r.floorActivitiesPerSecond}/s per core)`,
+  ),
+  memory: benchmark<MemoryResult>(
+    100_000,
+    async (backend, { runs }, report) => report(await memory(backend, runs)),
+    (r) => `idle ${r.idleRssMiB} MiB, with ${r.historyTasks} tasks ${r.withHistoryRssMiB} MiB`,
+  ),
   "graph-10k": benchmark<Graph10kResult>(
     3,
     (backend, { runs, workers, concurrency, resolve }, report) =>
@@ -104,15 +126,17 @@ const { values, positionals } = parseArgs({
     workers: { type: "string", default: "1,2,4" },
     concurrency: { type: "string", default: "4" },
     resolve: { type: "boolean", default: false },
+    followers: { type: "string", default: "100,1000" },
     out: { type: "string", default: "bench/results" },
   },
 });
-const runsFlag = values.runs != null ? positiveIntegers("--runs", values.runs, 10_000) : [];
+const runsFlag = values.runs != null ? positiveIntegers("--runs", values.runs, 1_000_000) : [];
 if (runsFlag.length > 1) {
   console.error("--runs takes one number");
   process.exit(2);
 }
 const workers = positiveIntegers("--workers", values.workers, 16);
+const followers = positiveIntegers("--followers", values.followers, 5_000);
 const [concurrency = 4] = positiveIntegers("--concurrency", values.concurrency, 64);
 const names = positionals.length > 0 ? positionals : Object.keys(BENCHMARKS);
 const ALL_BACKENDS: readonly BenchBackend[] = ["embedded", "postgres+redis"];
@@ -131,18 +155,22 @@ for (const name of names) {
   const runs = runsFlag[0] ?? bench.defaultRuns;
   for (const backend of backends) {
     console.error(`running ${name} on ${backend} (--runs ${runs})…`);
-    await bench.run(backend, { runs, workers, concurrency, resolve: values.resolve }, (r, line) => {
-      const result = {
-        ...r,
-        node: process.version,
-        cpus: availableParallelism(),
-        // Other work on the machine skews every figure: this says how busy it was.
-        loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
-        at: new Date().toISOString(),
-      };
-      results.push({ result, line });
-      console.log(JSON.stringify(result));
-    });
+    await bench.run(
+      backend,
+      { runs, workers, concurrency, resolve: values.resolve, followers },
+      (r, line) => {
+        const result = {
+          ...r,
+          node: process.version,
+          cpus: availableParallelism(),
+          // Other work on the machine skews every figure: this says how busy it was.
+          loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
+          at: new Date().toISOString(),
+        };
+        results.push({ result, line });
+        console.log(JSON.stringify(result));
+      },
+    );
   }
 }
 await mkdir(values.out, { recursive: true });

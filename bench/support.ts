@@ -26,7 +26,7 @@ export function serverUrls(): { databaseUrl: string; redisUrl: string } {
 }
 
 /** The API token of every cluster a benchmark starts. */
-const BENCH_TOKEN = "bench-token-0123456789abcdef";
+export const BENCH_TOKEN = "bench-token-0123456789abcdef";
 
 /** Clusters started for one benchmark, and how to remove every trace of them. */
 export interface BenchClusters {
