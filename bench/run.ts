@@ -6,10 +6,15 @@
  *   npm run bench -- unblock-latency --runs 200 --backend embedded
  *   npm run bench -- throughput --runs 1000 --workers 1,2,4 --concurrency 4
  *   npm run bench -- graph-10k --runs 3
+ *   npm run bench -- fanout --followers 100,1000 --runs 5
+ *   npm run bench -- ingest --runs 2000 --concurrency 8
+ *   npm run bench -- memory --runs 100000
  *
- * `--runs` is each benchmark's own count: unblock-latency's samples (default 200),
- * throughput's tasks per configuration (default 500), graph-10k's repetitions of each
- * timed step (default 3).
+ * `--runs` is each benchmark's own count: unblock-latency's samples (default 200; the
+ * polling baseline takes at most 20, every `--poll-ms`, 0 to leave it out), throughput's
+ * tasks per configuration (default 500), graph-10k's repetitions of each timed step
+ * (default 3), fanout's completions per configuration (default 5), ingest's activities
+ * (default 2000), memory's resolved tasks in the history (default 100,000).
  */
 import { parseArgs } from "node:util";
 import { writeFile, mkdir } from "node:fs/promises";
@@ -20,7 +25,7 @@ import { graph10k, type Graph10kResult } from "./graph-10k.ts";
 import { ingest, type IngestResult } from "./ingest.ts";
 import { memory, type MemoryResult } from "./memory.ts";
 import { throughput, type ThroughputResult } from "./throughput.ts";
-import { unblockLatency } from "./unblock-latency.ts";
+import { unblockLatency, type UnblockLatencyResult } from "./unblock-latency.ts";
 
 /** What every benchmark reports, beside its own figures. */
 interface BenchResult {
@@ -35,6 +40,8 @@ interface BenchOptions {
   readonly concurrency: number;
   readonly resolve: boolean;
   readonly followers: readonly number[];
+  /** Polling interval of the unblock-latency baseline; 0 leaves it out. */
+  readonly pollMs: number;
 }
 
 interface Benchmark {
@@ -61,10 +68,17 @@ function benchmark<R extends BenchResult>(
 }
 
 const BENCHMARKS: Record<string, Benchmark> = {
-  "unblock-latency": benchmark<Awaited<ReturnType<typeof unblockLatency>>>(
+  "unblock-latency": benchmark<UnblockLatencyResult>(
     200,
-    async (backend, { runs }, report) => report(await unblockLatency(backend, runs)),
-    (r) => `n=${r.n}  p50 ${r.p50} ms  p99 ${r.p99} ms`,
+    async (backend, { runs, pollMs }, report) => {
+      report(await unblockLatency(backend, runs));
+      // Polling needs fewer samples: each costs half an interval on average.
+      if (pollMs > 0) {
+        report(await unblockLatency(backend, Math.min(runs, 20), { pollMs }));
+      }
+    },
+    (r) =>
+      `${r.mode === "poll" ? `polling every ${r.pollMs} ms` : "push"}: n=${r.n}  p50 ${r.p50} ms  p99 ${r.p99} ms  (floor ${r.floor.deliveryMs} ms)`,
   ),
   throughput: benchmark<ThroughputResult>(
     500,
@@ -127,6 +141,7 @@ const { values, positionals } = parseArgs({
     concurrency: { type: "string", default: "4" },
     resolve: { type: "boolean", default: false },
     followers: { type: "string", default: "100,1000" },
+    "poll-ms": { type: "string", default: "1000" },
     out: { type: "string", default: "bench/results" },
   },
 });
@@ -136,6 +151,8 @@ if (runsFlag.length > 1) {
   process.exit(2);
 }
 const workers = positiveIntegers("--workers", values.workers, 16);
+const pollMs =
+  values["poll-ms"] === "0" ? 0 : positiveIntegers("--poll-ms", values["poll-ms"], 600_000)[0]!;
 const followers = positiveIntegers("--followers", values.followers, 5_000);
 const [concurrency = 4] = positiveIntegers("--concurrency", values.concurrency, 64);
 const names = positionals.length > 0 ? positionals : Object.keys(BENCHMARKS);
@@ -157,7 +174,7 @@ for (const name of names) {
     console.error(`running ${name} on ${backend} (--runs ${runs})…`);
     await bench.run(
       backend,
-      { runs, workers, concurrency, resolve: values.resolve, followers },
+      { runs, workers, concurrency, resolve: values.resolve, followers, pollMs },
       (r, line) => {
         const result = {
           ...r,
