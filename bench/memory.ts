@@ -1,7 +1,8 @@
 /**
  * Memory: the resident set of a cluster as users run it — `taskweb start` in its own process
- * on the chosen backend — idle, and again with 100,000 resolved tasks (and their runs) in its
- * history after it has served the task list once. Resident memory is read from
+ * on the chosen backend — idle after its first start, idle after a restart, and again with
+ * 100,000 resolved tasks (and their runs) in its history after it has served the task list
+ * once. Resident memory is read from
  * `/proc/<pid>/status` of the server process and its children (the launcher re-executes
  * with the project's Node).
  *
@@ -30,6 +31,9 @@ export interface MemoryResult {
   readonly benchmark: "memory";
   readonly backend: BenchBackend;
   readonly unit: "MiB";
+  /** Idle after the first start (which creates the database). */
+  readonly firstStartIdleRssMiB: number;
+  /** Idle after a restart on the same data: what a running installation holds. */
   readonly idleRssMiB: number;
   readonly historyTasks: number;
   readonly withHistoryRssMiB: number;
@@ -139,6 +143,11 @@ export async function memory(backend: BenchBackend, historyTasks: number): Promi
     server = spawnTaskweb(["start"], env);
     await server.waitForOutput("API:", 60_000);
     await new Promise((r) => setTimeout(r, 3_000));
+    const firstStart = await treeRssMiB(server.pid!);
+    await server.stop();
+    server = spawnTaskweb(["start"], env);
+    await server.waitForOutput("API:", 60_000);
+    await new Promise((r) => setTimeout(r, 3_000));
     const idle = await treeRssMiB(server.pid!);
     await server.stop();
     server = undefined;
@@ -167,6 +176,7 @@ export async function memory(backend: BenchBackend, historyTasks: number): Promi
       benchmark: "memory",
       backend,
       unit: "MiB",
+      firstStartIdleRssMiB: firstStart,
       idleRssMiB: idle,
       historyTasks,
       withHistoryRssMiB: withHistory,

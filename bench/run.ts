@@ -103,7 +103,8 @@ const BENCHMARKS: Record<string, Benchmark> = {
   memory: benchmark<MemoryResult>(
     100_000,
     async (backend, { runs }, report) => report(await memory(backend, runs)),
-    (r) => `idle ${r.idleRssMiB} MiB, with ${r.historyTasks} tasks ${r.withHistoryRssMiB} MiB`,
+    (r) =>
+      `idle ${r.idleRssMiB} MiB (first start ${r.firstStartIdleRssMiB} MiB), with ${r.historyTasks} tasks ${r.withHistoryRssMiB} MiB`,
   ),
   "graph-10k": benchmark<Graph10kResult>(
     3,

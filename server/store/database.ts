@@ -4,6 +4,8 @@
  * so every store above this file is written once.
  * @module
  */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { Kysely, PGliteDialect, PostgresDialect, sql } from "kysely";
 import pg from "pg";
 import type { DatabaseSchema } from "./schema.ts";
@@ -37,6 +39,13 @@ export interface Database {
   /** Closes every connection (or the embedded engine). Safe to call twice. */
   close(): Promise<void>;
 }
+
+/**
+ * The embedded engine's settings. Its shared buffers live in the process's own memory, so they
+ * are kept small (PostgreSQL's default is 128 MB): an embedded cluster serves one machine's
+ * work, and the operating system's page cache holds the data files anyway.
+ */
+const PGLITE_OPTIONS = { postgresqlconf: ["shared_buffers = 16MB"] };
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
@@ -80,7 +89,13 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     };
   }
   const { PGlite } = await import("@electric-sql/pglite");
-  const pglite = await PGlite.create(options.dataDir ?? "memory://");
+  const dataDir = options.dataDir ?? "memory://";
+  if (options.dataDir != null && !existsSync(join(options.dataDir, "PG_VERSION"))) {
+    // Creating a database grows the engine's memory to about twice what serving one needs,
+    // and WebAssembly memory never shrinks: create it with one instance, serve with another.
+    await (await PGlite.create(dataDir, PGLITE_OPTIONS)).close();
+  }
+  const pglite = await PGlite.create(dataDir, PGLITE_OPTIONS);
   if (schema !== "public") {
     await pglite.exec(`create schema if not exists "${schema}"; set search_path to "${schema}"`);
   }
