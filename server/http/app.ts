@@ -26,6 +26,7 @@ import { graphRoutes } from "./graph-routes.ts";
 import { requireScopes, requestAuth, setRequestAuth } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
+import { authRoutes } from "./auth-routes.ts";
 import { renderHome } from "./ui.ts";
 
 const logger = getLogger(["taskweb", "http"]);
@@ -517,6 +518,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.use(graphRoutes({ db, tasks, urls }));
   api.use(secretRoutes({ secrets: options.secrets }));
+  api.use(authRoutes({ auth }));
   app.use("/api/v1", api);
 
   app.get(
