@@ -20,12 +20,14 @@ import {
   generateSecretsKey,
   type SecretCipher,
 } from "./domain/secret-cipher.ts";
+import { createAuthService, type AuthService } from "./domain/auth.ts";
 import { createSecretStore, type SecretStore } from "./domain/secrets.ts";
 import { createTaskService, QUEUES, type TaskService } from "./domain/task-service.ts";
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
 import { dereferenceRemoteTask } from "./federation/dereference.ts";
 import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
 import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
+import type { Express } from "express";
 import { createApp } from "./http/app.ts";
 import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
 import { createMemoryKeyCache, type InboxIgnoral, type InboxRefusal } from "./http/inbox-guard.ts";
@@ -113,6 +115,10 @@ export interface RunningCluster {
   readonly jobs: JobQueue;
   readonly tasks: TaskService;
   readonly secrets: SecretStore;
+  /** API clients, roles, grants to remote clusters, deny rules. */
+  readonly auth: AuthService;
+  /** The HTTP application (undefined without the `web` role), for route listings. */
+  readonly app: Express | undefined;
   readonly federation: ClusterFederation;
   /** The HTTP server's port (0 for a worker-only process). */
   readonly port: number;
@@ -248,6 +254,7 @@ export async function startCluster(
     cleanups.push(() => database.close());
     await migrateToLatest(database.db);
     const adminToken = await resolveAdminToken(config);
+    const auth = createAuthService({ db: database.db, adminToken });
 
     const jobs =
       config.redisUrl != null
@@ -302,10 +309,11 @@ export async function startCluster(
       ...(options.deliveryRetry != null ? { deliveryRetry: options.deliveryRetry } : {}),
     });
 
+    let app: Express | undefined;
     if (server != null) {
       const keyCache = createMemoryKeyCache();
       const ctx = fed.context();
-      const app = createApp({
+      app = createApp({
         db: database.db,
         jobs,
         tasks,
@@ -313,7 +321,7 @@ export async function startCluster(
         urls,
         name: config.name,
         version: VERSION,
-        adminToken,
+        auth,
         federation: fed,
         databaseKind: database.kind,
         metrics,
@@ -439,6 +447,8 @@ export async function startCluster(
       jobs,
       tasks,
       secrets,
+      auth,
+      app,
       federation: fed,
       port,
       reconcile,

@@ -13,6 +13,7 @@ import { setUpLogging } from "./logging.ts";
 import { apiRequest, type ApiTarget } from "./api-client.ts";
 import { registerGraphCommands } from "./graph.ts";
 import { registerSecretCommands } from "./secret.ts";
+import { registerAccessCommands } from "./client.ts";
 import { registerArtifactCommands } from "./artifact.ts";
 import { readFile } from "node:fs/promises";
 
@@ -306,6 +307,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     readStdin,
     stdinIsTerminal: process.stdin.isTTY === true,
   });
+  registerAccessCommands(program, { clientOptions, apiTarget, run: (c) => void (result = c) });
 
   try {
     await program.parseAsync(argv, { from: "user" });
