@@ -11,7 +11,6 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { getLogger } from "@logtape/logtape";
-import { getDocumentLoader } from "@fedify/vocab-runtime";
 import type { ClusterConfig } from "./config.ts";
 import { ConfigError } from "./config.ts";
 import {
@@ -29,6 +28,13 @@ import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
 import { createApp } from "./http/app.ts";
 import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
 import { createMemoryKeyCache, type InboxIgnoral, type InboxRefusal } from "./http/inbox-guard.ts";
+import { parseAllowlist } from "./outbound/address-policy.ts";
+import { createOutboundFetch, isPermittedUrl } from "./outbound/checked-fetch.ts";
+import {
+  createCheckedDocumentLoader,
+  createRefetchLimiter,
+  signerFor,
+} from "./outbound/document-loader.ts";
 import { createBullMqJobQueue } from "./queue/bullmq-job-queue.ts";
 import { createEmbeddedJobQueue } from "./queue/embedded-job-queue.ts";
 import { createFedifyMessageQueue } from "./queue/fedify-message-queue.ts";
@@ -100,6 +106,8 @@ export interface StartClusterOptions {
   readonly onEvent?: (event: ClusterEvent) => void;
   /** Delivery retry schedule (tests shorten it). */
   readonly deliveryRetry?: { maxAttempts: number; initialDelayMs: number; maxDelayMs: number };
+  /** Told of every outbound request this process sends (tests count fetches with it). */
+  readonly onOutboundRequest?: (url: URL) => void;
   /** How often claims and deadlines are checked, in ms. @defaultValue 5000 */
   readonly maintenanceIntervalMs?: number;
 }
@@ -275,12 +283,19 @@ export async function startCluster(
       tasks,
       onOutcome: (outcome) => emit({ type: "inbox", outcome }),
     });
+    // Every outbound request of this process goes through this one checked fetch.
+    const allowlist = parseAllowlist(config.privateAddressAllowlist);
+    const outbound = createOutboundFetch({
+      allowlist,
+      userAgent: `taskweb/${VERSION} (+${urls.actor})`,
+      ...(options.onOutboundRequest != null ? { onRequest: options.onOutboundRequest } : {}),
+    });
+    const documentLoader = createCheckedDocumentLoader(outbound);
+    const contextLoader = createCheckedDocumentLoader(outbound, { acceptPlainJson: true });
     const loaders = async () => {
       const ctx = fed.context();
       return {
-        documentLoader: config.allowPrivateAddress
-          ? getDocumentLoader({ allowPrivateAddress: true })
-          : await ctx.getDocumentLoader({ identifier: config.name }),
+        documentLoader: await ctx.getDocumentLoader({ identifier: config.name }),
         contextLoader: ctx.contextLoader,
       };
     };
@@ -295,7 +310,13 @@ export async function startCluster(
       urls,
       name: config.name,
       version: VERSION,
-      allowPrivateAddress: config.allowPrivateAddress,
+      loaders: {
+        documentLoader,
+        contextLoader,
+        authenticated: (identity) =>
+          createCheckedDocumentLoader(outbound, { sign: signerFor(identity) }),
+      },
+      isDeliverable: (url) => isPermittedUrl(url, allowlist),
       manuallyStartQueue: true,
       onActivity: inbox,
       onFollowAccepted: catchUpOrigin,
@@ -304,6 +325,11 @@ export async function startCluster(
 
     if (server != null) {
       const keyCache = createMemoryKeyCache();
+      // The guard's key fetches: a key that fails to verify is fetched again at most once
+      // per interval, however many requests name it.
+      const keyLoader = createRefetchLimiter(documentLoader, {
+        intervalMs: config.keyRefetchIntervalMs,
+      });
       const ctx = fed.context();
       const app = createApp({
         db: database.db,
@@ -318,7 +344,7 @@ export async function startCluster(
         databaseKind: database.kind,
         metrics,
         guard: {
-          documentLoader: () => ctx.documentLoader,
+          documentLoader: () => keyLoader,
           contextLoader: ctx.contextLoader,
           keyCache,
           onRefused: (reason) => emit({ type: "inbox-refused", reason }),
@@ -347,7 +373,7 @@ export async function startCluster(
           concurrency: config.workerConcurrency,
           claimLeaseMs: config.claimLeaseMs,
           shutdownGraceMs: config.shutdownGraceMs,
-          allowPrivateAddress: config.allowPrivateAddress,
+          fetch: outbound,
           workDir: config.workDir,
           loaders,
           onRunEvent: (e) => emit({ type: "run", ...e }),

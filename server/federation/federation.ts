@@ -9,6 +9,7 @@ import {
   createExponentialBackoffPolicy,
   createFederation,
   type Context,
+  type DocumentLoader,
   type Federation,
   type KvStore,
   type MessageQueue,
@@ -46,7 +47,17 @@ export interface ClusterFederationOptions {
   readonly urls: ClusterUrls;
   readonly name: string;
   readonly version: string;
-  readonly allowPrivateAddress: boolean;
+  /**
+   * The loaders every document, context and key fetch goes through (the checked fetch, see
+   * server/outbound/); Fedify's own loaders are never used.
+   */
+  readonly loaders: {
+    readonly documentLoader: DocumentLoader;
+    readonly contextLoader: DocumentLoader;
+    readonly authenticated: (identity: { keyId: URL; privateKey: CryptoKey }) => DocumentLoader;
+  };
+  /** True when deliveries to `url` would reach a permitted address (checked on Follow). */
+  readonly isDeliverable: (url: string) => Promise<boolean>;
   /** When true, this process does not consume the delivery queue (a `web` process). */
   readonly manuallyStartQueue: boolean;
   /** Handles taskweb activities that Fedify verified (see `inbox.ts`). */
@@ -90,7 +101,9 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     queue: { outbox: options.queue },
     manuallyStartQueue: options.manuallyStartQueue,
     origin: urls.origin,
-    allowPrivateAddress: options.allowPrivateAddress,
+    documentLoaderFactory: () => options.loaders.documentLoader,
+    contextLoaderFactory: () => options.loaders.contextLoader,
+    authenticatedDocumentLoaderFactory: (identity) => options.loaders.authenticated(identity),
     outboxRetryPolicy: createExponentialBackoffPolicy({
       maxAttempts: retry.maxAttempts,
       initialDelay: { milliseconds: retry.initialDelayMs },
@@ -240,6 +253,17 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       if (!isActor(follower) || follower.id == null || follower.inboxId == null) return;
       if (follower.id.href !== follow.actorId.href) return;
       const followerInbox = follower.inboxId.href;
+      const sharedInbox = follower.endpoints?.sharedInbox?.href;
+      // Deliveries go to these URLs: a follower must not point them at private addresses.
+      for (const url of [followerInbox, sharedInbox]) {
+        if (url != null && !(await options.isDeliverable(url))) {
+          logger.warn("Ignored a Follow from {follower}: its inbox {url} is not deliverable.", {
+            follower: follower.id.href,
+            url,
+          });
+          return;
+        }
+      }
       const followId = follow.id.href;
       const now = new Date();
       await db
@@ -328,6 +352,9 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         throw new Error(`${actorUrl} is not an ActivityPub actor.`);
       }
       if (actor.id.href === urls.actor) throw new Error("A cluster cannot follow itself.");
+      if (!(await options.isDeliverable(actor.inboxId.href))) {
+        throw new Error(`${actorUrl} has its inbox on a refused address.`);
+      }
       const followId = `${urls.actor}#follows/${crypto.randomUUID()}`;
       const now = new Date();
       await db

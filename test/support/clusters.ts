@@ -56,7 +56,7 @@ export async function startTestCluster(
       ? { redisUrl: backend.redisUrl, redisPrefix: backend.redisPrefix() }
       : {}),
     adminToken: TEST_TOKEN,
-    allowPrivateAddress: true,
+    privateAddressAllowlist: ["127.0.0.1/32"],
     reconcileIntervalMs: 3_600_000,
     workDir: dir,
     ...options.config,
