@@ -83,6 +83,8 @@ export async function startBenchClusters(
           dataDir: join(dir, name),
           adminToken: BENCH_TOKEN,
           privateAddressAllowlist: ["127.0.0.1/32"],
+          // Throughput is measured, not the inbox's rate limit.
+          inboxRateLimit: { burst: 1_000_000, perSecond: 1_000_000 },
           reconcileIntervalMs: 3_600_000,
           workDir: dir,
           ...(backend === "postgres+redis"

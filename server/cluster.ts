@@ -35,6 +35,7 @@ import {
   createRefetchLimiter,
   signerFor,
 } from "./outbound/document-loader.ts";
+import { createRateLimiter } from "./http/rate-limit.ts";
 import { createBullMqJobQueue } from "./queue/bullmq-job-queue.ts";
 import { createEmbeddedJobQueue } from "./queue/embedded-job-queue.ts";
 import { createFedifyMessageQueue } from "./queue/fedify-message-queue.ts";
@@ -106,6 +107,8 @@ export interface StartClusterOptions {
   readonly onEvent?: (event: ClusterEvent) => void;
   /** Delivery retry schedule (tests shorten it). */
   readonly deliveryRetry?: { maxAttempts: number; initialDelayMs: number; maxDelayMs: number };
+  /** Told of every job this process enqueues (tests prove that refused input queues nothing). */
+  readonly onJobEnqueued?: (queue: string, jobId: string) => void;
   /** Told of every outbound request this process sends (tests count fetches with it). */
   readonly onOutboundRequest?: (url: URL) => void;
   /** How often claims and deadlines are checked, in ms. @defaultValue 5000 */
@@ -257,10 +260,26 @@ export async function startCluster(
     await migrateToLatest(database.db);
     const adminToken = await resolveAdminToken(config);
 
-    const jobs =
+    const queue =
       config.redisUrl != null
         ? createBullMqJobQueue({ url: config.redisUrl, prefix: config.redisPrefix })
         : createEmbeddedJobQueue(database.db);
+    const observeJob = options.onJobEnqueued;
+    const jobs: JobQueue =
+      observeJob == null
+        ? queue
+        : {
+            kind: queue.kind,
+            enqueue: async (name, jobId, data, enqueueOptions) => {
+              observeJob(name, jobId);
+              await queue.enqueue(name, jobId, data, enqueueOptions);
+            },
+            process: (name, handler, processOptions) =>
+              queue.process(name, handler, processOptions),
+            depth: (name) => queue.depth(name),
+            ping: () => queue.ping(),
+            close: () => queue.close(),
+          };
     cleanups.push(() => jobs.close());
     metrics = createClusterMetrics({ db: database.db, jobs });
     const tasks = createTaskService({
@@ -349,6 +368,9 @@ export async function startCluster(
           keyCache,
           onRefused: (reason) => emit({ type: "inbox-refused", reason }),
           onIgnored: (reason) => emit({ type: "inbox-ignored", reason }),
+          originLimiter: createRateLimiter(config.inboxRateLimit),
+          refusedLimiter: createRateLimiter(config.inboxRefusedRateLimit),
+          fetchBudget: config.inboxFetchBudget,
         },
       });
       server.on("request", app);

@@ -51,7 +51,7 @@ export interface ClusterConfig {
    * Inbox requests one origin may send: a token bucket of `burst` requests refilled at
    * `perSecond` (`TASKWEB_INBOX_RATE_LIMIT=burst,perSecond`). Verified requests count against
    * the signer's origin; beyond it the inbox answers 429 with `Retry-After`.
-   * @defaultValue `{ burst: 600, perSecond: 20 }`
+   * @defaultValue `{ burst: 1000, perSecond: 100 }`
    */
   readonly inboxRateLimit: RateLimit;
   /**
@@ -228,8 +228,8 @@ export function readConfig(
     inboxRateLimit:
       overrides.inboxRateLimit ??
       rateLimit("TASKWEB_INBOX_RATE_LIMIT", env.TASKWEB_INBOX_RATE_LIMIT, {
-        burst: 600,
-        perSecond: 20,
+        burst: 1000,
+        perSecond: 100,
       }),
     inboxRefusedRateLimit:
       overrides.inboxRefusedRateLimit ??
