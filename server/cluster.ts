@@ -24,7 +24,11 @@ import { createTaskService, QUEUES, type TaskService } from "./domain/task-servi
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
 import { dereferenceRemoteTask } from "./federation/dereference.ts";
 import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
-import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
+import {
+  createTaskwebInbox,
+  pruneProcessedActivities,
+  type InboxOutcome,
+} from "./federation/inbox.ts";
 import { createApp } from "./http/app.ts";
 import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
 import { createMemoryKeyCache, type InboxIgnoral, type InboxRefusal } from "./http/inbox-guard.ts";
@@ -456,6 +460,18 @@ export async function startCluster(
           logger.warn("Maintenance failed: {error}", { error: String(error) }),
         );
       }, options.maintenanceIntervalMs ?? 5000);
+      // Dedupe records older than the retention go once an hour (and once at start).
+      const pruneDedupe = () => {
+        pruneProcessedActivities(database.db, config.dedupeRetentionDays)
+          .then((n) => {
+            if (n > 0) logger.info("Pruned {n} processed-activity ids past retention.", { n });
+          })
+          .catch((error: unknown) =>
+            logger.warn("Dedupe pruning failed: {error}", { error: String(error) }),
+          );
+      };
+      pruneDedupe();
+      const pruner = setInterval(pruneDedupe, 3600_000);
       const reconciler = setInterval(() => {
         reconcile().catch((error: unknown) =>
           logger.warn("Reconcile failed: {error}", { error: String(error) }),
@@ -464,6 +480,7 @@ export async function startCluster(
       cleanups.push(() => {
         clearInterval(maintenance);
         clearInterval(reconciler);
+        clearInterval(pruner);
         return Promise.resolve();
       });
       await reconcile();
