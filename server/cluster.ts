@@ -329,7 +329,22 @@ export async function startCluster(
     const fed: ClusterFederation = createClusterFederation({
       db: database.db,
       kv: createKyselyKvStore(database.db),
-      queue: createFedifyMessageQueue(jobs, "fedify-outbox"),
+      queue: createFedifyMessageQueue(jobs, "fedify-outbox", {
+        // A delivery is signed with the keys current when it is sent, so that one queued
+        // before a key rotation does not go out under a key id that now names another key.
+        prepare: async (message) => {
+          const m = message as { type?: unknown; keys?: { keyId?: unknown }[] };
+          if (
+            m.type !== "outbox" ||
+            !Array.isArray(m.keys) ||
+            !m.keys.every((k) => typeof k.keyId === "string" && k.keyId.startsWith(urls.actor))
+          ) {
+            return message;
+          }
+          return { ...m, keys: await fed.signingKeys() };
+        },
+      }),
+      keyGraceMs: config.keyGraceMs,
       urls,
       name: config.name,
       version: VERSION,

@@ -12,6 +12,7 @@ import { runDemo } from "./demo.ts";
 import { setUpLogging } from "./logging.ts";
 import { apiRequest, type ApiTarget } from "./api-client.ts";
 import { registerGraphCommands } from "./graph.ts";
+import { registerKeyCommands } from "./keys.ts";
 import { registerSecretCommands } from "./secret.ts";
 import { registerArtifactCommands } from "./artifact.ts";
 import { readFile } from "node:fs/promises";
@@ -321,6 +322,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     },
   });
   registerArtifactCommands(program, {
+    run: (exitCode) => {
+      result = exitCode;
+    },
+  });
+  registerKeyCommands(program, {
+    clientOptions,
+    apiTarget,
     run: (exitCode) => {
       result = exitCode;
     },

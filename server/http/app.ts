@@ -24,6 +24,7 @@ import type { ClusterMetrics } from "./metrics.ts";
 import { graphRoutes } from "./graph-routes.ts";
 import { requireScopes } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
+import { keyRoutes } from "./key-routes.ts";
 import { secretRoutes } from "./secret-routes.ts";
 import { renderHome } from "./ui.ts";
 
@@ -459,6 +460,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.use(graphRoutes({ db, tasks, urls }));
   api.use(secretRoutes({ secrets: options.secrets }));
+  api.use(keyRoutes({ federation: options.federation }));
   app.use("/api/v1", api);
 
   app.get(

@@ -100,6 +100,9 @@ export function createMemoryKeyCache(maxEntries = 1000): KeyCache {
       return Promise.resolve(hit.key);
     },
     set(keyId, key) {
+      // A failed refetch (refused by the refetch limit, or the peer briefly down) must not
+      // replace a key that verified: a forger could otherwise evict a peer's key.
+      if (key == null && entries.get(keyId.href)?.key != null) return Promise.resolve();
       if (entries.size >= maxEntries) {
         const oldest = entries.keys().next().value;
         if (oldest != null) entries.delete(oldest);
