@@ -82,7 +82,9 @@ export async function startBenchClusters(
           port: 0,
           dataDir: join(dir, name),
           adminToken: BENCH_TOKEN,
-          allowPrivateAddress: true,
+          privateAddressAllowlist: ["127.0.0.1/32"],
+          // Throughput is measured, not the inbox's rate limit.
+          inboxRateLimit: { burst: 1_000_000, perSecond: 1_000_000 },
           reconcileIntervalMs: 3_600_000,
           workDir: dir,
           ...(backend === "postgres+redis"
@@ -300,7 +302,7 @@ export async function startWorkingCluster(
       TASKWEB_NAME: config.name,
       TASKWEB_PUBLIC_URL: web.urls.origin,
       TASKWEB_ADMIN_TOKEN: web.adminToken,
-      TASKWEB_ALLOW_PRIVATE_ADDRESS: "1",
+      TASKWEB_PRIVATE_ADDRESS_ALLOWLIST: "127.0.0.1/32",
       TASKWEB_RECONCILE_INTERVAL_MS: String(config.reconcileIntervalMs),
       WORKER_CONCURRENCY: String(workerConcurrency),
       ...(config.workDir != null ? { TASKWEB_WORK_DIR: config.workDir } : {}),

@@ -11,7 +11,6 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { getLogger } from "@logtape/logtape";
-import { getDocumentLoader } from "@fedify/vocab-runtime";
 import type { ClusterConfig } from "./config.ts";
 import { ConfigError } from "./config.ts";
 import {
@@ -26,11 +25,23 @@ import { createTaskService, QUEUES, type TaskService } from "./domain/task-servi
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
 import { dereferenceRemoteTask } from "./federation/dereference.ts";
 import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
-import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
+import {
+  createTaskwebInbox,
+  pruneProcessedActivities,
+  type InboxOutcome,
+} from "./federation/inbox.ts";
 import type { Express } from "express";
 import { createApp } from "./http/app.ts";
 import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
 import { createMemoryKeyCache, type InboxIgnoral, type InboxRefusal } from "./http/inbox-guard.ts";
+import { parseAllowlist } from "./outbound/address-policy.ts";
+import { createOutboundFetch, isPermittedUrl } from "./outbound/checked-fetch.ts";
+import {
+  createCheckedDocumentLoader,
+  createRefetchLimiter,
+  signerFor,
+} from "./outbound/document-loader.ts";
+import { createRateLimiter } from "./http/rate-limit.ts";
 import { createBullMqJobQueue } from "./queue/bullmq-job-queue.ts";
 import { createEmbeddedJobQueue } from "./queue/embedded-job-queue.ts";
 import { createFedifyMessageQueue } from "./queue/fedify-message-queue.ts";
@@ -102,6 +113,10 @@ export interface StartClusterOptions {
   readonly onEvent?: (event: ClusterEvent) => void;
   /** Delivery retry schedule (tests shorten it). */
   readonly deliveryRetry?: { maxAttempts: number; initialDelayMs: number; maxDelayMs: number };
+  /** Told of every job this process enqueues (tests prove that refused input queues nothing). */
+  readonly onJobEnqueued?: (queue: string, jobId: string) => void;
+  /** Told of every outbound request this process sends (tests count fetches with it). */
+  readonly onOutboundRequest?: (url: URL) => void;
   /** How often claims and deadlines are checked, in ms. @defaultValue 5000 */
   readonly maintenanceIntervalMs?: number;
 }
@@ -256,10 +271,26 @@ export async function startCluster(
     const adminToken = await resolveAdminToken(config);
     const auth = createAuthService({ db: database.db, adminToken });
 
-    const jobs =
+    const queue =
       config.redisUrl != null
         ? createBullMqJobQueue({ url: config.redisUrl, prefix: config.redisPrefix })
         : createEmbeddedJobQueue(database.db);
+    const observeJob = options.onJobEnqueued;
+    const jobs: JobQueue =
+      observeJob == null
+        ? queue
+        : {
+            kind: queue.kind,
+            enqueue: async (name, jobId, data, enqueueOptions) => {
+              observeJob(name, jobId);
+              await queue.enqueue(name, jobId, data, enqueueOptions);
+            },
+            process: (name, handler, processOptions) =>
+              queue.process(name, handler, processOptions),
+            depth: (name) => queue.depth(name),
+            ping: () => queue.ping(),
+            close: () => queue.close(),
+          };
     cleanups.push(() => jobs.close());
     metrics = createClusterMetrics({ db: database.db, jobs });
     const tasks = createTaskService({
@@ -282,12 +313,19 @@ export async function startCluster(
       tasks,
       onOutcome: (outcome) => emit({ type: "inbox", outcome }),
     });
+    // Every outbound request of this process goes through this one checked fetch.
+    const allowlist = parseAllowlist(config.privateAddressAllowlist);
+    const outbound = createOutboundFetch({
+      allowlist,
+      userAgent: `taskweb/${VERSION} (+${urls.actor})`,
+      ...(options.onOutboundRequest != null ? { onRequest: options.onOutboundRequest } : {}),
+    });
+    const documentLoader = createCheckedDocumentLoader(outbound);
+    const contextLoader = createCheckedDocumentLoader(outbound, { acceptPlainJson: true });
     const loaders = async () => {
       const ctx = fed.context();
       return {
-        documentLoader: config.allowPrivateAddress
-          ? getDocumentLoader({ allowPrivateAddress: true })
-          : await ctx.getDocumentLoader({ identifier: config.name }),
+        documentLoader: await ctx.getDocumentLoader({ identifier: config.name }),
         contextLoader: ctx.contextLoader,
       };
     };
@@ -298,11 +336,32 @@ export async function startCluster(
     const fed: ClusterFederation = createClusterFederation({
       db: database.db,
       kv: createKyselyKvStore(database.db),
-      queue: createFedifyMessageQueue(jobs, "fedify-outbox"),
+      queue: createFedifyMessageQueue(jobs, "fedify-outbox", {
+        // A delivery is signed with the keys current when it is sent, so that one queued
+        // before a key rotation does not go out under a key id that now names another key.
+        prepare: async (message) => {
+          const m = message as { type?: unknown; keys?: { keyId?: unknown }[] };
+          if (
+            m.type !== "outbox" ||
+            !Array.isArray(m.keys) ||
+            !m.keys.every((k) => typeof k.keyId === "string" && k.keyId.startsWith(urls.actor))
+          ) {
+            return message;
+          }
+          return { ...m, keys: await fed.signingKeys() };
+        },
+      }),
+      keyGraceMs: config.keyGraceMs,
       urls,
       name: config.name,
       version: VERSION,
-      allowPrivateAddress: config.allowPrivateAddress,
+      loaders: {
+        documentLoader,
+        contextLoader,
+        authenticated: (identity) =>
+          createCheckedDocumentLoader(outbound, { sign: signerFor(identity) }),
+      },
+      isDeliverable: (url) => isPermittedUrl(url, allowlist),
       manuallyStartQueue: true,
       onActivity: inbox,
       onFollowAccepted: catchUpOrigin,
@@ -312,6 +371,11 @@ export async function startCluster(
     let app: Express | undefined;
     if (server != null) {
       const keyCache = createMemoryKeyCache();
+      // The guard's key fetches: a key that fails to verify is fetched again at most once
+      // per interval, however many requests name it.
+      const keyLoader = createRefetchLimiter(documentLoader, {
+        intervalMs: config.keyRefetchIntervalMs,
+      });
       const ctx = fed.context();
       app = createApp({
         db: database.db,
@@ -326,11 +390,14 @@ export async function startCluster(
         databaseKind: database.kind,
         metrics,
         guard: {
-          documentLoader: () => ctx.documentLoader,
+          documentLoader: () => keyLoader,
           contextLoader: ctx.contextLoader,
           keyCache,
           onRefused: (reason) => emit({ type: "inbox-refused", reason }),
           onIgnored: (reason) => emit({ type: "inbox-ignored", reason }),
+          originLimiter: createRateLimiter(config.inboxRateLimit),
+          refusedLimiter: createRateLimiter(config.inboxRefusedRateLimit),
+          fetchBudget: config.inboxFetchBudget,
         },
       });
       server.on("request", app);
@@ -355,7 +422,7 @@ export async function startCluster(
           concurrency: config.workerConcurrency,
           claimLeaseMs: config.claimLeaseMs,
           shutdownGraceMs: config.shutdownGraceMs,
-          allowPrivateAddress: config.allowPrivateAddress,
+          fetch: outbound,
           workDir: config.workDir,
           loaders,
           onRunEvent: (e) => emit({ type: "run", ...e }),
@@ -416,6 +483,18 @@ export async function startCluster(
           logger.warn("Maintenance failed: {error}", { error: String(error) }),
         );
       }, options.maintenanceIntervalMs ?? 5000);
+      // Dedupe records older than the retention go once an hour (and once at start).
+      const pruneDedupe = () => {
+        pruneProcessedActivities(database.db, config.dedupeRetentionDays)
+          .then((n) => {
+            if (n > 0) logger.info("Pruned {n} processed-activity ids past retention.", { n });
+          })
+          .catch((error: unknown) =>
+            logger.warn("Dedupe pruning failed: {error}", { error: String(error) }),
+          );
+      };
+      pruneDedupe();
+      const pruner = setInterval(pruneDedupe, 3600_000);
       const reconciler = setInterval(() => {
         reconcile().catch((error: unknown) =>
           logger.warn("Reconcile failed: {error}", { error: String(error) }),
@@ -424,6 +503,7 @@ export async function startCluster(
       cleanups.push(() => {
         clearInterval(maintenance);
         clearInterval(reconciler);
+        clearInterval(pruner);
         return Promise.resolve();
       });
       await reconcile();

@@ -5,6 +5,7 @@
  */
 import { resolve } from "node:path";
 import { decodeSecretsKey } from "./domain/secret-cipher.ts";
+import { AllowlistEntryError, parseAllowlist } from "./outbound/address-policy.ts";
 
 /** Everything a cluster process needs to know about itself. */
 export interface ClusterConfig {
@@ -37,12 +38,46 @@ export interface ClusterConfig {
    */
   readonly adminToken: string | undefined;
   /**
-   * Let outbound fetches (keys, actors, remote tasks, artifacts) reach loopback and private
-   * addresses (`TASKWEB_ALLOW_PRIVATE_ADDRESS=1`). Needed when clusters federate on one
-   * machine; never set it on a cluster reachable from the internet.
-   * @defaultValue true when `publicUrl` is a loopback URL, otherwise false
+   * Private and special-use addresses that outbound fetches (keys, actors, remote tasks,
+   * artifacts) may still reach (`TASKWEB_PRIVATE_ADDRESS_ALLOWLIST`, comma-separated CIDRs,
+   * addresses or `ip:port` entries). Every other private, loopback, link-local or
+   * special-use address is refused; there is no switch that turns the check off. Clusters
+   * federating on one machine list `127.0.0.1/32`; never list ranges a cluster reachable
+   * from the internet must not reach.
+   * @defaultValue `[]`
    */
-  readonly allowPrivateAddress: boolean;
+  readonly privateAddressAllowlist: readonly string[];
+  /**
+   * Inbox requests one origin may send: a token bucket of `burst` requests refilled at
+   * `perSecond` (`TASKWEB_INBOX_RATE_LIMIT=burst,perSecond`). Verified requests count against
+   * the signer's origin; beyond it the inbox answers 429 with `Retry-After`.
+   * @defaultValue `{ burst: 1000, perSecond: 100 }`
+   */
+  readonly inboxRateLimit: RateLimit;
+  /**
+   * Refused inbox requests (unsigned, forged, malformed) one client address may send before
+   * its requests are answered 429 (`TASKWEB_INBOX_REFUSED_RATE_LIMIT=burst,perSecond`).
+   * @defaultValue `{ burst: 120, perSecond: 2 }`
+   */
+  readonly inboxRefusedRateLimit: RateLimit;
+  /** Remote requests one inbound activity may cause (`TASKWEB_INBOX_FETCH_BUDGET`). @defaultValue 10 */
+  readonly inboxFetchBudget: number;
+  /**
+   * After its first fetch, a signing key is fetched again at most once per this many ms
+   * (`TASKWEB_KEY_REFETCH_INTERVAL_MS`). @defaultValue 300000
+   */
+  readonly keyRefetchIntervalMs: number;
+  /**
+   * Days the ids of processed activities are kept to refuse replays
+   * (`TASKWEB_DEDUPE_RETENTION_DAYS`); at least 30. @defaultValue 30
+   */
+  readonly dedupeRetentionDays: number;
+  /**
+   * After `taskweb keys rotate`, how long the replaced keys stay published so that
+   * signatures and proofs made with them still verify (`TASKWEB_KEY_GRACE_MS`).
+   * @defaultValue 604800000 (7 days)
+   */
+  readonly keyGraceMs: number;
   /** How often remote tasks still waited on are dereferenced again, in ms. @defaultValue 300000 */
   readonly reconcileIntervalMs: number;
   /** Lease of a claimed run, renewed while it runs, in ms. @defaultValue 60000 */
@@ -62,6 +97,12 @@ export interface ClusterConfig {
   readonly secretsKey: string | undefined;
 }
 
+/** A token bucket: `burst` requests at once, refilled at `perSecond`. */
+export interface RateLimit {
+  readonly burst: number;
+  readonly perSecond: number;
+}
+
 /** Thrown for a configuration value that cannot be used; the message says which and why. */
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -76,15 +117,39 @@ function integer(name: string, raw: string | undefined, fallback: number, min: n
   return value;
 }
 
-function isLoopbackUrl(url: string | undefined, host: string): boolean {
-  const hostname = url == null ? host : new URL(url).hostname;
-  return (
-    hostname === "localhost" ||
-    hostname === "[::1]" ||
-    hostname === "::1" ||
-    /^127\.\d+\.\d+\.\d+$/.test(hostname)
-  );
+function rateLimit(name: string, raw: string | undefined, fallback: RateLimit): RateLimit {
+  if (raw == null || raw === "") return fallback;
+  const [burst, perSecond] = raw.split(",").map((p) => Number(p.trim()));
+  if (
+    burst == null ||
+    perSecond == null ||
+    !Number.isInteger(burst) ||
+    burst < 1 ||
+    !(perSecond > 0) ||
+    raw.split(",").length !== 2
+  ) {
+    throw new ConfigError(
+      `${name} must be "<burst>,<perSecond>" (a positive integer and a positive number), got ${JSON.stringify(raw)}.`,
+    );
+  }
+  return { burst, perSecond };
 }
+
+/** Checks allowlist entries now, so that a typo stops the start rather than a fetch. */
+function allowlist(raw: readonly string[]): readonly string[] {
+  try {
+    parseAllowlist(raw);
+  } catch (error) {
+    if (error instanceof AllowlistEntryError) {
+      throw new ConfigError(`TASKWEB_PRIVATE_ADDRESS_ALLOWLIST: ${error.message}`);
+    }
+    throw error;
+  }
+  return raw.map((e) => e.trim()).filter((e) => e !== "");
+}
+
+/** The shortest dedupe retention a cluster may be configured with, in days. */
+export const MIN_DEDUPE_RETENTION_DAYS = 30;
 
 /** Checks a secrets key given in the environment or as an override; empty means none. */
 function secretsKey(raw: string | undefined): string | undefined {
@@ -131,7 +196,19 @@ export function readConfig(
     databaseUrl == null
       ? resolve(overrides.dataDir ?? env.TASKWEB_DATA_DIR ?? `.data/${name}`)
       : undefined;
-  const allowPrivateRaw = env.TASKWEB_ALLOW_PRIVATE_ADDRESS;
+  const dedupeRetentionDays =
+    overrides.dedupeRetentionDays ??
+    integer(
+      "TASKWEB_DEDUPE_RETENTION_DAYS",
+      env.TASKWEB_DEDUPE_RETENTION_DAYS,
+      MIN_DEDUPE_RETENTION_DAYS,
+      MIN_DEDUPE_RETENTION_DAYS,
+    );
+  if (!(dedupeRetentionDays >= MIN_DEDUPE_RETENTION_DAYS)) {
+    throw new ConfigError(
+      `The dedupe retention must be at least ${MIN_DEDUPE_RETENTION_DAYS} days (senders retry for days), got ${dedupeRetentionDays}.`,
+    );
+  }
   return {
     name,
     host,
@@ -145,9 +222,31 @@ export function readConfig(
     workerConcurrency:
       overrides.workerConcurrency ?? integer("WORKER_CONCURRENCY", env.WORKER_CONCURRENCY, 2, 1),
     adminToken: overrides.adminToken ?? env.TASKWEB_ADMIN_TOKEN,
-    allowPrivateAddress:
-      overrides.allowPrivateAddress ??
-      (allowPrivateRaw != null ? allowPrivateRaw === "1" : isLoopbackUrl(publicUrl, host)),
+    privateAddressAllowlist: allowlist(
+      overrides.privateAddressAllowlist ?? (env.TASKWEB_PRIVATE_ADDRESS_ALLOWLIST ?? "").split(","),
+    ),
+    inboxRateLimit:
+      overrides.inboxRateLimit ??
+      rateLimit("TASKWEB_INBOX_RATE_LIMIT", env.TASKWEB_INBOX_RATE_LIMIT, {
+        burst: 1000,
+        perSecond: 100,
+      }),
+    inboxRefusedRateLimit:
+      overrides.inboxRefusedRateLimit ??
+      rateLimit("TASKWEB_INBOX_REFUSED_RATE_LIMIT", env.TASKWEB_INBOX_REFUSED_RATE_LIMIT, {
+        burst: 120,
+        perSecond: 2,
+      }),
+    inboxFetchBudget:
+      overrides.inboxFetchBudget ??
+      integer("TASKWEB_INBOX_FETCH_BUDGET", env.TASKWEB_INBOX_FETCH_BUDGET, 10, 1),
+    keyRefetchIntervalMs:
+      overrides.keyRefetchIntervalMs ??
+      integer("TASKWEB_KEY_REFETCH_INTERVAL_MS", env.TASKWEB_KEY_REFETCH_INTERVAL_MS, 300_000, 0),
+    dedupeRetentionDays,
+    keyGraceMs:
+      overrides.keyGraceMs ??
+      integer("TASKWEB_KEY_GRACE_MS", env.TASKWEB_KEY_GRACE_MS, 7 * 86_400_000, 0),
     reconcileIntervalMs:
       overrides.reconcileIntervalMs ??
       integer("TASKWEB_RECONCILE_INTERVAL_MS", env.TASKWEB_RECONCILE_INTERVAL_MS, 300_000, 1000),

@@ -4,6 +4,9 @@
  * checked redirects) and keeps it only when its size and sha256 match what was published.
  * @module
  */
+import { isIP } from "node:net";
+import { parseAllowlist, unbracket } from "../outbound/address-policy.ts";
+import { createOutboundFetch } from "../outbound/checked-fetch.ts";
 import { basename, resolve } from "node:path";
 import { CommanderError, Option, type Command } from "commander";
 import { parseArtifactObject, type ArtifactObject } from "../../protocol/index.ts";
@@ -70,6 +73,21 @@ function defaultProgress(): (line: string, final: boolean) => void {
   };
 }
 
+/**
+ * The addresses `artifact get` may reach besides public ones: the entries of
+ * `TASKWEB_PRIVATE_ADDRESS_ALLOWLIST`, and the address the user typed when it is loopback
+ * (they asked for it). A redirect elsewhere inward is still refused.
+ */
+function cliAllowlist(url: string): string[] {
+  const entries = (process.env.TASKWEB_PRIVATE_ADDRESS_ALLOWLIST ?? "")
+    .split(",")
+    .filter((e) => e.trim() !== "");
+  const host = unbracket(new URL(url).hostname);
+  if (host === "localhost") entries.push("127.0.0.1/32", "::1/128");
+  else if (isIP(host) !== 0 && /^(127\.|::1$)/.test(host)) entries.push(host);
+  return entries;
+}
+
 /** Registers `artifact get` on `program`. */
 export function registerArtifactCommands(program: Command, options: ArtifactCommandsOptions): void {
   const print = options.print ?? ((line: string) => console.log(line));
@@ -103,8 +121,7 @@ export function registerArtifactCommands(program: Command, options: ArtifactComm
           await downloadVerified(meta.url, dest, {
             expected: { sha256: meta.sha256, size: meta.size },
             attempts,
-            // The user asked for this URL; the address rules protect servers, not a CLI.
-            allowPrivateAddress: true,
+            fetch: createOutboundFetch({ allowlist: parseAllowlist(cliAllowlist(url)) }),
             onProgress: show,
           });
           if (meta.size === 0) show({ received: 0, total: 0, attempt: 1 });

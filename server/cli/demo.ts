@@ -52,7 +52,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
             name,
             port: 0,
             dataDir: join(root, name),
-            allowPrivateAddress: true,
+            privateAddressAllowlist: ["127.0.0.1/32"],
             reconcileIntervalMs: 60_000,
           },
         ),

@@ -12,6 +12,7 @@ import { runDemo } from "./demo.ts";
 import { setUpLogging } from "./logging.ts";
 import { apiRequest, type ApiTarget } from "./api-client.ts";
 import { registerGraphCommands } from "./graph.ts";
+import { registerKeyCommands } from "./keys.ts";
 import { registerSecretCommands } from "./secret.ts";
 import { registerAccessCommands } from "./client.ts";
 import { registerArtifactCommands } from "./artifact.ts";
@@ -60,9 +61,32 @@ function serverOptions(cmd: Command): Command {
     .option("-c, --concurrency <n>", "tasks run at once by this process (env WORKER_CONCURRENCY)");
 }
 
+/**
+ * The embedded quick start (no PostgreSQL, listening and reached on loopback) federates with
+ * clusters on the same machine, so it allowlists 127.0.0.1 explicitly; anything else keeps
+ * the empty default unless `TASKWEB_PRIVATE_ADDRESS_ALLOWLIST` says otherwise.
+ */
+function quickStartAllowlist(o: ConfigOverrides): readonly string[] | undefined {
+  const env = process.env;
+  if (env.TASKWEB_PRIVATE_ADDRESS_ALLOWLIST != null || env.DATABASE_URL != null) return undefined;
+  const host = o.host ?? env.HOST ?? "127.0.0.1";
+  const publicUrl = o.publicUrl ?? env.TASKWEB_PUBLIC_URL;
+  const loopback = (h: string) => h === "localhost" || /^127\.\d+\.\d+\.\d+$/.test(h);
+  let publicHost = host;
+  try {
+    if (publicUrl != null) publicHost = new URL(publicUrl).hostname;
+  } catch {
+    return undefined; // readConfig reports the bad URL
+  }
+  return loopback(host) && loopback(publicHost) ? ["127.0.0.1/32"] : undefined;
+}
+
 /** Runs until SIGINT/SIGTERM, then stops the cluster cleanly. */
 async function serve(flags: ServerFlags, roles: ClusterRoles): Promise<number> {
-  const config = readConfig(process.env, overrides(flags));
+  const o = overrides(flags);
+  const quickStart = quickStartAllowlist(o);
+  if (quickStart != null) o.privateAddressAllowlist = quickStart;
+  const config = readConfig(process.env, o);
   const cluster = await startCluster(config, { roles });
   const lines = [
     `taskweb ${VERSION} · cluster "${config.name}" (${roles.web && roles.worker ? "web + worker" : roles.web ? "web" : "worker"})`,
@@ -72,6 +96,11 @@ async function serve(flags: ServerFlags, roles: ClusterRoles): Promise<number> {
       cluster.secrets.keyId == null
         ? "unavailable: set TASKWEB_SECRETS_KEY"
         : `key ${cluster.secrets.keyId} from ${config.secretsKey != null ? "TASKWEB_SECRETS_KEY" : `${config.dataDir}/secrets.key`}`
+    }`,
+    `  outbound:  private addresses refused${
+      config.privateAddressAllowlist.length > 0
+        ? ` except ${config.privateAddressAllowlist.join(", ")}${quickStart != null ? " (embedded quick start on loopback)" : ""}`
+        : ""
     }`,
   ];
   if (roles.web) {
@@ -294,6 +323,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     },
   });
   registerArtifactCommands(program, {
+    run: (exitCode) => {
+      result = exitCode;
+    },
+  });
+  registerKeyCommands(program, {
+    clientOptions,
+    apiTarget,
     run: (exitCode) => {
       result = exitCode;
     },

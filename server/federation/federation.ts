@@ -8,7 +8,9 @@
 import {
   createExponentialBackoffPolicy,
   createFederation,
+  exportJwk,
   type Context,
+  type DocumentLoader,
   type Federation,
   type KvStore,
   type MessageQueue,
@@ -22,6 +24,7 @@ import {
   Reject,
   Service,
   Undo,
+  Update,
   type Recipient,
 } from "@fedify/vocab";
 import { getLogger } from "@logtape/logtape";
@@ -29,7 +32,7 @@ import { sql, type Kysely } from "kysely";
 import { PROTOCOL_VERSION } from "../../protocol/index.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import type { ClusterUrls } from "./cluster-urls.ts";
-import { loadOrCreateKeyPairs } from "./key-store.ts";
+import { loadOrCreateKeyPairs, rotateKeyPairs, type KeyRotationResult } from "./key-store.ts";
 import { TaskwebActivity } from "./taskweb-activity.ts";
 
 const logger = getLogger(["taskweb", "federation"]);
@@ -46,9 +49,21 @@ export interface ClusterFederationOptions {
   readonly urls: ClusterUrls;
   readonly name: string;
   readonly version: string;
-  readonly allowPrivateAddress: boolean;
+  /**
+   * The loaders every document, context and key fetch goes through (the checked fetch, see
+   * server/outbound/); Fedify's own loaders are never used.
+   */
+  readonly loaders: {
+    readonly documentLoader: DocumentLoader;
+    readonly contextLoader: DocumentLoader;
+    readonly authenticated: (identity: { keyId: URL; privateKey: CryptoKey }) => DocumentLoader;
+  };
+  /** True when deliveries to `url` would reach a permitted address (checked on Follow). */
+  readonly isDeliverable: (url: string) => Promise<boolean>;
   /** When true, this process does not consume the delivery queue (a `web` process). */
   readonly manuallyStartQueue: boolean;
+  /** After a rotation, how long the replaced keys stay published. @defaultValue 7 days */
+  readonly keyGraceMs?: number;
   /** Handles taskweb activities that Fedify verified (see `inbox.ts`). */
   readonly onActivity: (ctx: Context<null>, activity: Activity) => Promise<void>;
   /** Called once a cluster this one follows accepted the follow. */
@@ -72,7 +87,22 @@ export interface ClusterFederation {
   unfollow(actorUrl: string): Promise<boolean>;
   /** Hands one outbox activity to delivery for every follower. */
   publish(activityJson: Record<string, unknown>): Promise<void>;
+  /**
+   * Replaces the cluster's key pairs with new ones and sends an `Update` of the actor to
+   * every follower; the replaced keys stay published for the grace period.
+   */
+  rotateKeys(): Promise<
+    KeyRotationResult & { readonly keyIds: string[]; readonly graceUntil: Date }
+  >;
+  /**
+   * The keys a delivery is signed with now (`keyId`, private JWK), active ones first: a
+   * delivery queued before a rotation is signed with these when it is sent.
+   */
+  signingKeys(): Promise<{ keyId: string; privateKey: JsonWebKey }[]>;
 }
+
+/** How long a process signs with the keys it loaded before it reads them again, in ms. */
+export const KEY_RELOAD_MS = 5000;
 
 /** Builds the cluster's Fedify federation. */
 export function createClusterFederation(options: ClusterFederationOptions): ClusterFederation {
@@ -90,7 +120,9 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     queue: { outbox: options.queue },
     manuallyStartQueue: options.manuallyStartQueue,
     origin: urls.origin,
-    allowPrivateAddress: options.allowPrivateAddress,
+    documentLoaderFactory: () => options.loaders.documentLoader,
+    contextLoaderFactory: () => options.loaders.contextLoader,
+    authenticatedDocumentLoaderFactory: (identity) => options.loaders.authenticated(identity),
     outboxRetryPolicy: createExponentialBackoffPolicy({
       maxAttempts: retry.maxAttempts,
       initialDelay: { milliseconds: retry.initialDelayMs },
@@ -104,28 +136,44 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     },
   });
 
-  let keyPairs: Promise<CryptoKeyPair[]> | undefined;
-  const getKeyPairs = () => (keyPairs ??= loadOrCreateKeyPairs(db, name));
+  const graceMs = options.keyGraceMs ?? 7 * 86_400_000;
+  // Loaded again every few seconds: another process may have rotated the keys.
+  let keyPairs: { at: number; pairs: Promise<CryptoKeyPair[]> } | undefined;
+  const getKeyPairs = () => {
+    if (keyPairs == null || Date.now() - keyPairs.at > KEY_RELOAD_MS) {
+      keyPairs = {
+        at: Date.now(),
+        pairs: loadOrCreateKeyPairs(db, name, graceMs),
+      };
+    }
+    return keyPairs.pairs;
+  };
+
+  const buildActor = async (ctx: Context<null>, identifier: string) => {
+    const keys = await ctx.getActorKeyPairs(identifier);
+    return new Service({
+      id: ctx.getActorUri(identifier),
+      preferredUsername: identifier,
+      name: `taskweb cluster ${identifier}`,
+      summary: `A taskweb automation cluster (protocol v${PROTOCOL_VERSION}).`,
+      inbox: ctx.getInboxUri(identifier),
+      outbox: ctx.getOutboxUri(identifier),
+      followers: ctx.getFollowersUri(identifier),
+      following: ctx.getFollowingUri(identifier),
+      endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
+      // The active RSA key first, then any replaced one still in its grace period.
+      publicKeys: keys
+        .filter((k) => k.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5")
+        .map((k) => k.cryptographicKey),
+      assertionMethods: keys.map((k) => k.multikey),
+      manuallyApprovesFollowers: false,
+    });
+  };
 
   federation
-    .setActorDispatcher("/clusters/{identifier}", async (ctx, identifier) => {
-      if (identifier !== name) return null;
-      const keys = await ctx.getActorKeyPairs(identifier);
-      return new Service({
-        id: ctx.getActorUri(identifier),
-        preferredUsername: identifier,
-        name: `taskweb cluster ${identifier}`,
-        summary: `A taskweb automation cluster (protocol v${PROTOCOL_VERSION}).`,
-        inbox: ctx.getInboxUri(identifier),
-        outbox: ctx.getOutboxUri(identifier),
-        followers: ctx.getFollowersUri(identifier),
-        following: ctx.getFollowingUri(identifier),
-        endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
-        publicKey: keys[0]?.cryptographicKey ?? null,
-        assertionMethods: keys.map((k) => k.multikey),
-        manuallyApprovesFollowers: false,
-      });
-    })
+    .setActorDispatcher("/clusters/{identifier}", async (ctx, identifier) =>
+      identifier === name ? await buildActor(ctx, identifier) : null,
+    )
     .setKeyPairsDispatcher(async (_ctx, identifier) =>
       identifier === name ? await getKeyPairs() : [],
     )
@@ -240,6 +288,17 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       if (!isActor(follower) || follower.id == null || follower.inboxId == null) return;
       if (follower.id.href !== follow.actorId.href) return;
       const followerInbox = follower.inboxId.href;
+      const sharedInbox = follower.endpoints?.sharedInbox?.href;
+      // Deliveries go to these URLs: a follower must not point them at private addresses.
+      for (const url of [followerInbox, sharedInbox]) {
+        if (url != null && !(await options.isDeliverable(url))) {
+          logger.warn("Ignored a Follow from {follower}: its inbox {url} is not deliverable.", {
+            follower: follower.id.href,
+            url,
+          });
+          return;
+        }
+      }
       const followId = follow.id.href;
       const now = new Date();
       await db
@@ -328,6 +387,9 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         throw new Error(`${actorUrl} is not an ActivityPub actor.`);
       }
       if (actor.id.href === urls.actor) throw new Error("A cluster cannot follow itself.");
+      if (!(await options.isDeliverable(actor.inboxId.href))) {
+        throw new Error(`${actorUrl} has its inbox on a refused address.`);
+      }
       const followId = `${urls.actor}#follows/${crypto.randomUUID()}`;
       const now = new Date();
       await db
@@ -377,6 +439,40 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       );
       await db.deleteFrom("following").where("actor_id", "=", actorUrl).execute();
       return true;
+    },
+    async rotateKeys() {
+      const result = await rotateKeyPairs(db, name);
+      keyPairs = undefined;
+      const ctx = context();
+      const actor = await buildActor(ctx, name);
+      await ctx.sendActivity(
+        { identifier: name },
+        "followers",
+        new Update({
+          id: new URL(`${urls.actor}#updates/${crypto.randomUUID()}`),
+          actor: ctx.getActorUri(name),
+          object: actor,
+        }),
+        { fanout: "skip", preferSharedInbox: true },
+      );
+      logger.info("Rotated the keys of {actor}; followers were sent an Update.", {
+        actor: urls.actor,
+      });
+      const pairs = await ctx.getActorKeyPairs(name);
+      return {
+        ...result,
+        keyIds: pairs.slice(0, 2).map((p) => p.keyId.href),
+        graceUntil: new Date(result.rotatedAt.getTime() + graceMs),
+      };
+    },
+    async signingKeys() {
+      const pairs = await context().getActorKeyPairs(name);
+      return await Promise.all(
+        pairs.map(async (p) => ({
+          keyId: p.keyId.href,
+          privateKey: await exportJwk(p.privateKey),
+        })),
+      );
     },
     async publish(activityJson) {
       await context().sendActivity(

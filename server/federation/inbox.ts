@@ -23,6 +23,7 @@ import {
   type RemoteTaskReport,
   type TaskService,
 } from "../domain/task-service.ts";
+import { MIN_DEDUPE_RETENTION_DAYS } from "../config.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 
 const logger = getLogger(["taskweb", "inbox"]);
@@ -79,6 +80,29 @@ export async function compactWithTaskwebContext(
   contextLoader: unknown,
 ): Promise<Record<string, unknown>> {
   return await jsonld.compact(json, { "@context": CONTEXT }, { documentLoader: contextLoader });
+}
+
+/**
+ * Deletes the ids of activities processed more than `retentionDays` ago and returns how many
+ * went. Senders retry for about three days, so a retention of 30 days or more (the
+ * configuration refuses less) means a redelivery always finds its id.
+ */
+export async function pruneProcessedActivities(
+  db: Kysely<DatabaseSchema>,
+  retentionDays: number,
+  now: Date = new Date(),
+): Promise<number> {
+  if (!(retentionDays >= MIN_DEDUPE_RETENTION_DAYS)) {
+    throw new RangeError(
+      `The dedupe retention must be at least ${MIN_DEDUPE_RETENTION_DAYS} days.`,
+    );
+  }
+  const cutoff = new Date(now.getTime() - retentionDays * 86_400_000);
+  const result = await db
+    .deleteFrom("inbox_processed")
+    .where("received_at", "<", cutoff)
+    .executeTakeFirst();
+  return Number(result.numDeletedRows);
 }
 
 /** Builds the listener for taskweb activities (Fedify's `.on(Activity, …)`). */

@@ -1,7 +1,9 @@
 /**
  * The cluster's key pairs, persisted in the database: RSA-2048 (HTTP signatures and Linked
  * Data signatures) and Ed25519 (Object Integrity Proofs). Created once, on first use, by
- * whichever process gets there first; every other process loads the same keys.
+ * whichever process gets there first; every other process loads the same keys. A rotation
+ * replaces both with new ones; the replaced keys stay published for a grace period after
+ * the active ones (`retired_at` is when they were replaced).
  * @module
  */
 import { exportJwk, generateCryptoKeyPair, importJwk } from "@fedify/fedify";
@@ -29,10 +31,15 @@ import type { DatabaseSchema } from "../store/schema.ts";
 
 const ALGORITHMS = ["RSASSA-PKCS1-v1_5", "Ed25519"] as const;
 
-/** Loads the active key pairs of `identifier`, creating them if there are none. */
+/**
+ * Loads the key pairs of `identifier`, creating them if there are none: the active RSA and
+ * Ed25519 pairs first (they sign), then the pairs replaced less than `graceMs` ago, newest
+ * first (published so that what they signed can still be checked against them).
+ */
 export async function loadOrCreateKeyPairs(
   db: Kysely<DatabaseSchema>,
   identifier: string,
+  graceMs = 0,
 ): Promise<CryptoKeyPair[]> {
   const rows = await db.transaction().execute(async (trx) => {
     // Serialises first-start key creation across processes sharing one database.
@@ -71,5 +78,65 @@ export async function loadOrCreateKeyPairs(
       publicKey: await importJwk(row.public_jwk, "public"),
     });
   }
+  if (graceMs > 0) {
+    const replaced = await db
+      .selectFrom("cluster_keys")
+      .selectAll()
+      .where("identifier", "=", identifier)
+      .where("retired_at", ">", new Date(Date.now() - graceMs))
+      .orderBy("retired_at", "desc")
+      .orderBy("id")
+      .execute();
+    for (const row of replaced) {
+      pairs.push({
+        privateKey: await importJwk(row.private_jwk, "private"),
+        publicKey: await importJwk(row.public_jwk, "public"),
+      });
+    }
+  }
   return pairs;
+}
+
+/** What {@link rotateKeyPairs} did. */
+export interface KeyRotationResult {
+  /** Database ids of the new active keys. */
+  readonly activated: number[];
+  /** Database ids of the keys they replaced. */
+  readonly replaced: number[];
+  readonly rotatedAt: Date;
+}
+
+/** Replaces the active key pairs of `identifier` with new ones, in one transaction. */
+export async function rotateKeyPairs(
+  db: Kysely<DatabaseSchema>,
+  identifier: string,
+): Promise<KeyRotationResult> {
+  return await db.transaction().execute(async (trx) => {
+    await sql`select pg_advisory_xact_lock(hashtext(${`taskweb-keys:${identifier}`}))`.execute(trx);
+    const rotatedAt = new Date();
+    const replaced = await trx
+      .updateTable("cluster_keys")
+      .set({ retired_at: rotatedAt })
+      .where("identifier", "=", identifier)
+      .where("retired_at", "is", null)
+      .returning("id")
+      .execute();
+    const activated: number[] = [];
+    for (const algorithm of ALGORITHMS) {
+      const pair = await generateKeyPair(algorithm);
+      const row = await trx
+        .insertInto("cluster_keys")
+        .values({
+          identifier,
+          algorithm,
+          private_jwk: JSON.stringify(await exportJwk(pair.privateKey)),
+          public_jwk: JSON.stringify(await exportJwk(pair.publicKey)),
+          retired_at: null,
+        })
+        .returning("id")
+        .executeTakeFirstOrThrow();
+      activated.push(row.id);
+    }
+    return { activated, replaced: replaced.map((r) => r.id), rotatedAt };
+  });
 }

@@ -25,6 +25,7 @@ import type { ClusterMetrics } from "./metrics.ts";
 import { graphRoutes } from "./graph-routes.ts";
 import { requireScopes, requestAuth, setRequestAuth } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
+import { keyRoutes } from "./key-routes.ts";
 import { secretRoutes } from "./secret-routes.ts";
 import { authRoutes } from "./auth-routes.ts";
 import { renderHome } from "./ui.ts";
@@ -519,6 +520,7 @@ export function createApp(options: AppOptions): express.Express {
   api.use(graphRoutes({ db, tasks, urls }));
   api.use(secretRoutes({ secrets: options.secrets }));
   api.use(authRoutes({ auth }));
+  api.use(keyRoutes({ federation: options.federation }));
   app.use("/api/v1", api);
 
   app.get(

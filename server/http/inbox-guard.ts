@@ -12,7 +12,9 @@ import { preloadedContexts } from "@fedify/vocab-runtime";
 import { getLogger } from "@logtape/logtape";
 import type { NextFunction, Request as ERequest, Response as EResponse } from "express";
 import { checkJsonLimits, sameOrigin } from "../../protocol/index.ts";
+import { withFetchBudget } from "../outbound/checked-fetch.ts";
 import { toWebRequest } from "./fedify-adapter.ts";
+import type { RateLimiter } from "./rate-limit.ts";
 
 const logger = getLogger(["taskweb", "http", "inbox"]);
 
@@ -41,7 +43,8 @@ export type InboxRefusal =
   | "invalid-signature"
   | "key-fetch-failed"
   | "key-not-owned-by-actor"
-  | "body-not-covered";
+  | "body-not-covered"
+  | "rate-limited";
 
 /** Why the guard answered 202 without passing a verified request on. */
 export type InboxIgnoral = "unsupported-context";
@@ -87,13 +90,19 @@ export function usesOnlyKnownContexts(json: unknown): boolean {
 export function createMemoryKeyCache(maxEntries = 1000): KeyCache {
   const entries = new Map<string, { key: CryptographicKey | Multikey | null; at: number }>();
   const ttlMs = 3600_000;
+  const negativeTtlMs = 300_000;
   return {
     get(keyId) {
       const hit = entries.get(keyId.href);
-      if (hit == null || Date.now() - hit.at > ttlMs) return Promise.resolve(undefined);
+      // A key that could not be fetched is remembered for less time than one that could.
+      const ttl = hit?.key == null ? negativeTtlMs : ttlMs;
+      if (hit == null || Date.now() - hit.at > ttl) return Promise.resolve(undefined);
       return Promise.resolve(hit.key);
     },
     set(keyId, key) {
+      // A failed refetch (refused by the refetch limit, or the peer briefly down) must not
+      // replace a key that verified: a forger could otherwise evict a peer's key.
+      if (key == null && entries.get(keyId.href)?.key != null) return Promise.resolve();
       if (entries.size >= maxEntries) {
         const oldest = entries.keys().next().value;
         if (oldest != null) entries.delete(oldest);
@@ -115,6 +124,15 @@ export interface InboxGuardOptions {
   readonly onRefused?: (reason: InboxRefusal) => void;
   /** Told of every verified request answered 202 without being acted on. */
   readonly onIgnored?: (reason: InboxIgnoral) => void;
+  /** Verified requests, per origin of the signing actor. */
+  readonly originLimiter?: RateLimiter;
+  /** Refused requests, per client address; an address out of tokens gets 429 at once. */
+  readonly refusedLimiter?: RateLimiter;
+  /**
+   * Remote requests (keys, actors, documents) one inbound request may cause, its handling
+   * by Fedify and taskweb included. @defaultValue 10
+   */
+  readonly fetchBudget?: number;
 }
 
 function refuse(
@@ -129,9 +147,37 @@ function refuse(
   res.status(status).json({ code: reason, message });
 }
 
+function tooMany(
+  res: EResponse,
+  retryAfterSeconds: number,
+  message: string,
+  onRefused?: (reason: InboxRefusal) => void,
+): void {
+  onRefused?.("rate-limited");
+  res.setHeader("Retry-After", String(retryAfterSeconds));
+  res.status(429).json({ code: "rate-limited", message, retryAfterSeconds });
+}
+
 /** Express middleware for POSTs to the inbox and the shared inbox. */
 export function inboxGuard(options: InboxGuardOptions) {
   return (req: ERequest, res: EResponse, next: NextFunction): void => {
+    const client = req.socket.remoteAddress ?? "unknown";
+    const blocked = options.refusedLimiter?.peek(client);
+    if (blocked != null && !blocked.ok) {
+      tooMany(
+        res,
+        blocked.retryAfterSeconds,
+        "Too many refused requests from this address; wait before sending again.",
+        options.onRefused,
+      );
+      req.resume();
+      return;
+    }
+    // Every refusal costs the client address a token.
+    const onRefused = (reason: InboxRefusal) => {
+      options.refusedLimiter?.take(client);
+      options.onRefused?.(reason);
+    };
     const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
     if (!ACTIVITY_MEDIA_TYPES.includes(type)) {
       refuse(
@@ -139,7 +185,7 @@ export function inboxGuard(options: InboxGuardOptions) {
         415,
         "unsupported-media-type",
         "Send activities as application/activity+json.",
-        options.onRefused,
+        onRefused,
       );
       req.resume();
       return;
@@ -151,7 +197,7 @@ export function inboxGuard(options: InboxGuardOptions) {
         413,
         "too-large",
         `Bodies are limited to ${INBOX_LIMITS.maxBodyBytes} bytes.`,
-        options.onRefused,
+        onRefused,
       );
       req.destroy();
       return;
@@ -169,7 +215,7 @@ export function inboxGuard(options: InboxGuardOptions) {
           413,
           "too-large",
           `Bodies are limited to ${INBOX_LIMITS.maxBodyBytes} bytes.`,
-          options.onRefused,
+          onRefused,
         );
         req.destroy();
         return;
@@ -182,7 +228,7 @@ export function inboxGuard(options: InboxGuardOptions) {
     req.on("end", () => {
       if (aborted) return;
       const body = Buffer.concat(chunks);
-      check(body).catch((error: unknown) => {
+      withFetchBudget(options.fetchBudget ?? 10, () => check(body)).catch((error: unknown) => {
         logger.error("Inbox guard failed: {error}", { error: String(error) });
         if (!res.headersSent)
           res.status(500).json({ code: "InternalServerError", message: "Try again later." });
@@ -200,7 +246,7 @@ export function inboxGuard(options: InboxGuardOptions) {
           limits.reason.code === "too-large" ? 413 : 400,
           limits.reason.code === "too-large" ? "too-large" : "malformed",
           limits.reason.message,
-          options.onRefused,
+          onRefused,
         );
         return;
       }
@@ -214,13 +260,7 @@ export function inboxGuard(options: InboxGuardOptions) {
               : undefined
           : undefined;
       if (actor == null) {
-        refuse(
-          res,
-          400,
-          "malformed",
-          "The body must be an activity with an actor.",
-          options.onRefused,
-        );
+        refuse(res, 400, "malformed", "The body must be an activity with an actor.", onRefused);
         return;
       }
       if (req.headers.signature == null && req.headers["signature-input"] == null) {
@@ -229,7 +269,7 @@ export function inboxGuard(options: InboxGuardOptions) {
           401,
           "no-signature",
           "Sign the request with an HTTP signature (RFC 9421 or draft-cavage-12).",
-          options.onRefused,
+          onRefused,
         );
         return;
       }
@@ -246,7 +286,7 @@ export function inboxGuard(options: InboxGuardOptions) {
           401,
           "body-not-covered",
           'The signature must cover "@method", "@target-uri" and "content-digest" (RFC 9421), or (request-target), host, date and digest (draft-cavage).',
-          options.onRefused,
+          onRefused,
         );
         return;
       }
@@ -267,7 +307,7 @@ export function inboxGuard(options: InboxGuardOptions) {
           reason === "key-fetch-failed"
             ? "The signing key could not be fetched."
             : `The HTTP signature does not verify (stale, altered, or not covering the digest; window ±${INBOX_LIMITS.signatureWindowSeconds} s).`,
-          options.onRefused,
+          onRefused,
         );
         return;
       }
@@ -279,9 +319,21 @@ export function inboxGuard(options: InboxGuardOptions) {
           401,
           "key-not-owned-by-actor",
           "The signing key does not belong to the activity's actor.",
-          options.onRefused,
+          onRefused,
         );
         return;
+      }
+      if (options.originLimiter != null) {
+        const decision = options.originLimiter.take(new URL(actor).origin);
+        if (!decision.ok) {
+          tooMany(
+            res,
+            decision.retryAfterSeconds,
+            `Too many activities from ${new URL(actor).origin}; retry after the delay.`,
+            options.onRefused,
+          );
+          return;
+        }
       }
       if (!usesOnlyKnownContexts(json)) {
         // Signed by its actor, so not an attack on us; but a receiver that had to fetch the

@@ -47,6 +47,11 @@ export interface FedifyMessageQueueOptions {
    * @defaultValue writes the error to `console.error`
    */
   readonly onError?: ((error: unknown) => void) | undefined;
+  /**
+   * Changes a message just before Fedify handles it (each attempt): the cluster puts its
+   * current signing keys into a delivery queued before a key rotation.
+   */
+  readonly prepare?: ((message: unknown) => Promise<unknown>) | undefined;
 }
 
 /** Reported when a Fedify message used its last attempt; carries ids only, no payload. */
@@ -129,7 +134,7 @@ export function createFedifyMessageQueue(
           consumer = await jobs.process(
             queueName,
             async (job) => {
-              await handler(job.data);
+              await handler(options.prepare != null ? await options.prepare(job.data) : job.data);
             },
             {
               concurrency,

@@ -11,6 +11,7 @@ import * as m0002 from "./migrations/0002-inactive-tasks.ts";
 import * as m0003 from "./migrations/0003-priorities-breakpoints-groups.ts";
 import * as m0004 from "./migrations/0004-secrets.ts";
 import * as m0005 from "./migrations/0005-auth.ts";
+import * as m0006 from "./migrations/0006-dedupe-retention.ts";
 
 const MIGRATIONS: Record<string, Migration> = {
   "0001-initial": m0001,
@@ -18,6 +19,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0003-priorities-breakpoints-groups": m0003,
   "0004-secrets": m0004,
   "0005-auth": m0005,
+  "0006-dedupe-retention": m0006,
 };
 
 /** Thrown when a migration fails; the database is left at the last migration that passed. */

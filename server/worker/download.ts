@@ -4,8 +4,8 @@
  * retried with exponential backoff and jitter (honouring `Retry-After`); an interrupted
  * download resumes where it stopped with a `Range` request (`If-Range` on the validator
  * the server gave), and starts over when the server cannot resume. Redirects are followed
- * one hop at a time, each hop checked like the first URL (http(s) only, public addresses
- * unless allowed, never from https to http). The bytes are written to `<dest>.partial` and
+ * one hop at a time, each hop checked like the first URL (http(s) only, never from https to
+ * http, and through the cluster's checked fetch: public addresses or allowlisted ones). The bytes are written to `<dest>.partial` and
  * renamed to `dest` only once verified. The worker fetches its inputs with it, and
  * `taskweb artifact get` exposes it to users.
  * @module
@@ -17,7 +17,12 @@ import { dirname } from "node:path";
 import { Readable, Transform } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { pipeline } from "node:stream/promises";
-import { validatePublicUrl } from "@fedify/fedify";
+import { parseAllowlist } from "../outbound/address-policy.ts";
+import {
+  createOutboundFetch,
+  OutboundFetchError,
+  type OutboundFetch,
+} from "../outbound/checked-fetch.ts";
 
 /** The bytes did not match the published digest or size. */
 export class DigestMismatchError extends Error {
@@ -66,8 +71,11 @@ export interface DownloadOptions {
   readonly initialDelayMs?: number;
   /** The longest wait between attempts, `Retry-After` included. @defaultValue 30000 */
   readonly maxDelayMs?: number;
-  /** Allow loopback and private addresses (clusters on one machine). @defaultValue false */
-  readonly allowPrivateAddress?: boolean;
+  /**
+   * The checked fetch every hop goes through (the cluster's, with its allowlist).
+   * @defaultValue one with an empty allowlist: public addresses only
+   */
+  readonly fetch?: OutboundFetch;
   /** Time limit of one attempt. @defaultValue 60000 */
   readonly timeoutMs?: number;
   /** Redirects followed in one attempt. @defaultValue 5 */
@@ -86,21 +94,12 @@ function retryAfterMs(header: string | null): number | undefined {
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
-async function checkHop(url: URL, from: URL | undefined, options: DownloadOptions): Promise<void> {
+function checkHop(url: URL, from: URL | undefined): void {
   if (url.protocol !== "https:" && url.protocol !== "http:") {
     throw new DownloadError(url.href, "only http(s) URLs can be downloaded");
   }
   if (from?.protocol === "https:" && url.protocol === "http:") {
     throw new DownloadError(from.href, `refused a redirect from https to ${url.href}`);
-  }
-  if (options.allowPrivateAddress !== true) {
-    try {
-      await validatePublicUrl(url.href);
-    } catch (error) {
-      throw new DownloadError(url.href, `not a public address: ${String(error)}`, false, {
-        cause: error,
-      });
-    }
   }
 }
 
@@ -133,6 +132,7 @@ export async function downloadVerified(
   const maxDelayMs = options.maxDelayMs ?? 30_000;
   const partial = `${dest}.partial`;
   const expected = options.expected;
+  const outbound = options.fetch ?? createOutboundFetch({ allowlist: parseAllowlist([]) });
   await mkdir(dirname(dest), { recursive: true });
   await rm(partial, { force: true });
   /** The validator of the bytes in `partial`, for `If-Range`. */
@@ -179,17 +179,28 @@ export async function downloadVerified(
       await rm(partial, { force: true });
       validator = undefined;
     }
-    const signal = AbortSignal.timeout(options.timeoutMs ?? 60_000);
+    const timeoutMs = options.timeoutMs ?? 60_000;
+    const signal = AbortSignal.timeout(timeoutMs);
     let current = new URL(url);
     let previous: URL | undefined;
     let response: Response;
     for (let hop = 0; ; hop++) {
-      await checkHop(current, previous, options);
-      response = await fetch(current, {
-        redirect: "manual",
-        signal,
-        headers: resume ? { range: `bytes=${have}-`, "if-range": validator ?? "" } : {},
-      });
+      checkHop(current, previous);
+      try {
+        response = await outbound(current, {
+          redirect: "manual",
+          signal,
+          timeoutMs,
+          headers: resume ? { range: `bytes=${have}-`, "if-range": validator ?? "" } : {},
+        });
+      } catch (error) {
+        if (error instanceof OutboundFetchError && error.reason === "private-address") {
+          throw new DownloadError(current.href, `not a public address: ${error.message}`, false, {
+            cause: error,
+          });
+        }
+        throw error;
+      }
       const location = response.headers.get("location");
       if (response.status >= 300 && response.status < 400 && location != null) {
         await response.body?.cancel();

@@ -5,6 +5,7 @@
  * redacted from its log, uploads what it left in its artifacts folder, and resolves the run.
  * @module
  */
+import type { OutboundFetch } from "../outbound/checked-fetch.ts";
 import { createHash, randomUUID } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir, hostname } from "node:os";
@@ -68,7 +69,8 @@ export interface WorkerOptions {
    * to be retried by another worker.
    */
   readonly shutdownGraceMs: number;
-  readonly allowPrivateAddress: boolean;
+  /** The cluster's checked fetch; artifact downloads go through it. */
+  readonly fetch: OutboundFetch;
   readonly workDir: string | undefined;
   readonly loaders: () => Promise<{
     documentLoader: DocumentLoader;
@@ -221,7 +223,7 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
       }
       await downloadVerified(meta.content_url, dest, {
         expected: { sha256: meta.sha256, size: Number(meta.size) },
-        allowPrivateAddress: options.allowPrivateAddress,
+        fetch: options.fetch,
       });
     }
   }

@@ -67,7 +67,7 @@ if ("skip" in backend) {
         TASKWEB_ADMIN_TOKEN: TEST_TOKEN,
         TASKWEB_PUBLIC_URL: publicUrl,
         TASKWEB_NAME: "farm",
-        TASKWEB_ALLOW_PRIVATE_ADDRESS: "1",
+        TASKWEB_PRIVATE_ADDRESS_ALLOWLIST: "127.0.0.1/32",
         WORKER_CONCURRENCY: "1",
         // A killed worker's run is noticed within seconds.
         TASKWEB_CLAIM_LEASE_MS: "2000",

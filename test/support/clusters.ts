@@ -20,6 +20,10 @@ export interface TestCluster {
   readonly name: string;
   current(): RunningCluster;
   readonly events: ClusterEvent[];
+  /** Every job the cluster enqueued (`<queue> <jobId>`), deliveries included. */
+  readonly enqueued: string[];
+  /** Every outbound HTTP request the cluster sent (keys, documents, downloads). */
+  readonly outbound: string[];
   /** Stops the process (data kept). */
   stop(): Promise<void>;
   /**
@@ -56,16 +60,23 @@ export async function startTestCluster(
       ? { redisUrl: backend.redisUrl, redisPrefix: backend.redisPrefix() }
       : {}),
     adminToken: TEST_TOKEN,
-    allowPrivateAddress: true,
+    privateAddressAllowlist: ["127.0.0.1/32"],
+    // Suites send many requests from one address and origin; the rate-limit suite sets its own.
+    inboxRateLimit: { burst: 100_000, perSecond: 10_000 },
+    inboxRefusedRateLimit: { burst: 100_000, perSecond: 10_000 },
     reconcileIntervalMs: 3_600_000,
     workDir: dir,
     ...options.config,
   };
   const events: ClusterEvent[] = [];
+  const enqueued: string[] = [];
+  const outbound: string[] = [];
   const launch = async (port: number) =>
     await startCluster(readConfig({}, { ...overrides, port }), {
       roles: options.roles ?? { web: true, worker: true },
       onEvent: (e) => events.push(e),
+      onJobEnqueued: (queue, jobId) => enqueued.push(`${queue} ${jobId}`),
+      onOutboundRequest: (url) => outbound.push(url.href),
       deliveryRetry: { maxAttempts: 8, initialDelayMs: 200, maxDelayMs: 2000 },
       maintenanceIntervalMs: 500,
     });
@@ -74,6 +85,8 @@ export async function startTestCluster(
   return {
     name,
     events,
+    enqueued,
+    outbound,
     current() {
       if (running == null) throw new Error(`${name} is stopped`);
       return running;
@@ -180,4 +193,14 @@ export async function snapshot(cluster: RunningCluster): Promise<Record<string, 
     following: await db.selectFrom("following").selectAll().orderBy("actor_id").execute(),
     outbox: await db.selectFrom("outbox").select(["activity_id"]).orderBy("activity_id").execute(),
   };
+}
+
+/** Queues whose depth {@link queueDepths} reports: the task service's and Fedify's outbox. */
+const OBSERVED_QUEUES = ["tasks", "publish", "dereference", "fedify-outbox"] as const;
+
+/** Jobs waiting or delayed per queue, for "nothing was queued" assertions. */
+export async function queueDepths(cluster: RunningCluster): Promise<Record<string, number>> {
+  const depths: Record<string, number> = {};
+  for (const queue of OBSERVED_QUEUES) depths[queue] = await cluster.jobs.depth(queue);
+  return depths;
 }

@@ -15,6 +15,8 @@ import {
   downloadVerified,
   type DownloadProgress,
 } from "../../server/worker/download.ts";
+import { parseAllowlist } from "../../server/outbound/address-policy.ts";
+import { createOutboundFetch } from "../../server/outbound/checked-fetch.ts";
 
 const CONTENT = randomBytes(256 * 1024);
 const EXPECTED = {
@@ -94,7 +96,8 @@ describe("downloadVerified", () => {
     };
   });
 
-  const options = { expected: EXPECTED, allowPrivateAddress: true, initialDelayMs: 10 };
+  const loopback = createOutboundFetch({ allowlist: parseAllowlist(["127.0.0.1/32"]) });
+  const options = { expected: EXPECTED, fetch: loopback, initialDelayMs: 10 };
 
   async function expectFile(dest: string): Promise<void> {
     expect((await readFile(dest)).equals(CONTENT)).toBe(true);
@@ -212,7 +215,7 @@ describe("downloadVerified", () => {
     await expectNothingLeft();
   });
 
-  it("does not retry a 404, and refuses a private address unless allowed", async () => {
+  it("does not retry a 404, and refuses a private address not on the allowlist", async () => {
     const dest = join(dir, "out.bin");
     const missing = downloadVerified(`${base}/missing`, dest, options);
     await expect(missing).rejects.toBeInstanceOf(DownloadError);
@@ -221,7 +224,10 @@ describe("downloadVerified", () => {
 
     handlers.set("/file", (req, res) => serveContent(req, res));
     await expect(
-      downloadVerified(`${base}/file`, dest, { ...options, allowPrivateAddress: false }),
+      downloadVerified(`${base}/file`, dest, {
+        ...options,
+        fetch: createOutboundFetch({ allowlist: parseAllowlist(["127.0.0.2/32"]) }),
+      }),
     ).rejects.toThrow(/not a public address/);
     expect(seen).toHaveLength(1);
     await expectNothingLeft();

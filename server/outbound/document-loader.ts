@@ -1,0 +1,129 @@
+/**
+ * JSON-LD document loaders over the checked fetch, for Fedify (documents, contexts, the
+ * authenticated loader that fetches keys) and for taskweb's own dereferencing. A document
+ * must come back with an ActivityStreams media type (a JSON body served as `text/plain` or
+ * `application/json` is refused, as after CVE-2024-25623), within the size limit and the
+ * JSON depth limit. Well-known contexts are served from memory and never fetched. A key
+ * that was fetched a moment ago is not fetched again: {@link createRefetchLimiter}.
+ * @module
+ */
+import { signRequest } from "@fedify/fedify";
+import { preloadedContexts, type DocumentLoader, type RemoteDocument } from "@fedify/vocab-runtime";
+import { checkJsonLimits, DEFAULT_MAX_JSON_DEPTH } from "../../protocol/index.ts";
+import {
+  OUTBOUND_LIMITS,
+  OutboundFetchError,
+  readLimited,
+  type OutboundFetch,
+} from "./checked-fetch.ts";
+
+const ACCEPT =
+  'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"';
+
+/** Media types a fetched ActivityStreams document may have. */
+const DOCUMENT_TYPES = ["application/activity+json", "application/ld+json"];
+
+/** Options for {@link createCheckedDocumentLoader}. */
+export interface CheckedDocumentLoaderOptions {
+  /** Also accept `application/json` (context documents). @defaultValue false */
+  readonly acceptPlainJson?: boolean;
+  /** Signs each same-origin hop (the authenticated loader). */
+  readonly sign?: (request: Request) => Promise<Request>;
+  /** @defaultValue {@link OUTBOUND_LIMITS.maxDocumentBytes} */
+  readonly maxBytes?: number;
+}
+
+/** A document loader whose every request goes through `fetch`. */
+export function createCheckedDocumentLoader(
+  fetch: OutboundFetch,
+  options: CheckedDocumentLoaderOptions = {},
+): DocumentLoader {
+  return async (url, loaderOptions): Promise<RemoteDocument> => {
+    if (url in preloadedContexts) {
+      return { contextUrl: null, documentUrl: url, document: preloadedContexts[url] };
+    }
+    const response = await fetch(url, {
+      headers: { accept: ACCEPT },
+      ...(loaderOptions?.signal != null ? { signal: loaderOptions.signal } : {}),
+      ...(options.sign != null ? { sign: options.sign } : {}),
+    });
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw new OutboundFetchError(url, "network", `HTTP ${response.status}`);
+    }
+    const type = (response.headers.get("content-type") ?? "").split(";")[0]?.trim().toLowerCase();
+    const accepted =
+      options.acceptPlainJson === true ? [...DOCUMENT_TYPES, "application/json"] : DOCUMENT_TYPES;
+    if (type == null || !accepted.includes(type)) {
+      await response.body?.cancel();
+      throw new OutboundFetchError(
+        url,
+        "network",
+        `served as ${JSON.stringify(type ?? "")}, not as an ActivityStreams document`,
+      );
+    }
+    const bytes = await readLimited(response, url, options.maxBytes);
+    const parsed = checkJsonLimits(bytes, {
+      maxBytes: options.maxBytes ?? OUTBOUND_LIMITS.maxDocumentBytes,
+      maxDepth: DEFAULT_MAX_JSON_DEPTH,
+    });
+    if (!parsed.ok) throw new OutboundFetchError(url, "too-large", parsed.reason.message);
+    return { contextUrl: null, documentUrl: url, document: parsed.value };
+  };
+}
+
+/** Builds the signer of an authenticated loader for `identity` (draft-cavage, widely read). */
+export function signerFor(identity: {
+  keyId: URL;
+  privateKey: CryptoKey;
+}): (request: Request) => Promise<Request> {
+  return (request) =>
+    signRequest(request, identity.privateKey, identity.keyId, {
+      spec: "draft-cavage-http-signatures-12",
+    });
+}
+
+/** Options for {@link createRefetchLimiter}. */
+export interface RefetchLimiterOptions {
+  /** A key document is fetched at most once per this many ms. @defaultValue 300000 */
+  readonly intervalMs?: number;
+  /** Keys remembered; the oldest are forgotten first. @defaultValue 10000 */
+  readonly maxEntries?: number;
+}
+
+/**
+ * Wraps the loader that fetches signing keys so that, after its first fetch, one key URL is
+ * fetched again at most once per interval. A signature that fails with a cached key makes the verifier fetch the key
+ * again (a peer may have rotated it); a forger replaying bad signatures under a real key id
+ * would otherwise turn every request into a fetch from that peer.
+ */
+export function createRefetchLimiter(
+  loader: DocumentLoader,
+  options: RefetchLimiterOptions = {},
+): DocumentLoader {
+  const intervalMs = options.intervalMs ?? 300_000;
+  const maxEntries = options.maxEntries ?? 10_000;
+  /** Key URL → when it was last fetched again after its first fetch (0: never). */
+  const refetchedAt = new Map<string, number>();
+  return async (url, loaderOptions) => {
+    if (url in preloadedContexts) return await loader(url, loaderOptions);
+    const key = url.replace(/#.*$/, "");
+    const last = refetchedAt.get(key);
+    const now = Date.now();
+    if (last != null && last > 0 && now - last < intervalMs) {
+      throw new OutboundFetchError(
+        url,
+        "budget-exhausted",
+        `refetched ${Math.round((now - last) / 1000)} s ago; keys are refetched at most every ${intervalMs / 1000} s`,
+      );
+    }
+    // The first fetch of a key is free; every later one starts an interval.
+    refetchedAt.delete(key);
+    refetchedAt.set(key, last == null ? 0 : now);
+    if (refetchedAt.size > maxEntries) {
+      const oldest = refetchedAt.keys().next().value;
+      if (oldest != null) refetchedAt.delete(oldest);
+    }
+    return await loader(url, loaderOptions);
+  };
+}

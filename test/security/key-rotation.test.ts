@@ -1,0 +1,111 @@
+/**
+ * Key rotation between real clusters: A rotates its keys (REST, as `taskweb keys rotate`
+ * does), its followers get an `Update`, and its next deliveries to B verify: B fetches A's
+ * key again once per verifying cache, and a flood of bad signatures under A's key id
+ * afterwards makes B fetch nothing more (the refetch limit).
+ */
+import { afterAll, beforeAll, expect, it } from "vitest";
+import type { RunningCluster } from "../../server/cluster.ts";
+import { describeEachBackend } from "../support/backends.ts";
+import {
+  follow,
+  startTestCluster,
+  TEST_TOKEN,
+  waitFor,
+  waitForResolution,
+  type TestCluster,
+} from "../support/clusters.ts";
+import { expectNothingChanges, taskCompleted } from "../support/inbox-input.ts";
+import { clusterRsaKey, signedPost } from "../support/signing.ts";
+
+describeEachBackend("key rotation", (backend) => {
+  let a: TestCluster;
+  let b: TestCluster;
+  let A: RunningCluster;
+  let B: RunningCluster;
+
+  beforeAll(async () => {
+    [a, b] = await Promise.all([startTestCluster(backend, "a"), startTestCluster(backend, "b")]);
+    A = a.current();
+    B = b.current();
+    await follow(B, A);
+  });
+  afterAll(async () => {
+    await Promise.all([a?.destroy(), b?.destroy()]);
+  });
+
+  /** A runs `taskId`; B's task waiting on it must complete. */
+  async function deliveredThrough(taskId: string): Promise<void> {
+    await B.tasks.createTask({
+      taskId: `waits-${taskId}`,
+      dependencies: [A.urls.task(taskId)],
+      payload: { command: ["true"] },
+    });
+    await A.tasks.createTask({ taskId, payload: { command: ["true"] } });
+    expect(await waitForResolution(A, taskId)).toBe("completed");
+    expect(await waitForResolution(B, `waits-${taskId}`)).toBe("completed");
+  }
+
+  const actorDoc = async () =>
+    (await (
+      await fetch(A.urls.actor, { headers: { accept: "application/activity+json" } })
+    ).json()) as { publicKey: unknown };
+
+  it("keeps deliveries working after the sender rotates its keys", async () => {
+    await deliveredThrough("before");
+    const oldKey = await clusterRsaKey(A);
+    const before = await actorDoc();
+
+    const response = await fetch(`${A.urls.origin}/api/v1/keys/rotate`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TEST_TOKEN}` },
+    });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { keyIds: string[]; replacedKeys: number };
+    expect(body.keyIds).toEqual([`${A.urls.actor}#main-key`, `${A.urls.actor}#key-2`]);
+    expect(body.replacedKeys).toBe(2);
+
+    // The new RSA key is first; the replaced one is still published beside it.
+    const after = await actorDoc();
+    const keys = [after.publicKey].flat() as { id: string; publicKeyPem: string }[];
+    const previous = [before.publicKey].flat() as { id: string; publicKeyPem: string }[];
+    expect(keys).toHaveLength(2);
+    expect(keys[0]!.publicKeyPem).not.toBe(previous[0]!.publicKeyPem);
+    expect(keys[1]!.publicKeyPem).toBe(previous[0]!.publicKeyPem);
+
+    // Fetches of A's keys (the actor document by key id), not of A's tasks.
+    const fetchesOfA = () => b.outbound.filter((url) => url.startsWith(`${A.urls.actor}#`)).length;
+    const fetchedIndex = b.outbound.length;
+    await deliveredThrough("after");
+    // At most once per key id (RSA for the HTTP signature, Ed25519 for the proof) per
+    // verifying cache (the inbox guard's and Fedify's).
+    const refetches = b.outbound
+      .slice(fetchedIndex)
+      .filter((u) => u.startsWith(`${A.urls.actor}#`));
+    expect(refetches.length).toBeGreaterThanOrEqual(1);
+    for (const id of new Set(refetches)) {
+      expect(refetches.filter((u) => u === id).length).toBeLessThanOrEqual(2);
+    }
+
+    // A forger still holding the replaced key: its signatures fail, and B does not fetch
+    // A's key again for each of them.
+    await waitFor("B's outbox to settle", async () => {
+      const rows = await B.database.db.selectFrom("outbox").select("fanned_out_at").execute();
+      return rows.every((r) => r.fanned_out_at != null) ? true : undefined;
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    const flood = fetchesOfA();
+    for (let i = 0; i < 5; i++) {
+      await expectNothingChanges(
+        b,
+        () =>
+          signedPost(B.urls.inbox, taskCompleted(A, A.urls.task(`forged-${i}`)), { key: oldKey }),
+        401,
+        // The cached key fails; the one refetch of the interval proves the signature bad, or
+        // was already spent on the rotation.
+        i === 0 ? /^(invalid-signature|key-fetch-failed)$/ : "key-fetch-failed",
+      );
+    }
+    expect(fetchesOfA() - flood).toBeLessThanOrEqual(1);
+  });
+});
