@@ -24,6 +24,7 @@ import { createSecretStore, type SecretStore } from "./domain/secrets.ts";
 import { createTaskService, QUEUES, type TaskService } from "./domain/task-service.ts";
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
 import { dereferenceRemoteTask } from "./federation/dereference.ts";
+import { createDelivery, DELIVERY_QUEUE, type DeliveryJob } from "./federation/delivery.ts";
 import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
 import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
 import { createApp } from "./http/app.ts";
@@ -288,6 +289,8 @@ export async function startCluster(
       const pending = await tasks.unresolvedRemoteDependencies(new URL(actorId).origin);
       for (const url of pending) await jobs.enqueue(QUEUES.dereference, url, { url });
     };
+    // Assigned below; the Follow handler only runs once requests or the queue are started.
+    let onFollowed = (_inbox: string): Promise<void> => Promise.resolve();
     const fed: ClusterFederation = createClusterFederation({
       db: database.db,
       kv: createKyselyKvStore(database.db),
@@ -299,8 +302,17 @@ export async function startCluster(
       manuallyStartQueue: true,
       onActivity: inbox,
       onFollowAccepted: catchUpOrigin,
+      onFollowed: (inbox) => onFollowed(inbox),
       ...(options.deliveryRetry != null ? { deliveryRetry: options.deliveryRetry } : {}),
     });
+
+    const delivery = createDelivery({
+      db: database.db,
+      jobs,
+      policy: config.delivery,
+      send: (activity, inbox) => fed.deliver(activity, inbox),
+    });
+    onFollowed = (inbox) => delivery.clearGone(inbox);
 
     if (server != null) {
       const keyCache = createMemoryKeyCache();
@@ -315,6 +327,7 @@ export async function startCluster(
         version: VERSION,
         adminToken,
         federation: fed,
+        delivery,
         databaseKind: database.kind,
         metrics,
         guard: {
@@ -330,6 +343,7 @@ export async function startCluster(
 
     const reconcile = async () => {
       await tasks.runEffects(await tasks.recoverEffects());
+      await delivery.recover();
     };
 
     if (roles.worker) {
@@ -357,22 +371,16 @@ export async function startCluster(
         await jobs.process<{ activityId: string }>(
           QUEUES.publish,
           async (job) => {
-            const row = await database.db
-              .selectFrom("outbox")
-              .select(["activity", "fanned_out_at"])
-              .where("activity_id", "=", job.data.activityId)
-              .executeTakeFirst();
-            if (row == null || row.fanned_out_at != null) return;
-            await fed.publish(row.activity);
-            await database.db
-              .updateTable("outbox")
-              .set({ fanned_out_at: new Date() })
-              .where("activity_id", "=", job.data.activityId)
-              .execute();
+            await delivery.fanOut(job.data.activityId);
             emit({ type: "published", activityId: job.data.activityId });
           },
           { concurrency: 4 },
         ),
+      );
+      consumers.push(
+        await jobs.process<DeliveryJob>(DELIVERY_QUEUE, (job) => delivery.handle(job.data), {
+          concurrency: 8,
+        }),
       );
       consumers.push(
         await jobs.process<{ url: string }>(

@@ -12,6 +12,7 @@ import {
   type Federation,
   type KvStore,
   type MessageQueue,
+  SendActivityError,
 } from "@fedify/fedify";
 import {
   Accept,
@@ -29,6 +30,7 @@ import { sql, type Kysely } from "kysely";
 import { PROTOCOL_VERSION } from "../../protocol/index.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import type { ClusterUrls } from "./cluster-urls.ts";
+import type { SendOutcome } from "./delivery.ts";
 import { loadOrCreateKeyPairs } from "./key-store.ts";
 import { TaskwebActivity } from "./taskweb-activity.ts";
 
@@ -53,6 +55,8 @@ export interface ClusterFederationOptions {
   readonly onActivity: (ctx: Context<null>, activity: Activity) => Promise<void>;
   /** Called once a cluster this one follows accepted the follow. */
   readonly onFollowAccepted: (actorId: string) => Promise<void>;
+  /** Called when a cluster (re)follows this one, with its delivery inbox. */
+  readonly onFollowed?: (inbox: string) => Promise<void>;
   /**
    * Attempts and spacing of deliveries. Peers may be down for hours, so the horizon is days.
    * @defaultValue up to 16 retries, the first after 10 s, doubling to at most 12 h apart
@@ -70,8 +74,8 @@ export interface ClusterFederation {
   follow(actorUrl: string): Promise<{ actorId: string; state: string }>;
   /** Sends an Undo of our Follow and forgets the relation. */
   unfollow(actorUrl: string): Promise<boolean>;
-  /** Hands one outbox activity to delivery for every follower. */
-  publish(activityJson: Record<string, unknown>): Promise<void>;
+  /** Signs one outbox activity and POSTs it to one inbox now; reports how that went. */
+  deliver(activityJson: Record<string, unknown>, inbox: string): Promise<SendOutcome>;
 }
 
 /** Builds the cluster's Fedify federation. */
@@ -259,9 +263,11 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
             follow_id: followId,
             state: "accepted",
             updated_at: now,
+            gone_at: null,
           }),
         )
         .execute();
+      await options.onFollowed?.(follower.endpoints?.sharedInbox?.href ?? followerInbox);
       logger.info("{follower} now follows this cluster.", { follower: follower.id.href });
       await ctx.sendActivity(
         { identifier: name },
@@ -378,13 +384,26 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       await db.deleteFrom("following").where("actor_id", "=", actorUrl).execute();
       return true;
     },
-    async publish(activityJson) {
-      await context().sendActivity(
-        { identifier: name },
-        "followers",
-        TaskwebActivity.fromJson(activityJson),
-        { fanout: "skip", preferSharedInbox: true },
-      );
+    async deliver(activityJson, inbox) {
+      try {
+        await context().sendActivity(
+          { identifier: name },
+          { id: new URL(inbox), inboxId: new URL(inbox), endpoints: null },
+          TaskwebActivity.fromJson(activityJson),
+          { immediate: true, fanout: "skip" },
+        );
+        return { ok: true, status: 202 };
+      } catch (error) {
+        if (error instanceof SendActivityError) {
+          return {
+            ok: false,
+            status: error.statusCode,
+            retryAfter: error.responseHeaders.get("retry-after"),
+            error: error.message,
+          };
+        }
+        return { ok: false, status: undefined, retryAfter: null, error: String(error) };
+      }
     },
   };
 }

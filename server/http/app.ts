@@ -23,6 +23,8 @@ import { fedifyMiddleware } from "./fedify-adapter.ts";
 import type { ClusterMetrics } from "./metrics.ts";
 import { graphRoutes } from "./graph-routes.ts";
 import { requireScopes } from "./scopes.ts";
+import type { Delivery } from "../federation/delivery.ts";
+import { deliveryRoutes } from "./delivery-routes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
 import { renderHome } from "./ui.ts";
@@ -45,6 +47,8 @@ export interface AppOptions {
   readonly version: string;
   readonly adminToken: string;
   readonly federation: ClusterFederation;
+  /** Delivery health per peer, for `GET /api/v1/deliveries/peers`. */
+  readonly delivery: Pick<Delivery, "peers">;
   readonly guard: Omit<InboxGuardOptions, "origin">;
   readonly databaseKind: string;
   /** Served at `GET /metrics` (Prometheus text), to holders of the API token. */
@@ -459,6 +463,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.use(graphRoutes({ db, tasks, urls }));
   api.use(secretRoutes({ secrets: options.secrets }));
+  api.use(deliveryRoutes({ delivery: options.delivery }));
   app.use("/api/v1", api);
 
   app.get(
