@@ -26,7 +26,12 @@ import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.t
 import { dereferenceRemoteTask } from "./federation/dereference.ts";
 import { createDelivery, DELIVERY_QUEUE, type DeliveryJob } from "./federation/delivery.ts";
 import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
-import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
+import {
+  createActivityApplier,
+  createTaskwebInbox,
+  type InboxOutcome,
+} from "./federation/inbox.ts";
+import { CATCH_UP_QUEUE, catchUpOutbox } from "./federation/outbox-catch-up.ts";
 import { createApp } from "./http/app.ts";
 import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
 import { createMemoryKeyCache, type InboxIgnoral, type InboxRefusal } from "./http/inbox-guard.ts";
@@ -285,7 +290,13 @@ export async function startCluster(
         contextLoader: ctx.contextLoader,
       };
     };
+    const applyActivity = createActivityApplier({
+      db: database.db,
+      tasks,
+      onOutcome: (outcome) => emit({ type: "inbox", outcome }),
+    });
     const catchUpOrigin = async (actorId: string) => {
+      await jobs.enqueue(CATCH_UP_QUEUE, actorId, { actorId }, { attempts: 1 });
       const pending = await tasks.unresolvedRemoteDependencies(new URL(actorId).origin);
       for (const url of pending) await jobs.enqueue(QUEUES.dereference, url, { url });
     };
@@ -344,6 +355,15 @@ export async function startCluster(
     const reconcile = async () => {
       await tasks.runEffects(await tasks.recoverEffects());
       await delivery.recover();
+      const followees = await database.db
+        .selectFrom("following")
+        .select("actor_id")
+        .where("state", "=", "accepted")
+        .execute();
+      for (const f of followees) {
+        // One try: the timer tries again, and a followee that is down would fill the log.
+        await jobs.enqueue(CATCH_UP_QUEUE, f.actor_id, { actorId: f.actor_id }, { attempts: 1 });
+      }
     };
 
     if (roles.worker) {
@@ -396,6 +416,26 @@ export async function startCluster(
               });
           },
           { concurrency: 4 },
+        ),
+      );
+      consumers.push(
+        await jobs.process<{ actorId: string }>(
+          CATCH_UP_QUEUE,
+          async (job) => {
+            await catchUpOutbox(job.data.actorId, {
+              db: database.db,
+              loaders: await loaders(),
+              apply: applyActivity,
+            });
+          },
+          {
+            concurrency: 2,
+            onFailed: (job, error) =>
+              logger.info("Catch-up on {job} failed: {error}", {
+                job: job.id,
+                error: String(error),
+              }),
+          },
         ),
       );
       const deliveries = new AbortController();
