@@ -115,7 +115,16 @@ export function createApp(options: AppOptions): express.Express {
       const checks: Record<string, string> = {};
       let ready = true;
       try {
-        await db.selectFrom("tasks").select("task_id").limit(1).execute();
+        // A database that accepts connections but does not answer is not ready either.
+        await Promise.race([
+          db.selectFrom("tasks").select("task_id").limit(1).execute(),
+          new Promise((_resolve, reject) =>
+            setTimeout(
+              () => reject(new Error("The database did not answer within 3 s.")),
+              3000,
+            ).unref(),
+          ),
+        ]);
         checks.database = "ok";
       } catch (error) {
         ready = false;
