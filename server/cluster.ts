@@ -24,12 +24,15 @@ import { createSecretStore, type SecretStore } from "./domain/secrets.ts";
 import { createTaskService, QUEUES, type TaskService } from "./domain/task-service.ts";
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
 import { dereferenceRemoteTask } from "./federation/dereference.ts";
+import { createDelivery, DELIVERY_QUEUE, type DeliveryJob } from "./federation/delivery.ts";
 import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
 import {
+  createActivityApplier,
   createTaskwebInbox,
   pruneProcessedActivities,
   type InboxOutcome,
 } from "./federation/inbox.ts";
+import { CATCH_UP_QUEUE, catchUpOutbox } from "./federation/outbox-catch-up.ts";
 import type { Express } from "express";
 import { createApp } from "./http/app.ts";
 import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
@@ -329,10 +332,18 @@ export async function startCluster(
         contextLoader: ctx.contextLoader,
       };
     };
+    const applyActivity = createActivityApplier({
+      db: database.db,
+      tasks,
+      onOutcome: (outcome) => emit({ type: "inbox", outcome }),
+    });
     const catchUpOrigin = async (actorId: string) => {
+      await jobs.enqueue(CATCH_UP_QUEUE, actorId, { actorId }, { attempts: 1 });
       const pending = await tasks.unresolvedRemoteDependencies(new URL(actorId).origin);
       for (const url of pending) await jobs.enqueue(QUEUES.dereference, url, { url });
     };
+    // Assigned below; the Follow handler only runs once requests or the queue are started.
+    let onFollowed = (_inbox: string): Promise<void> => Promise.resolve();
     const fed: ClusterFederation = createClusterFederation({
       db: database.db,
       kv: createKyselyKvStore(database.db),
@@ -365,8 +376,17 @@ export async function startCluster(
       manuallyStartQueue: true,
       onActivity: inbox,
       onFollowAccepted: catchUpOrigin,
+      onFollowed: (inbox) => onFollowed(inbox),
       ...(options.deliveryRetry != null ? { deliveryRetry: options.deliveryRetry } : {}),
     });
+
+    const delivery = createDelivery({
+      db: database.db,
+      jobs,
+      policy: config.delivery,
+      send: (activity, inbox) => fed.deliver(activity, inbox),
+    });
+    onFollowed = (inbox) => delivery.clearGone(inbox);
 
     let app: Express | undefined;
     if (server != null) {
@@ -387,6 +407,7 @@ export async function startCluster(
         version: VERSION,
         auth,
         federation: fed,
+        delivery,
         databaseKind: database.kind,
         metrics,
         guard: {
@@ -405,6 +426,16 @@ export async function startCluster(
 
     const reconcile = async () => {
       await tasks.runEffects(await tasks.recoverEffects());
+      await delivery.recover();
+      const followees = await database.db
+        .selectFrom("following")
+        .select("actor_id")
+        .where("state", "=", "accepted")
+        .execute();
+      for (const f of followees) {
+        // One try: the timer tries again, and a followee that is down would fill the log.
+        await jobs.enqueue(CATCH_UP_QUEUE, f.actor_id, { actorId: f.actor_id }, { attempts: 1 });
+      }
     };
 
     if (roles.worker) {
@@ -432,22 +463,16 @@ export async function startCluster(
         await jobs.process<{ activityId: string }>(
           QUEUES.publish,
           async (job) => {
-            const row = await database.db
-              .selectFrom("outbox")
-              .select(["activity", "fanned_out_at"])
-              .where("activity_id", "=", job.data.activityId)
-              .executeTakeFirst();
-            if (row == null || row.fanned_out_at != null) return;
-            await fed.publish(row.activity);
-            await database.db
-              .updateTable("outbox")
-              .set({ fanned_out_at: new Date() })
-              .where("activity_id", "=", job.data.activityId)
-              .execute();
+            await delivery.fanOut(job.data.activityId);
             emit({ type: "published", activityId: job.data.activityId });
           },
           { concurrency: 4 },
         ),
+      );
+      consumers.push(
+        await jobs.process<DeliveryJob>(DELIVERY_QUEUE, (job) => delivery.handle(job.data), {
+          concurrency: 8,
+        }),
       );
       consumers.push(
         await jobs.process<{ url: string }>(
@@ -463,6 +488,26 @@ export async function startCluster(
               });
           },
           { concurrency: 4 },
+        ),
+      );
+      consumers.push(
+        await jobs.process<{ actorId: string }>(
+          CATCH_UP_QUEUE,
+          async (job) => {
+            await catchUpOutbox(job.data.actorId, {
+              db: database.db,
+              loaders: await loaders(),
+              apply: applyActivity,
+            });
+          },
+          {
+            concurrency: 2,
+            onFailed: (job, error) =>
+              logger.info("Catch-up on {job} failed: {error}", {
+                job: job.id,
+                error: String(error),
+              }),
+          },
         ),
       );
       const deliveries = new AbortController();

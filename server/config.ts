@@ -6,6 +6,7 @@
 import { resolve } from "node:path";
 import { decodeSecretsKey } from "./domain/secret-cipher.ts";
 import { AllowlistEntryError, parseAllowlist } from "./outbound/address-policy.ts";
+import { DEFAULT_DELIVERY_POLICY, type DeliveryPolicy } from "./federation/delivery.ts";
 
 /** Everything a cluster process needs to know about itself. */
 export interface ClusterConfig {
@@ -95,6 +96,14 @@ export interface ClusterConfig {
    * start and kept in the data directory; on PostgreSQL secrets are unavailable without it.
    */
   readonly secretsKey: string | undefined;
+  /**
+   * Retries of deliveries to followers and the per-inbox circuit breaker:
+   * `TASKWEB_DELIVERY_HORIZON_DAYS` (give up this long after publishing, fractions allowed),
+   * `TASKWEB_DELIVERY_INITIAL_DELAY_MS`, `TASKWEB_DELIVERY_MAX_DELAY_MS`,
+   * `TASKWEB_DELIVERY_ATTEMPT_LEASE_MS`, `TASKWEB_CIRCUIT_FAILURES`, `TASKWEB_CIRCUIT_COOLDOWN_MS`.
+   * @defaultValue {@link DEFAULT_DELIVERY_POLICY}: 3 days, 10 s doubling to 6 h, 5 failures, 5 min
+   */
+  readonly delivery: DeliveryPolicy;
 }
 
 /** A token bucket: `burst` requests at once, refilled at `perSecond`. */
@@ -133,6 +142,59 @@ function rateLimit(name: string, raw: string | undefined, fallback: RateLimit): 
     );
   }
   return { burst, perSecond };
+}
+
+function positive(name: string, raw: string | undefined, fallback: number): number {
+  if (raw == null || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new ConfigError(`${name} must be a number > 0, got ${JSON.stringify(raw)}.`);
+  }
+  return value;
+}
+
+function deliveryPolicy(env: Record<string, string | undefined>): DeliveryPolicy {
+  const d = DEFAULT_DELIVERY_POLICY;
+  const day = 24 * 3600_000;
+  return {
+    horizonMs: Math.round(
+      positive(
+        "TASKWEB_DELIVERY_HORIZON_DAYS",
+        env.TASKWEB_DELIVERY_HORIZON_DAYS,
+        d.horizonMs / day,
+      ) * day,
+    ),
+    initialDelayMs: integer(
+      "TASKWEB_DELIVERY_INITIAL_DELAY_MS",
+      env.TASKWEB_DELIVERY_INITIAL_DELAY_MS,
+      d.initialDelayMs,
+      1,
+    ),
+    maxDelayMs: integer(
+      "TASKWEB_DELIVERY_MAX_DELAY_MS",
+      env.TASKWEB_DELIVERY_MAX_DELAY_MS,
+      d.maxDelayMs,
+      1,
+    ),
+    attemptLeaseMs: integer(
+      "TASKWEB_DELIVERY_ATTEMPT_LEASE_MS",
+      env.TASKWEB_DELIVERY_ATTEMPT_LEASE_MS,
+      d.attemptLeaseMs,
+      100,
+    ),
+    circuitFailures: integer(
+      "TASKWEB_CIRCUIT_FAILURES",
+      env.TASKWEB_CIRCUIT_FAILURES,
+      d.circuitFailures,
+      1,
+    ),
+    circuitCooldownMs: integer(
+      "TASKWEB_CIRCUIT_COOLDOWN_MS",
+      env.TASKWEB_CIRCUIT_COOLDOWN_MS,
+      d.circuitCooldownMs,
+      1,
+    ),
+  };
 }
 
 /** Checks allowlist entries now, so that a typo stops the start rather than a fetch. */
@@ -258,5 +320,6 @@ export function readConfig(
       integer("TASKWEB_SHUTDOWN_GRACE_MS", env.TASKWEB_SHUTDOWN_GRACE_MS, 30_000, 0),
     workDir: overrides.workDir ?? env.TASKWEB_WORK_DIR,
     secretsKey: secretsKey(overrides.secretsKey ?? env.TASKWEB_SECRETS_KEY),
+    delivery: overrides.delivery ?? deliveryPolicy(env),
   };
 }

@@ -14,6 +14,7 @@ import {
   type Federation,
   type KvStore,
   type MessageQueue,
+  SendActivityError,
 } from "@fedify/fedify";
 import {
   Accept,
@@ -32,6 +33,7 @@ import { sql, type Kysely } from "kysely";
 import { PROTOCOL_VERSION } from "../../protocol/index.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import type { ClusterUrls } from "./cluster-urls.ts";
+import type { SendOutcome } from "./delivery.ts";
 import { loadOrCreateKeyPairs, rotateKeyPairs, type KeyRotationResult } from "./key-store.ts";
 import { TaskwebActivity } from "./taskweb-activity.ts";
 
@@ -68,6 +70,8 @@ export interface ClusterFederationOptions {
   readonly onActivity: (ctx: Context<null>, activity: Activity) => Promise<void>;
   /** Called once a cluster this one follows accepted the follow. */
   readonly onFollowAccepted: (actorId: string) => Promise<void>;
+  /** Called when a cluster (re)follows this one, with its delivery inbox. */
+  readonly onFollowed?: (inbox: string) => Promise<void>;
   /**
    * Attempts and spacing of deliveries. Peers may be down for hours, so the horizon is days.
    * @defaultValue up to 16 retries, the first after 10 s, doubling to at most 12 h apart
@@ -85,8 +89,6 @@ export interface ClusterFederation {
   follow(actorUrl: string): Promise<{ actorId: string; state: string }>;
   /** Sends an Undo of our Follow and forgets the relation. */
   unfollow(actorUrl: string): Promise<boolean>;
-  /** Hands one outbox activity to delivery for every follower. */
-  publish(activityJson: Record<string, unknown>): Promise<void>;
   /**
    * Replaces the cluster's key pairs with new ones and sends an `Update` of the actor to
    * every follower; the replaced keys stay published for the grace period.
@@ -99,6 +101,8 @@ export interface ClusterFederation {
    * delivery queued before a rotation is signed with these when it is sent.
    */
   signingKeys(): Promise<{ keyId: string; privateKey: JsonWebKey }[]>;
+  /** Signs one outbox activity and POSTs it to one inbox now; reports how that went. */
+  deliver(activityJson: Record<string, unknown>, inbox: string): Promise<SendOutcome>;
 }
 
 /** How long a process signs with the keys it loaded before it reads them again, in ms. */
@@ -318,9 +322,11 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
             follow_id: followId,
             state: "accepted",
             updated_at: now,
+            gone_at: null,
           }),
         )
         .execute();
+      await options.onFollowed?.(follower.endpoints?.sharedInbox?.href ?? followerInbox);
       logger.info("{follower} now follows this cluster.", { follower: follower.id.href });
       await ctx.sendActivity(
         { identifier: name },
@@ -474,13 +480,26 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         })),
       );
     },
-    async publish(activityJson) {
-      await context().sendActivity(
-        { identifier: name },
-        "followers",
-        TaskwebActivity.fromJson(activityJson),
-        { fanout: "skip", preferSharedInbox: true },
-      );
+    async deliver(activityJson, inbox) {
+      try {
+        await context().sendActivity(
+          { identifier: name },
+          { id: new URL(inbox), inboxId: new URL(inbox), endpoints: null },
+          TaskwebActivity.fromJson(activityJson),
+          { immediate: true, fanout: "skip" },
+        );
+        return { ok: true, status: 202 };
+      } catch (error) {
+        if (error instanceof SendActivityError) {
+          return {
+            ok: false,
+            status: error.statusCode,
+            retryAfter: error.responseHeaders.get("retry-after"),
+            error: error.message,
+          };
+        }
+        return { ok: false, status: undefined, retryAfter: null, error: String(error) };
+      }
     },
   };
 }

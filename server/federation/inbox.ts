@@ -105,40 +105,43 @@ export async function pruneProcessedActivities(
   return Number(result.numDeletedRows);
 }
 
-/** Builds the listener for taskweb activities (Fedify's `.on(Activity, …)`). */
-export function createTaskwebInbox(options: TaskwebInboxOptions) {
+/**
+ * Applies one taskweb activity, compacted with taskweb's context, that `actorId` is known to
+ * have published: by a verified signature (the inbox) or because it was read from that
+ * actor's own outbox on its own origin (catch-up paging). Same checks and one transaction
+ * for the dedupe record and the effects, whichever way the activity came.
+ */
+export type ActivityApplier = (
+  compacted: Record<string, unknown>,
+  actorId: string | undefined,
+) => Promise<InboxOutcome>;
+
+/** Builds the {@link ActivityApplier} shared by the inbox and catch-up paging. */
+export function createActivityApplier(options: TaskwebInboxOptions): ActivityApplier {
   const { db, tasks } = options;
-  const report = (o: InboxOutcome) => {
-    if (o.outcome === "ignored") {
+  const report = (o: InboxOutcome): InboxOutcome => {
+    if (o.outcome === "ignored" && o.reason !== "duplicate") {
       logger.info("Ignored an activity ({reason}): {detail}", {
         reason: o.reason,
         detail: o.detail,
       });
     }
     options.onOutcome?.(o);
+    return o;
   };
 
-  return async (ctx: Context<null>, activity: Activity): Promise<void> => {
-    let compacted: Record<string, unknown>;
-    try {
-      compacted = await compactWithTaskwebContext(await activity.toJsonLd(), ctx.contextLoader);
-    } catch (error) {
-      report({ outcome: "ignored", reason: "unparsable", detail: String(error) });
-      return;
-    }
+  return async (compacted, actorId) => {
     const parsed = parseActivity(compacted);
     if (!parsed.ok) {
-      report({
+      return report({
         outcome: "ignored",
         reason: "invalid",
         detail: `${parsed.reason.code}: ${parsed.reason.message}`,
       });
-      return;
     }
     const value = parsed.value;
-    if (value.actor !== activity.actorId?.href) {
-      report({ outcome: "ignored", reason: "actor-mismatch", detail: value.id });
-      return;
+    if (value.actor !== actorId) {
+      return report({ outcome: "ignored", reason: "actor-mismatch", detail: value.id });
     }
     const following = await db
       .selectFrom("following")
@@ -146,12 +149,11 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
       .where("actor_id", "=", value.actor)
       .executeTakeFirst();
     if (following?.state !== "accepted") {
-      report({
+      return report({
         outcome: "ignored",
         reason: "not-followed",
         detail: `${value.actor} is not followed`,
       });
-      return;
     }
     const effects = await db.transaction().execute(async (trx): Promise<Effects | undefined> => {
       const inserted = await trx
@@ -174,10 +176,25 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
       return await tasks.applyRemoteTask(taskReport(value.actor, value.task, "activity"), trx);
     });
     if (effects == null) {
-      report({ outcome: "ignored", reason: "duplicate", detail: value.id });
-      return;
+      return report({ outcome: "ignored", reason: "duplicate", detail: value.id });
     }
     await tasks.runEffects(effects);
-    report({ outcome: "applied", activityId: value.id, kind: value.kind });
+    return report({ outcome: "applied", activityId: value.id, kind: value.kind });
+  };
+}
+
+/** Builds the listener for taskweb activities (Fedify's `.on(Activity, …)`). */
+export function createTaskwebInbox(options: TaskwebInboxOptions) {
+  const apply = createActivityApplier(options);
+  return async (ctx: Context<null>, activity: Activity): Promise<void> => {
+    let compacted: Record<string, unknown>;
+    try {
+      compacted = await compactWithTaskwebContext(await activity.toJsonLd(), ctx.contextLoader);
+    } catch (error) {
+      logger.info("Ignored an activity (unparsable): {error}", { error: String(error) });
+      options.onOutcome?.({ outcome: "ignored", reason: "unparsable", detail: String(error) });
+      return;
+    }
+    await apply(compacted, activity.actorId?.href);
   };
 }

@@ -24,6 +24,8 @@ import { fedifyMiddleware } from "./fedify-adapter.ts";
 import type { ClusterMetrics } from "./metrics.ts";
 import { graphRoutes } from "./graph-routes.ts";
 import { requireScopes, requestAuth, setRequestAuth } from "./scopes.ts";
+import type { Delivery } from "../federation/delivery.ts";
+import { deliveryRoutes } from "./delivery-routes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { keyRoutes } from "./key-routes.ts";
 import { secretRoutes } from "./secret-routes.ts";
@@ -49,6 +51,8 @@ export interface AppOptions {
   /** Authenticates API clients and checks their scopes. */
   readonly auth: AuthService;
   readonly federation: ClusterFederation;
+  /** Delivery health per peer, for `GET /api/v1/deliveries/peers`. */
+  readonly delivery: Pick<Delivery, "peers">;
   readonly guard: Omit<InboxGuardOptions, "origin">;
   readonly databaseKind: string;
   /** Served at `GET /metrics` (Prometheus text), to clients with `taskweb:metrics:read`. */
@@ -136,7 +140,16 @@ export function createApp(options: AppOptions): express.Express {
       const checks: Record<string, string> = {};
       let ready = true;
       try {
-        await db.selectFrom("tasks").select("task_id").limit(1).execute();
+        // A database that accepts connections but does not answer is not ready either.
+        await Promise.race([
+          db.selectFrom("tasks").select("task_id").limit(1).execute(),
+          new Promise((_resolve, reject) =>
+            setTimeout(
+              () => reject(new Error("The database did not answer within 3 s.")),
+              3000,
+            ).unref(),
+          ),
+        ]);
         checks.database = "ok";
       } catch (error) {
         ready = false;
@@ -521,6 +534,7 @@ export function createApp(options: AppOptions): express.Express {
   api.use(secretRoutes({ secrets: options.secrets }));
   api.use(authRoutes({ auth }));
   api.use(keyRoutes({ federation: options.federation }));
+  api.use(deliveryRoutes({ delivery: options.delivery }));
   app.use("/api/v1", api);
 
   app.get(

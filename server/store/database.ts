@@ -77,6 +77,11 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     // An idle client that loses its connection emits 'error'; without a listener it kills
     // the process. The next query gets a fresh connection.
     pool.on("error", () => {});
+    // A client checked out between two queries (a transaction) that loses its connection
+    // emits 'error' too; its next query fails, and the process must not die of it.
+    pool.on("connect", (client) => {
+      client.on("error", () => {});
+    });
     const db = new Kysely<DatabaseSchema>({ dialect: new PostgresDialect({ pool }) });
     return {
       db,

@@ -12,6 +12,7 @@ import * as m0003 from "./migrations/0003-priorities-breakpoints-groups.ts";
 import * as m0004 from "./migrations/0004-secrets.ts";
 import * as m0005 from "./migrations/0005-auth.ts";
 import * as m0006 from "./migrations/0006-dedupe-retention.ts";
+import * as m0007 from "./migrations/0007-delivery.ts";
 
 const MIGRATIONS: Record<string, Migration> = {
   "0001-initial": m0001,
@@ -20,6 +21,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0004-secrets": m0004,
   "0005-auth": m0005,
   "0006-dedupe-retention": m0006,
+  "0007-delivery": m0007,
 };
 
 /** Thrown when a migration fails; the database is left at the last migration that passed. */

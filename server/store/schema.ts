@@ -47,6 +47,8 @@ export interface FollowersTable {
   state: "accepted" | "pending" | "rejected";
   created_at: CreatedAt;
   updated_at: Timestamp;
+  /** Set when the follower's inbox answered 404 or 410: nothing is delivered to it any more. */
+  gone_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface FollowingTable {
@@ -57,6 +59,8 @@ export interface FollowingTable {
   state: "pending" | "accepted" | "rejected";
   created_at: CreatedAt;
   updated_at: Timestamp;
+  /** Id of the newest item of the followee's outbox this cluster has read (catch-up paging). */
+  outbox_seen: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface TasksTable {
@@ -253,6 +257,43 @@ export interface FederationSettingsTable {
   updated_at: Timestamp;
 }
 
+/** One activity on its way to one inbox; see migration 0007 and server/federation/delivery.ts. */
+export interface DeliveriesTable {
+  activity_id: string;
+  inbox: string;
+  /** Generations of its queue job so far (sends, and waits behind an open circuit). */
+  attempts: Generated<number>;
+  /** Sends that failed and are retried; the backoff grows with them. */
+  failures: Generated<number>;
+  /** When the next attempt is due (or, while one is under way, when it is presumed lost). */
+  next_attempt_at: Timestamp;
+  created_at: CreatedAt;
+  delivered_at: Timestamp | null;
+  /** Given up: the horizon passed, the inbox is gone, or it refused the activity for good. */
+  abandoned_at: Timestamp | null;
+  last_status: number | null;
+  last_error: string | null;
+}
+
+/** The delivery health of one peer inbox, shared by every process of the cluster. */
+export interface DeliveryPeersTable {
+  inbox: string;
+  last_success_at: Timestamp | null;
+  last_failure_at: Timestamp | null;
+  consecutive_failures: Generated<number>;
+  circuit: ColumnType<
+    "closed" | "open" | "half-open",
+    "closed" | "open" | "half-open" | undefined,
+    "closed" | "open" | "half-open"
+  >;
+  /** When the circuit last opened. */
+  opened_at: Timestamp | null;
+  /** While half-open: the probe of one process holds the circuit until then. */
+  probe_until: Timestamp | null;
+  /** The inbox answered 404 or 410. */
+  gone_at: Timestamp | null;
+}
+
 /** Every table, for `Kysely<DatabaseSchema>`. */
 export interface DatabaseSchema {
   cluster_keys: ClusterKeysTable;
@@ -277,4 +318,6 @@ export interface DatabaseSchema {
   auth_deny_rules: AuthDenyRulesTable;
   federation_actor_rules: FederationActorRulesTable;
   federation_settings: FederationSettingsTable;
+  deliveries: DeliveriesTable;
+  delivery_peers: DeliveryPeersTable;
 }

@@ -66,6 +66,15 @@ export async function startTestCluster(
     inboxRefusedRateLimit: { burst: 100_000, perSecond: 10_000 },
     reconcileIntervalMs: 3_600_000,
     workDir: dir,
+    // Fast retries, so that tests of failing peers finish in seconds.
+    delivery: {
+      initialDelayMs: 200,
+      maxDelayMs: 2000,
+      horizonMs: 600_000,
+      circuitFailures: 5,
+      circuitCooldownMs: 1000,
+      attemptLeaseMs: 10_000,
+    },
     ...options.config,
   };
   const events: ClusterEvent[] = [];

@@ -1,0 +1,535 @@
+/**
+ * Delivery of outbox activities to followers, kept in the database.
+ *
+ * Publishing an outbox row writes one `deliveries` row per distinct inbox (a follower's
+ * shared inbox when it has one, so one POST reaches every follower behind it) in the same
+ * transaction that marks the row fanned out. The queue only dispatches those rows: a job
+ * names (activity, inbox, generation), and a job whose generation is not the row's current
+ * one does nothing, so a lost, repeated or early job is harmless and the reconciler can
+ * enqueue every open row again after Redis lost its data.
+ *
+ * Each failed send is retried with exponential backoff and jitter, or after the peer's
+ * `Retry-After`, until the horizon (days by default) has passed since the activity was
+ * published. A 404 or 410 marks the inbox and its followers gone: nothing more is sent there.
+ * Another 4xx (except 401, 408, 429) refuses this activity for good. Per inbox, a circuit
+ * breaker opens after consecutive failures; while it is open deliveries wait, and after a
+ * cool-down one process sends a probe (half-open) whose outcome closes or reopens it. The
+ * state lives in `delivery_peers`, shared by every process of the cluster.
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { Kysely, Selectable } from "kysely";
+import type { JobQueue } from "../queue/job-queue.ts";
+import type { DatabaseSchema, DeliveriesTable } from "../store/schema.ts";
+
+const logger = getLogger(["taskweb", "delivery"]);
+
+/** The queue that carries delivery jobs. */
+export const DELIVERY_QUEUE = "deliver";
+
+/** How deliveries are retried and when a peer's circuit opens. */
+export interface DeliveryPolicy {
+  /** Delay before the first retry; it doubles with every failure. @defaultValue 10 s */
+  readonly initialDelayMs: number;
+  /** Longest delay between two tries. @defaultValue 6 h */
+  readonly maxDelayMs: number;
+  /** A delivery is given up this long after it was published. @defaultValue 3 days */
+  readonly horizonMs: number;
+  /** Consecutive failures of an inbox that open its circuit. @defaultValue 5 */
+  readonly circuitFailures: number;
+  /** How long an open circuit holds deliveries before one probe is sent. @defaultValue 5 min */
+  readonly circuitCooldownMs: number;
+  /** An attempt under way is presumed lost (its process died) after this long. @defaultValue 2 min */
+  readonly attemptLeaseMs: number;
+}
+
+/** The defaults of {@link DeliveryPolicy}. */
+export const DEFAULT_DELIVERY_POLICY: DeliveryPolicy = {
+  initialDelayMs: 10_000,
+  maxDelayMs: 6 * 3600_000,
+  horizonMs: 3 * 24 * 3600_000,
+  circuitFailures: 5,
+  circuitCooldownMs: 5 * 60_000,
+  attemptLeaseMs: 2 * 60_000,
+};
+
+type DeliveryRow = Pick<
+  Selectable<DeliveriesTable>,
+  "activity_id" | "inbox" | "attempts" | "created_at"
+>;
+
+/** How one send ended, as {@link DeliveryOptions.send} reports it. */
+export type SendOutcome =
+  | { readonly ok: true; readonly status: number }
+  | {
+      readonly ok: false;
+      /** The HTTP status, or undefined when no response came (network error, timeout). */
+      readonly status: number | undefined;
+      readonly retryAfter: string | null;
+      readonly error: string;
+    };
+
+/** What a delivery job carries. */
+export interface DeliveryJob {
+  readonly activityId: string;
+  readonly inbox: string;
+  /** The row's `attempts` when the job was enqueued. */
+  readonly generation: number;
+}
+
+/** Options for {@link createDelivery}. */
+export interface DeliveryOptions {
+  readonly db: Kysely<DatabaseSchema>;
+  readonly jobs: JobQueue;
+  readonly policy: DeliveryPolicy;
+  /** Signs and POSTs one activity to one inbox. */
+  readonly send: (activity: Record<string, unknown>, inbox: string) => Promise<SendOutcome>;
+  /** Told when an inbox answered 404 or 410. */
+  readonly onGone?: (inbox: string) => void;
+}
+
+/** One peer inbox's delivery health, as `GET /api/v1/deliveries/peers` shows it. */
+export interface PeerHealth {
+  readonly inbox: string;
+  readonly lastSuccessAt: string | null;
+  readonly lastFailureAt: string | null;
+  readonly consecutiveFailures: number;
+  readonly circuit: "closed" | "open" | "half-open";
+  readonly gone: boolean;
+  /** Deliveries to it not yet delivered nor given up. */
+  readonly pending: number;
+}
+
+/** Statuses after which the same activity is never sent to the inbox again. */
+function isRefusal(status: number): boolean {
+  return status >= 400 && status < 500 && ![401, 404, 408, 410, 429].includes(status);
+}
+
+/** Parses `Retry-After` (seconds or an HTTP date) into a delay in ms from `now`. */
+export function parseRetryAfter(value: string | null, now: number): number | undefined {
+  if (value == null || value.trim() === "") return undefined;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const date = Date.parse(trimmed);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+/** The delay before retry number `failures` (1 = first retry): doubling, capped, jittered ×1–1.5. */
+export function backoffDelay(policy: DeliveryPolicy, failures: number): number {
+  const base = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** Math.max(0, failures - 1));
+  return Math.round(base * (1 + Math.random() * 0.5));
+}
+
+function iso(value: Date | string | null): string | null {
+  return value == null ? null : new Date(value).toISOString();
+}
+
+/** Delivery of outbox activities: fan-out, the job handler, recovery and the peer view. */
+export function createDelivery(options: DeliveryOptions) {
+  const { db, jobs, policy } = options;
+
+  const jobId = (j: DeliveryJob) => `${j.activityId} ${j.inbox} ${j.generation}`;
+  const enqueue = async (j: DeliveryJob, delayMs: number) => {
+    await jobs.enqueue(DELIVERY_QUEUE, jobId(j), { ...j }, { delayMs: Math.max(0, delayMs) });
+  };
+
+  /** Moves a row to its next generation, due at `due`, and enqueues it. */
+  async function reschedule(row: DeliveryRow, due: number, failed: boolean): Promise<void> {
+    const created = new Date(row.created_at).getTime();
+    if (due > created + policy.horizonMs) {
+      await abandon(row.activity_id, row.inbox, "horizon");
+      return;
+    }
+    const next = await db
+      .updateTable("deliveries")
+      .set((eb) => ({
+        attempts: eb("attempts", "+", 1),
+        failures: failed ? eb("failures", "+", 1) : eb.ref("failures"),
+        next_attempt_at: new Date(due),
+      }))
+      .where("activity_id", "=", row.activity_id)
+      .where("inbox", "=", row.inbox)
+      .where("attempts", "=", row.attempts)
+      .where("delivered_at", "is", null)
+      .where("abandoned_at", "is", null)
+      .returning("attempts")
+      .executeTakeFirst();
+    if (next == null) return;
+    await enqueue(
+      { activityId: row.activity_id, inbox: row.inbox, generation: next.attempts },
+      due - Date.now(),
+    );
+  }
+
+  async function abandon(activityId: string, inbox: string, reason: string): Promise<void> {
+    await db
+      .updateTable("deliveries")
+      .set({ abandoned_at: new Date(), last_error: reason })
+      .where("activity_id", "=", activityId)
+      .where("inbox", "=", inbox)
+      .where("delivered_at", "is", null)
+      .where("abandoned_at", "is", null)
+      .execute();
+    logger.warn("Gave up delivering {activityId} to {inbox} ({reason}).", {
+      activityId,
+      inbox,
+      reason,
+    });
+  }
+
+  async function touchPeer(inbox: string): Promise<void> {
+    await db
+      .insertInto("delivery_peers")
+      .values({ inbox })
+      .onConflict((oc) => oc.column("inbox").doNothing())
+      .execute();
+  }
+
+  async function recordSuccess(inbox: string): Promise<void> {
+    await touchPeer(inbox);
+    await db
+      .updateTable("delivery_peers")
+      .set({
+        last_success_at: new Date(),
+        consecutive_failures: 0,
+        circuit: "closed",
+        opened_at: null,
+        probe_until: null,
+        gone_at: null,
+      })
+      .where("inbox", "=", inbox)
+      .execute();
+  }
+
+  /** Counts a failure of a reachable-or-not peer; opens the circuit at the threshold. */
+  async function recordFailure(inbox: string, countsForCircuit: boolean): Promise<void> {
+    await touchPeer(inbox);
+    const now = new Date();
+    if (!countsForCircuit) {
+      await db
+        .updateTable("delivery_peers")
+        .set({ last_failure_at: now })
+        .where("inbox", "=", inbox)
+        .execute();
+      return;
+    }
+    const row = await db
+      .updateTable("delivery_peers")
+      .set((eb) => ({
+        last_failure_at: now,
+        consecutive_failures: eb("consecutive_failures", "+", 1),
+      }))
+      .where("inbox", "=", inbox)
+      .returning(["consecutive_failures", "circuit"])
+      .executeTakeFirst();
+    if (row == null) return;
+    if (row.circuit === "half-open" || row.consecutive_failures >= policy.circuitFailures) {
+      await db
+        .updateTable("delivery_peers")
+        .set({ circuit: "open", opened_at: now, probe_until: null })
+        .where("inbox", "=", inbox)
+        .execute();
+      if (row.circuit !== "open") {
+        logger.warn("Circuit to {inbox} opened after {failures} consecutive failures.", {
+          inbox,
+          failures: row.consecutive_failures,
+        });
+      }
+    }
+  }
+
+  /** The inbox answered 404 or 410: it and its followers are gone, its deliveries given up. */
+  async function markGone(inbox: string): Promise<void> {
+    const now = new Date();
+    await touchPeer(inbox);
+    await db.transaction().execute(async (trx) => {
+      await trx
+        .updateTable("delivery_peers")
+        .set({ gone_at: now, last_failure_at: now })
+        .where("inbox", "=", inbox)
+        .execute();
+      await trx
+        .updateTable("followers")
+        .set({ gone_at: now, updated_at: now })
+        .where((eb) => eb.or([eb("inbox", "=", inbox), eb("shared_inbox", "=", inbox)]))
+        .where("gone_at", "is", null)
+        .execute();
+      await trx
+        .updateTable("deliveries")
+        .set({ abandoned_at: now, last_error: "gone" })
+        .where("inbox", "=", inbox)
+        .where("delivered_at", "is", null)
+        .where("abandoned_at", "is", null)
+        .execute();
+    });
+    logger.warn("{inbox} is gone (404/410): its followers are marked gone.", { inbox });
+    options.onGone?.(inbox);
+  }
+
+  /**
+   * Whether this process may send to `inbox` now. With the circuit open past its cool-down,
+   * exactly one process wins the half-open probe. Otherwise returns when to look again.
+   */
+  async function admit(inbox: string): Promise<true | number> {
+    const peer = await db
+      .selectFrom("delivery_peers")
+      .select(["circuit", "opened_at", "probe_until"])
+      .where("inbox", "=", inbox)
+      .executeTakeFirst();
+    if (peer == null || peer.circuit === "closed") return true;
+    const now = Date.now();
+    const probeUntil = new Date(now + policy.attemptLeaseMs);
+    const won = await db
+      .updateTable("delivery_peers")
+      .set({ circuit: "half-open", probe_until: probeUntil })
+      .where("inbox", "=", inbox)
+      .where((eb) =>
+        eb.or([
+          eb.and([
+            eb("circuit", "=", "open"),
+            eb("opened_at", "<=", new Date(now - policy.circuitCooldownMs)),
+          ]),
+          eb.and([eb("circuit", "=", "half-open"), eb("probe_until", "<", new Date(now))]),
+        ]),
+      )
+      .returning("inbox")
+      .executeTakeFirst();
+    if (won != null) return true;
+    const wait =
+      peer.circuit === "open" && peer.opened_at != null
+        ? new Date(peer.opened_at).getTime() + policy.circuitCooldownMs - now
+        : Math.min(policy.circuitCooldownMs, 2000);
+    return now + Math.max(250, wait) + Math.round(Math.random() * 250);
+  }
+
+  /** Handles one delivery job. */
+  async function handle(job: DeliveryJob): Promise<void> {
+    const row = await db
+      .selectFrom("deliveries")
+      .selectAll()
+      .where("activity_id", "=", job.activityId)
+      .where("inbox", "=", job.inbox)
+      .executeTakeFirst();
+    if (row == null || row.delivered_at != null || row.abandoned_at != null) return;
+    if (row.attempts !== job.generation) return;
+    const now = Date.now();
+    const due = new Date(row.next_attempt_at).getTime();
+    // Early (a recovered job for a row that waits for a later retry): wait until it is due.
+    if (due > now + 1000) {
+      await reschedule(row, due, false);
+      return;
+    }
+    const gone = await db
+      .selectFrom("delivery_peers")
+      .select("gone_at")
+      .where("inbox", "=", job.inbox)
+      .executeTakeFirst();
+    if (gone?.gone_at != null) {
+      await abandon(row.activity_id, row.inbox, "gone");
+      return;
+    }
+    if (now > new Date(row.created_at).getTime() + policy.horizonMs) {
+      await abandon(row.activity_id, row.inbox, "horizon");
+      return;
+    }
+    const admitted = await admit(job.inbox);
+    if (admitted !== true) {
+      await reschedule(row, admitted, false);
+      return;
+    }
+    // Claim this generation: a job for it run again (a stalled job) does nothing.
+    const claimed = await db
+      .updateTable("deliveries")
+      .set((eb) => ({
+        attempts: eb("attempts", "+", 1),
+        next_attempt_at: new Date(now + policy.attemptLeaseMs),
+      }))
+      .where("activity_id", "=", row.activity_id)
+      .where("inbox", "=", row.inbox)
+      .where("attempts", "=", row.attempts)
+      .where("delivered_at", "is", null)
+      .where("abandoned_at", "is", null)
+      .returning(["attempts", "created_at", "failures"])
+      .executeTakeFirst();
+    if (claimed == null) return;
+    const outbox = await db
+      .selectFrom("outbox")
+      .select("activity")
+      .where("activity_id", "=", row.activity_id)
+      .executeTakeFirst();
+    if (outbox == null) {
+      await abandon(row.activity_id, row.inbox, "not in the outbox");
+      return;
+    }
+    const outcome = await options.send(outbox.activity, row.inbox);
+    const current = { ...row, ...claimed };
+    if (outcome.ok) {
+      await db
+        .updateTable("deliveries")
+        .set({ delivered_at: new Date(), last_status: outcome.status, last_error: null })
+        .where("activity_id", "=", row.activity_id)
+        .where("inbox", "=", row.inbox)
+        .execute();
+      await recordSuccess(row.inbox);
+      return;
+    }
+    await db
+      .updateTable("deliveries")
+      .set({ last_status: outcome.status ?? null, last_error: outcome.error.slice(0, 1000) })
+      .where("activity_id", "=", row.activity_id)
+      .where("inbox", "=", row.inbox)
+      .execute();
+    const status = outcome.status;
+    if (status === 404 || status === 410) {
+      await markGone(row.inbox);
+      return;
+    }
+    if (status != null && isRefusal(status)) {
+      await recordFailure(row.inbox, false);
+      await abandon(row.activity_id, row.inbox, `refused with ${status}`);
+      return;
+    }
+    // 429 says the peer is up and busy: it does not count towards opening the circuit.
+    await recordFailure(row.inbox, status !== 429);
+    const after = Date.now();
+    const delay = Math.max(
+      backoffDelay(policy, current.failures + 1),
+      parseRetryAfter(outcome.retryAfter, after) ?? 0,
+    );
+    logger.info("Delivery of {activityId} to {inbox} failed ({error}); retry in {delay} ms.", {
+      activityId: row.activity_id,
+      inbox: row.inbox,
+      error: outcome.error.split("\n")[0],
+      delay,
+    });
+    await reschedule(current, after + delay, true);
+  }
+
+  return {
+    /**
+     * Writes one delivery per distinct inbox of the followers that are not gone, and marks
+     * the outbox row fanned out, in one transaction; then enqueues them. Idempotent.
+     */
+    async fanOut(activityId: string): Promise<number> {
+      const created = await db.transaction().execute(async (trx) => {
+        const row = await trx
+          .selectFrom("outbox")
+          .select("fanned_out_at")
+          .where("activity_id", "=", activityId)
+          .forUpdate()
+          .executeTakeFirst();
+        if (row == null || row.fanned_out_at != null) return [];
+        const followers = await trx
+          .selectFrom("followers")
+          .select(["inbox", "shared_inbox"])
+          .where("state", "=", "accepted")
+          .where("gone_at", "is", null)
+          .execute();
+        const inboxes = [...new Set(followers.map((f) => f.shared_inbox ?? f.inbox))];
+        const now = new Date();
+        if (inboxes.length > 0) {
+          await trx
+            .insertInto("deliveries")
+            .values(
+              inboxes.map((inbox) => ({ activity_id: activityId, inbox, next_attempt_at: now })),
+            )
+            .onConflict((oc) => oc.columns(["activity_id", "inbox"]).doNothing())
+            .execute();
+        }
+        await trx
+          .updateTable("outbox")
+          .set({ fanned_out_at: now })
+          .where("activity_id", "=", activityId)
+          .execute();
+        return inboxes;
+      });
+      for (const inbox of created) await enqueue({ activityId, inbox, generation: 0 }, 0);
+      return created.length;
+    },
+
+    /** The job handler for {@link DELIVERY_QUEUE}. */
+    handle,
+
+    /**
+     * Enqueues every delivery not yet delivered nor given up, due when its row says. Jobs
+     * already in the queue are not duplicated (same id); used at start and by the reconciler.
+     */
+    async recover(): Promise<number> {
+      const rows = await db
+        .selectFrom("deliveries")
+        .select(["activity_id", "inbox", "attempts", "next_attempt_at"])
+        .where("delivered_at", "is", null)
+        .where("abandoned_at", "is", null)
+        .orderBy("next_attempt_at")
+        .execute();
+      const now = Date.now();
+      for (const r of rows) {
+        await enqueue(
+          { activityId: r.activity_id, inbox: r.inbox, generation: r.attempts },
+          new Date(r.next_attempt_at).getTime() - now,
+        );
+      }
+      return rows.length;
+    },
+
+    /** Every peer inbox this cluster delivers to, with its health. */
+    async peers(): Promise<PeerHealth[]> {
+      const [peers, followers, pending] = await Promise.all([
+        db.selectFrom("delivery_peers").selectAll().execute(),
+        db
+          .selectFrom("followers")
+          .select(["inbox", "shared_inbox", "gone_at"])
+          .where("state", "=", "accepted")
+          .execute(),
+        db
+          .selectFrom("deliveries")
+          .select(["inbox", (eb) => eb.fn.countAll<string | number>().as("n")])
+          .where("delivered_at", "is", null)
+          .where("abandoned_at", "is", null)
+          .groupBy("inbox")
+          .execute(),
+      ]);
+      const byInbox = new Map<string, PeerHealth>();
+      for (const f of followers) {
+        const inbox = f.shared_inbox ?? f.inbox;
+        byInbox.set(inbox, {
+          inbox,
+          lastSuccessAt: null,
+          lastFailureAt: null,
+          consecutiveFailures: 0,
+          circuit: "closed",
+          gone: f.gone_at != null,
+          pending: 0,
+        });
+      }
+      for (const p of peers) {
+        byInbox.set(p.inbox, {
+          inbox: p.inbox,
+          lastSuccessAt: iso(p.last_success_at),
+          lastFailureAt: iso(p.last_failure_at),
+          consecutiveFailures: p.consecutive_failures,
+          circuit: p.circuit,
+          gone: p.gone_at != null,
+          pending: 0,
+        });
+      }
+      for (const p of pending) {
+        const peer = byInbox.get(p.inbox);
+        if (peer != null) byInbox.set(p.inbox, { ...peer, pending: Number(p.n) });
+      }
+      return [...byInbox.values()].sort((a, b) => a.inbox.localeCompare(b.inbox));
+    },
+
+    /** Forgets that an inbox was gone (its actor followed again). */
+    async clearGone(inbox: string): Promise<void> {
+      await db
+        .updateTable("delivery_peers")
+        .set({ gone_at: null, consecutive_failures: 0, circuit: "closed", opened_at: null })
+        .where("inbox", "=", inbox)
+        .execute();
+    },
+  };
+}
+
+/** The delivery of one cluster. */
+export type Delivery = ReturnType<typeof createDelivery>;
