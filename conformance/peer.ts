@@ -99,6 +99,8 @@ function actorDocument(actor: PeerActor): Record<string, unknown> {
     "@context": [
       ACTIVITYSTREAMS_CONTEXT_URL,
       "https://w3id.org/security/v1",
+      // Defines assertionMethod ([TW-KEY-2]); multikey/v1 defines only the key's own terms.
+      "https://w3id.org/security/data-integrity/v1",
       "https://w3id.org/security/multikey/v1",
     ],
     id: actor.id,
