@@ -191,6 +191,20 @@ export const inboxAuthChecks: Check[] = [
       ),
   },
   {
+    id: "SIG-16",
+    area: "inbox-auth",
+    level: "MUST",
+    requirements: ["TW-SIG-12"],
+    title: "an RFC 9421 signature created now whose expires parameter has passed is refused 401",
+    needs: WAITING,
+    run: (ctx) =>
+      refused(ctx, [401], (url) =>
+        postRfc9421(ctx.inbox, body(ctx, url), ctx.peer.actors.upstream.signer, {
+          expiresOffsetSeconds: -5,
+        }),
+      ),
+  },
+  {
     id: "SIG-14",
     area: "inbox-auth",
     level: "MUST",
@@ -233,6 +247,23 @@ export const inboxAuthChecks: Check[] = [
       await ctx.observation();
       return await accepted(ctx, (url) =>
         postRfc9421(ctx.inbox, body(ctx, url), ctx.peer.actors.upstream.signer),
+      );
+    },
+  },
+  {
+    id: "SIG-17",
+    area: "inbox-auth",
+    level: "MUST",
+    requirements: ["TW-SIG-12", "TW-SIG-8"],
+    title:
+      "a valid RFC 9421 signature whose expires parameter is 5 minutes ahead is accepted and acted on",
+    needs: WAITING,
+    async run(ctx) {
+      await ctx.observation();
+      return await accepted(ctx, (url) =>
+        postRfc9421(ctx.inbox, body(ctx, url), ctx.peer.actors.upstream.signer, {
+          expiresOffsetSeconds: 300,
+        }),
       );
     },
   },
