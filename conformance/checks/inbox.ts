@@ -268,6 +268,37 @@ export const inboxAuthChecks: Check[] = [
     },
   },
   {
+    id: "SIG-18",
+    area: "inbox-auth",
+    level: "SHOULD",
+    requirements: ["TW-SIG-14"],
+    title: "after an actor replaces its key, a request signed with the new key is accepted",
+    async run(ctx) {
+      const like = (actorId: string) => ({
+        "@context": "https://www.w3.org/ns/activitystreams",
+        id: `${actorId}/activities/${randomUUID()}`,
+        type: "Like",
+        actor: actorId,
+        object: ctx.actorId,
+      });
+      const before = ctx.peer.actors.rotating;
+      const first = await ctx.send(before, like(before.id));
+      if (first.status !== 202) {
+        throw new NotObservable(
+          `a signed Like from an actor the target does not follow was answered ${first.status}, not 202 (ORI-08), before any key change`,
+        );
+      }
+      // Same key id, new key: a target that cached the old one must fetch it again.
+      const after = ctx.peer.rotateKey("rotating");
+      const second = await ctx.send(after, like(after.id));
+      return second.status === 202
+        ? pass()
+        : fail(
+            `signed with the actor's new key, the request was answered ${second.status}: the target kept verifying with the key it had cached`,
+          );
+    },
+  },
+  {
     id: "SIG-13",
     area: "inbox-auth",
     level: "SHOULD",
