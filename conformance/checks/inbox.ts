@@ -282,6 +282,16 @@ export const inboxAuthChecks: Check[] = [
         object: ctx.actorId,
       });
       const before = ctx.peer.actors.rotating;
+      // Control: acceptance proves a refetch only from a target that checks signatures.
+      const forged = await postRfc9421(ctx.inbox, JSON.stringify(like(before.id)), {
+        ...ctx.peer.actors.evil.signer,
+        keyId: before.signer.keyId,
+      });
+      if (forged.status !== 401) {
+        throw new NotObservable(
+          `a Like signed with a key other than the one its key id names was answered ${forged.status}, not 401, so accepting a new key proves nothing`,
+        );
+      }
       const first = await ctx.send(before, like(before.id));
       if (first.status !== 202) {
         throw new NotObservable(
