@@ -10,6 +10,8 @@ import { createInterface } from "node:readline/promises";
 export type DriverCapability =
   /** Create a task that completes and publishes one artifact. */
   | "complete-task"
+  /** Create a task that runs and fails. */
+  | "fail-task"
   /** Create a task that waits on remote task URLs. */
   | "create-waiting-task"
   /** Report a task's state. */
@@ -30,6 +32,8 @@ export interface Driver {
   readonly capabilities: ReadonlySet<DriverCapability>;
   /** Creates a task that completes and publishes at least one artifact. */
   createCompletingTask(): Promise<CreatedTask>;
+  /** Creates a task that runs and resolves `failed` (needed for the `fail-task` capability). */
+  createFailingTask?(): Promise<CreatedTask>;
   /** Creates a task that waits on `dependencies` (remote task URLs). */
   createWaitingTask(dependencies: readonly string[]): Promise<CreatedTask>;
   /** The task's state (`unscheduled`, `pending`, `running`, `completed`, `failed`, `exception`). */
@@ -91,7 +95,13 @@ export function taskwebRestDriver(options: TaskwebRestOptions): Driver {
   }
   return {
     name: "taskweb-rest",
-    capabilities: new Set(["complete-task", "create-waiting-task", "task-state", "follow"]),
+    capabilities: new Set([
+      "complete-task",
+      "fail-task",
+      "create-waiting-task",
+      "task-state",
+      "follow",
+    ]),
     createCompletingTask: () =>
       create({
         taskId: freshId("conformance"),
@@ -99,6 +109,8 @@ export function taskwebRestDriver(options: TaskwebRestOptions): Driver {
           command: ["sh", "-c", 'printf conformance > "$TASKWEB_ARTIFACTS/result.txt"'],
         },
       }),
+    createFailingTask: () =>
+      create({ taskId: freshId("fails"), payload: { command: ["sh", "-c", "exit 3"] } }),
     createWaitingTask: (dependencies) =>
       create({
         taskId: freshId("waits"),
@@ -128,11 +140,25 @@ export function manualDriver(
   const ask = async (q: string) => (await rl.question(`\n[operator] ${q}\n> `)).trim();
   return {
     name: "manual",
-    capabilities: new Set(["complete-task", "create-waiting-task", "task-state", "follow"]),
+    capabilities: new Set([
+      "complete-task",
+      "fail-task",
+      "create-waiting-task",
+      "task-state",
+      "follow",
+    ]),
     async createCompletingTask() {
       const taskId = await ask(
         "Create a task on the server under test that completes and publishes one artifact. " +
           "Enter its task id (then its URL on the next line, or leave empty):",
+      );
+      const url = await ask("Its URL (empty if unknown):");
+      return { taskId, ...(url !== "" ? { url } : {}) };
+    },
+    async createFailingTask() {
+      const taskId = await ask(
+        "Create a task on the server under test that runs and fails (its command exits non-zero). " +
+          "Enter its task id:",
       );
       const url = await ask("Its URL (empty if unknown):");
       return { taskId, ...(url !== "" ? { url } : {}) };

@@ -20,6 +20,8 @@ export type Area =
   | "origin-shape"
   | "dereference"
   | "limits"
+  | "ssrf"
+  | "outbox"
   | "reliability";
 
 /** What a check's run decided. */

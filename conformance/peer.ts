@@ -1,7 +1,10 @@
 /**
  * The suite's own peer cluster: a loopback HTTP server with several actors (RSA and
  * Ed25519 keys, actor documents, WebFinger), inboxes that record every request, and an
- * automatic `Accept` of the target's `Follow`s. The target server must be able to reach it.
+ * automatic `Accept` of the target's `Follow`s. Two inboxes answer `TaskCompleted` deliveries
+ * as scripted (`flaky`: 503 to the first attempt of each; `gone`: always 410), one actor can
+ * replace its key (`rotating`), and documents can be served as redirects. The target server
+ * must be able to reach it.
  * @module
  */
 import { generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
@@ -11,7 +14,14 @@ import { ACTIVITYSTREAMS_CONTEXT_URL } from "../protocol/index.ts";
 import { postRfc9421, type ReceivedRequest, type RsaSigner } from "./signing.ts";
 
 /** Names of the actors the suite plays. */
-export type PeerName = "upstream" | "follower" | "evil";
+export type PeerName = "upstream" | "follower" | "evil" | "flaky" | "gone" | "rotating";
+
+/**
+ * Activity types the scripted inboxes (`flaky`, `gone`) answer as scripted; others get 202.
+ * Only one type, so that a run causes few failed deliveries: a sender's circuit breaker may
+ * count them per host, and every suite actor shares one host.
+ */
+const SCRIPTED_TYPES = ["TaskCompleted"];
 
 /** One actor of the suite. */
 export interface PeerActor {
@@ -49,6 +59,10 @@ export interface Peer {
   keyPem(keyId: string): string | undefined;
   /** Task documents the peer serves: url → document. */
   readonly tasks: Map<string, unknown>;
+  /** URLs the peer answers with a 302 redirect: url → Location. */
+  readonly redirects: Map<string, string>;
+  /** Gives `name` a new RSA key under the same key id (the old one stops being served). */
+  rotateKey(name: PeerName): PeerActor;
   /** Stop accepting the target's follows automatically (they are still recorded). */
   autoAccept: boolean;
   close(): Promise<void>;
@@ -99,6 +113,8 @@ function actorDocument(actor: PeerActor): Record<string, unknown> {
     "@context": [
       ACTIVITYSTREAMS_CONTEXT_URL,
       "https://w3id.org/security/v1",
+      // Defines assertionMethod ([TW-KEY-2]); multikey/v1 defines only the key's own terms.
+      "https://w3id.org/security/data-integrity/v1",
       "https://w3id.org/security/multikey/v1",
     ],
     id: actor.id,
@@ -132,11 +148,18 @@ async function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return Buffer.concat(chunks).toString();
 }
 
+/** The HTTP signature scheme of a request: `rfc9421` when it has Signature-Input. */
+export function signatureScheme(headers: Record<string, string>): "rfc9421" | "cavage" {
+  return headers["signature-input"] != null ? "rfc9421" : "cavage";
+}
+
 /** Starts the suite's peer server. */
 export async function startPeer(options: PeerOptions = {}): Promise<Peer> {
   const host = options.host ?? "127.0.0.1";
   const requests: ReceivedRequest[] = [];
   const tasks = new Map<string, unknown>();
+  const redirects = new Map<string, string>();
+  const failedOnce = new Set<string>();
   let base = "";
   const ref: { actors?: Record<PeerName, PeerActor> } = {};
   const state = { autoAccept: true };
@@ -179,10 +202,21 @@ export async function startPeer(options: PeerOptions = {}): Promise<Peer> {
           "application/jrd+json",
         );
       }
+      const redirect = redirects.get(url);
+      if (req.method === "GET" && redirect != null) {
+        res.writeHead(302, { location: redirect }).end();
+        return;
+      }
       const actor = all.find((a) => path === new URL(a.id).pathname);
       if (req.method === "GET" && actor != null) return json(200, actorDocument(actor));
       const inboxOf = all.find((a) => path === new URL(a.inbox).pathname);
       if (req.method === "POST" && inboxOf != null) {
+        const scripted = scriptedStatus(inboxOf.name, body, headers);
+        if (scripted != null) {
+          // No Retry-After: the target's own backoff is what REL-05 measures.
+          res.writeHead(scripted).end();
+          return;
+        }
         res.writeHead(202).end();
         if (state.autoAccept) await acceptFollow(inboxOf, body);
         return;
@@ -206,6 +240,30 @@ export async function startPeer(options: PeerOptions = {}): Promise<Peer> {
       if (!res.headersSent) res.writeHead(500).end();
     });
   });
+
+  /** The status a scripted inbox answers a delivery with, or undefined for the usual 202. */
+  function scriptedStatus(
+    name: PeerName,
+    body: string,
+    headers: Record<string, string>,
+  ): number | undefined {
+    if (name !== "flaky" && name !== "gone") return undefined;
+    let activity: { id?: unknown; type?: unknown };
+    try {
+      activity = JSON.parse(body) as { id?: unknown; type?: unknown };
+    } catch {
+      return undefined;
+    }
+    const types = [activity.type].flat();
+    if (!SCRIPTED_TYPES.some((t) => types.includes(t))) return undefined;
+    if (name === "gone") return 410;
+    // Once per activity and signature scheme: a sender that double-knocks (TW-SIG-6) gets
+    // 503 for both knocks, so only a real retry gets through.
+    const key = `${String(activity.id)} ${signatureScheme(headers)}`;
+    if (failedOnce.has(key)) return undefined;
+    failedOnce.add(key);
+    return 503;
+  }
 
   /** Answers a Follow of the suite's actor with a signed Accept to the follower's inbox. */
   async function acceptFollow(actor: PeerActor, body: string): Promise<void> {
@@ -248,6 +306,9 @@ export async function startPeer(options: PeerOptions = {}): Promise<Peer> {
     upstream: makeActor(base, "upstream"),
     follower: makeActor(base, "follower"),
     evil: makeActor(base, "evil"),
+    flaky: makeActor(base, "flaky"),
+    gone: makeActor(base, "gone"),
+    rotating: makeActor(base, "rotating"),
   };
   const fixedActors = ref.actors;
   return {
@@ -255,6 +316,18 @@ export async function startPeer(options: PeerOptions = {}): Promise<Peer> {
     actors: fixedActors,
     requests,
     tasks,
+    redirects,
+    rotateKey(name) {
+      const old = fixedActors[name];
+      const fresh = makeActor(base, name);
+      const rotated: PeerActor = {
+        ...old,
+        signer: { ...fresh.signer, keyId: old.signer.keyId },
+        publicKeyPem: fresh.publicKeyPem,
+      };
+      fixedActors[name] = rotated;
+      return rotated;
+    },
     get autoAccept() {
       return state.autoAccept;
     },

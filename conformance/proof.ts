@@ -74,18 +74,28 @@ export function verifyProof(document: Record<string, unknown>, key: KeyObject): 
   return verify(null, signedBytes(document, proof), key, signature);
 }
 
+/** Options for {@link addProof}. */
+export interface AddProofOptions {
+  /** The proof's `created`; default now, to the second. */
+  readonly created?: string;
+  /** Give the proof an `@context` equal to the document's, as FEP-8b32's examples do. */
+  readonly withContext?: boolean;
+}
+
 /** Adds an eddsa-jcs-2022 proof made with `privateKey` named `verificationMethod`. */
 export function addProof(
   document: Record<string, unknown>,
   privateKey: KeyObject,
   verificationMethod: string,
+  options: AddProofOptions = {},
 ): Record<string, unknown> {
   const proof: Record<string, unknown> = {
+    ...(options.withContext === true ? { "@context": document["@context"] } : {}),
     type: "DataIntegrityProof",
     cryptosuite: "eddsa-jcs-2022",
     verificationMethod,
     proofPurpose: "assertionMethod",
-    created: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
+    created: options.created ?? new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
   };
   const value = sign(null, signedBytes(document, proof), privateKey);
   return { ...document, proof: { ...proof, proofValue: `z${base58btc(value)}` } };

@@ -3,24 +3,38 @@
  * @module
  */
 import { derefChecks } from "./checks/deref.ts";
+import { deliveryChecks } from "./checks/delivery.ts";
 import { discoveryChecks } from "./checks/discovery.ts";
 import { inboxAuthChecks, limitChecks, originChecks, reliabilityChecks } from "./checks/inbox.ts";
+import { outboxChecks } from "./checks/outbox.ts";
 import { followChecks, publishingChecks } from "./checks/publishing.ts";
+import { resolutionChecks } from "./checks/resolution.ts";
+import { ssrfChecks } from "./checks/ssrf.ts";
 import { Context, type Timing } from "./context.ts";
 import { noDriver, type Driver } from "./drivers.ts";
 import { NotObservable, type Check, type CheckResult, type Report, type Verdict } from "./model.ts";
 import { startPeer, type PeerOptions } from "./peer.ts";
 
+/** PUB-12 ends the follow of the suite's follower: it runs after every check that needs it. */
+const endsFollow = (c: Check) => c.id === "PUB-12";
+
 /** Every check, in the order they run. */
 export const ALL_CHECKS: readonly Check[] = [
   ...discoveryChecks,
   ...followChecks,
-  ...publishingChecks,
+  ...publishingChecks.filter((c) => !endsFollow(c)),
+  ...resolutionChecks,
+  ...outboxChecks,
+  ...publishingChecks.filter(endsFollow),
   ...inboxAuthChecks,
   ...originChecks,
   ...derefChecks,
+  ...ssrfChecks,
   ...limitChecks,
   ...reliabilityChecks,
+  // Last: they make deliveries fail on purpose, which may slow the target's later deliveries
+  // to the suite's host (a circuit breaker).
+  ...deliveryChecks,
 ];
 
 /** Options of {@link runConformance}. */

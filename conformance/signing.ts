@@ -24,6 +24,8 @@ export interface Rfc9421Options {
   readonly createdOffsetSeconds?: number;
   /** Leave out the `created` parameter. */
   readonly omitCreated?: boolean;
+  /** Add an `expires` parameter this many seconds after the signing time (negative: passed). */
+  readonly expiresOffsetSeconds?: number;
   /** Sign as if the request went to this URL. */
   readonly signedTargetUri?: string;
   /** Change the body after signing. */
@@ -104,7 +106,10 @@ export async function postRfc9421(
     const params =
       `(${components.map((c) => `"${c}"`).join(" ")})` +
       `;alg="rsa-v1_5-sha256";keyid="${signer.keyId}"` +
-      (options.omitCreated === true ? "" : `;created=${created}`);
+      (options.omitCreated === true ? "" : `;created=${created}`) +
+      (options.expiresOffsetSeconds == null
+        ? ""
+        : `;expires=${Math.floor(Date.now() / 1000) + options.expiresOffsetSeconds}`);
     const base = signatureBase(
       components,
       params,

@@ -191,6 +191,20 @@ export const inboxAuthChecks: Check[] = [
       ),
   },
   {
+    id: "SIG-16",
+    area: "inbox-auth",
+    level: "MUST",
+    requirements: ["TW-SIG-12"],
+    title: "an RFC 9421 signature created now whose expires parameter has passed is refused 401",
+    needs: WAITING,
+    run: (ctx) =>
+      refused(ctx, [401], (url) =>
+        postRfc9421(ctx.inbox, body(ctx, url), ctx.peer.actors.upstream.signer, {
+          expiresOffsetSeconds: -5,
+        }),
+      ),
+  },
+  {
     id: "SIG-14",
     area: "inbox-auth",
     level: "MUST",
@@ -234,6 +248,64 @@ export const inboxAuthChecks: Check[] = [
       return await accepted(ctx, (url) =>
         postRfc9421(ctx.inbox, body(ctx, url), ctx.peer.actors.upstream.signer),
       );
+    },
+  },
+  {
+    id: "SIG-17",
+    area: "inbox-auth",
+    level: "MUST",
+    requirements: ["TW-SIG-12", "TW-SIG-8"],
+    title:
+      "a valid RFC 9421 signature whose expires parameter is 5 minutes ahead is accepted and acted on",
+    needs: WAITING,
+    async run(ctx) {
+      await ctx.observation();
+      return await accepted(ctx, (url) =>
+        postRfc9421(ctx.inbox, body(ctx, url), ctx.peer.actors.upstream.signer, {
+          expiresOffsetSeconds: 300,
+        }),
+      );
+    },
+  },
+  {
+    id: "SIG-18",
+    area: "inbox-auth",
+    level: "SHOULD",
+    requirements: ["TW-SIG-14"],
+    title: "after an actor replaces its key, a request signed with the new key is accepted",
+    async run(ctx) {
+      const like = (actorId: string) => ({
+        "@context": "https://www.w3.org/ns/activitystreams",
+        id: `${actorId}/activities/${randomUUID()}`,
+        type: "Like",
+        actor: actorId,
+        object: ctx.actorId,
+      });
+      const before = ctx.peer.actors.rotating;
+      // Control: acceptance proves a refetch only from a target that checks signatures.
+      const forged = await postRfc9421(ctx.inbox, JSON.stringify(like(before.id)), {
+        ...ctx.peer.actors.evil.signer,
+        keyId: before.signer.keyId,
+      });
+      if (forged.status !== 401) {
+        throw new NotObservable(
+          `a Like signed with a key other than the one its key id names was answered ${forged.status}, not 401, so accepting a new key proves nothing`,
+        );
+      }
+      const first = await ctx.send(before, like(before.id));
+      if (first.status !== 202) {
+        throw new NotObservable(
+          `a signed Like from an actor the target does not follow was answered ${first.status}, not 202 (ORI-08), before any key change`,
+        );
+      }
+      // Same key id, new key: a target that cached the old one must fetch it again.
+      const after = ctx.peer.rotateKey("rotating");
+      const second = await ctx.send(after, like(after.id));
+      return second.status === 202
+        ? pass()
+        : fail(
+            `signed with the actor's new key, the request was answered ${second.status}: the target kept verifying with the key it had cached`,
+          );
     },
   },
   {

@@ -3,7 +3,7 @@
  * objects and knows nothing of taskweb's terms, so this subclass carries the JSON built by
  * `protocol/` and merges it into every compact serialisation. Fedify makes the Object
  * Integrity Proof, the Linked Data signature and the HTTP digest from that serialisation, so
- * all of them cover the taskweb properties.
+ * all of them cover the taskweb properties; the proof's own `@context` is made the document's.
  * @module
  */
 import { Activity } from "@fedify/vocab";
@@ -49,6 +49,19 @@ export class TaskwebActivity extends Activity {
     if (!context.some((c) => typeof c === "object" && c !== null && "tw" in c)) {
       context.push(TASKWEB_CONTEXT);
     }
-    return { ...json, ...this.#extension, "@context": context };
+    const merged: Record<string, unknown> = { ...json, ...this.#extension, "@context": context };
+    // Fedify gives the proof its own @context, without the taskweb object. The proof was
+    // computed over the document's @context (this method made it), so the proof's own must
+    // be the same: a verifier that follows eddsa-jcs-2022 literally uses it ([TW-PROOF-3]).
+    const proof = merged.proof;
+    if (
+      proof != null &&
+      typeof proof === "object" &&
+      !Array.isArray(proof) &&
+      "@context" in proof
+    ) {
+      merged.proof = { ...proof, "@context": context };
+    }
+    return merged;
   }
 }

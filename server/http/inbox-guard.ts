@@ -2,7 +2,7 @@
  * Checks every POST to an inbox before Fedify or any JSON-LD processor sees it: media
  * type, body size, JSON nesting depth, and a verified HTTP signature (RFC 9421 or
  * draft-cavage) whose key belongs to the activity's actor, on the actor's origin, inside the
- * time window. Fedify checks again and also accepts Linked Data signatures and proofs, but
+ * time window (including an `expires` parameter that has passed). Fedify checks again and also accepts Linked Data signatures and proofs, but
  * those can be replayed without any time bound, so taskweb requires the HTTP signature.
  * @module
  */
@@ -44,7 +44,8 @@ export type InboxRefusal =
   | "key-fetch-failed"
   | "key-not-owned-by-actor"
   | "body-not-covered"
-  | "rate-limited";
+  | "rate-limited"
+  | "signature-expired";
 
 /** Why the guard answered 202 without passing a verified request on. */
 export type InboxIgnoral = "unsupported-context";
@@ -73,6 +74,32 @@ export function signatureCoversBody(headers: {
   if (covered == null) return false;
   const names = covered.toLowerCase().split(/\s+/);
   return REQUIRED_CAVAGE.every((h) => names.includes(h));
+}
+
+/**
+ * True when a signature on the request has an `expires` parameter at or before `nowSeconds`
+ * (RFC 9421 §2.3 and draft-cavage-12 §2.1.5 both define it, in seconds since the epoch).
+ * The library that verifies the signature ignores the parameter, so the guard checks it first.
+ * Quoted strings (a `keyid`, a base64 signature) are blanked before searching, so they cannot
+ * hide or fake a parameter.
+ */
+export function signatureExpired(
+  headers: { signatureInput: string | undefined; signature: string | undefined },
+  nowSeconds: number = Date.now() / 1000,
+): boolean {
+  const expiries: number[] = [];
+  if (headers.signatureInput != null) {
+    const unquoted = headers.signatureInput.replace(/"(?:[^"\\]|\\.)*"/g, '""');
+    for (const m of unquoted.matchAll(/;\s*expires=(-?\d+(?:\.\d+)?)/g))
+      expiries.push(Number(m[1]));
+  } else if (headers.signature != null) {
+    // name=value pairs in order, each quoted value consumed whole.
+    for (const m of headers.signature.matchAll(/\s*([A-Za-z]+)=(?:"([^"]*)"|([^,]*))\s*(?:,|$)/g)) {
+      if (m[1] === "expires") expiries.push(Number(m[2] ?? m[3]));
+    }
+  }
+  // An unreadable expiry is treated as passed: the sender asked for a bound we cannot honour.
+  return expiries.some((e) => !Number.isFinite(e) || e <= nowSeconds);
 }
 
 /**
@@ -287,6 +314,21 @@ export function inboxGuard(options: InboxGuardOptions) {
           "body-not-covered",
           'The signature must cover "@method", "@target-uri" and "content-digest" (RFC 9421), or (request-target), host, date and digest (draft-cavage).',
           onRefused,
+        );
+        return;
+      }
+      if (
+        signatureExpired({
+          signatureInput: typeof signatureInput === "string" ? signatureInput : undefined,
+          signature: typeof signature === "string" ? signature : undefined,
+        })
+      ) {
+        refuse(
+          res,
+          401,
+          "signature-expired",
+          "The HTTP signature has expired (its expires parameter has passed); sign the request again.",
+          options.onRefused,
         );
         return;
       }

@@ -1,8 +1,8 @@
 /**
  * Broken variants made with proxies around an unmodified reference server:
  *
- * - in front of the server, a proxy strips the Ed25519 key from the actor document and
- *   answers every WebFinger request 404;
+ * - in front of the server, a proxy strips the Ed25519 key from the actor document, answers
+ *   every WebFinger request 404 and reverses the order of every outbox page;
  * - in front of the suite's own peer, a proxy changes the body of every TaskCompleted the
  *   server delivers, after the server signed it.
  *
@@ -32,6 +32,14 @@ describeEachBackend("conformance suite through tampering proxies", (backend) => 
           ? { status: 404, body: "{}", type: "application/json" }
           : undefined,
       responseBody: (method, path, body) => {
+        if (method === "GET" && /^\/clusters\/[^/]+\/outbox\?/.test(path)) {
+          // Outbox pages oldest first.
+          const page = JSON.parse(body) as { orderedItems?: unknown[] };
+          return JSON.stringify({
+            ...page,
+            orderedItems: [...(page.orderedItems ?? [])].reverse(),
+          });
+        }
         if (method !== "GET" || !/^\/clusters\/[^/]+$/.test(path)) return undefined;
         const actor = JSON.parse(body) as Record<string, unknown>;
         delete actor.assertionMethod;
@@ -51,7 +59,7 @@ describeEachBackend("conformance suite through tampering proxies", (backend) => 
       target: `${front.url}/clusters/proxied`,
       driver: taskwebRestDriver({ apiUrl: `${front.url}/api/v1`, token: TEST_TOKEN }),
       peer: { port: tamper.forwardTo, publicUrl: tamper.url },
-      only: ["DISC", "FOL", "PUB"],
+      only: ["DISC", "FOL", "PUB", "OUT"],
       timing: { settleMs: 300, deliveryTimeoutMs: 20_000 },
     });
   }, 120_000);
@@ -61,15 +69,14 @@ describeEachBackend("conformance suite through tampering proxies", (backend) => 
     await tamper?.close();
   });
 
-  it("fails exactly the checks about the stripped key, WebFinger and the altered body", () => {
+  it("fails exactly the checks about the stripped key, WebFinger, the altered body and the outbox order", () => {
     if (process.env.CONFORMANCE_PRINT === "1") {
       console.log(report.results.map(formatResultLine).join("\n"));
     }
     const failed = report.results.filter((r) => r.outcome === "fail").map((r) => r.id);
     // PUB-03 still passes: the signature covers the Content-Digest header, which the proxy
     // left alone; only comparing that header with the body (PUB-04) catches the change.
-    // PUB-14 fails on the unmodified server too (see reference-server.test.ts).
-    expect(failed).toEqual(["DISC-07", "DISC-11", "DISC-12", "PUB-04", "PUB-07", "PUB-14"]);
+    expect(failed).toEqual(["DISC-07", "DISC-11", "DISC-12", "PUB-04", "PUB-07", "OUT-02"]);
     // Without the Multikey in the actor document the proof cannot be checked at all.
     const unobserved = report.results.filter((r) => r.outcome === "not-observable");
     expect(unobserved.map((r) => r.id)).toEqual(["DISC-05", "PUB-13"]);

@@ -2,7 +2,8 @@
  * Runs the signed-request vectors in fixtures/signatures/ as another implementation would:
  * builds the RFC 9421 signature base from each request and verifies the signature with the
  * given public key. RFC 9421's own Ed25519 example must verify byte for byte; the copies
- * changed after signing must not.
+ * changed after signing must not. A case judged at a given clock (`checkedAt`) must also be
+ * inside its time bounds, or outside them for the reason given, by the server's own check.
  */
 import { createPublicKey, verify, type JsonWebKey } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
@@ -10,6 +11,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
 import { decodeDict, serializeInnerList } from "structured-field-values";
 import { describe, expect, it } from "vitest";
+import { INBOX_LIMITS, signatureExpired } from "../../server/http/inbox-guard.ts";
 
 interface SignatureCase {
   description: string;
@@ -19,6 +21,7 @@ interface SignatureCase {
   valid: boolean;
   reason?: string;
   signatureBase?: string;
+  checkedAt?: number;
   request: { method: string; url: string; headers: [string, string][]; body: string };
 }
 
@@ -92,6 +95,20 @@ function verifies(c: SignatureCase): boolean {
   return verify(algorithm, Buffer.from(base), key, signature);
 }
 
+/** The `created` parameter of the case's signature. */
+function createdOf(c: SignatureCase): number {
+  const inputs = decodeDict(header(c.request, "signature-input")) as Record<string, unknown>;
+  const created = (inputs[c.label] as InnerList | undefined)?.params?.created;
+  if (typeof created !== "number") throw new Error("the signature has no created parameter");
+  return created;
+}
+
+/** The signature headers as the server's inbox guard reads them. */
+function guardHeaders(c: SignatureCase) {
+  const find = (name: string) => c.request.headers.find(([h]) => h.toLowerCase() === name)?.[1];
+  return { signatureInput: find("signature-input"), signature: find("signature") };
+}
+
 describe("signed-request fixtures", () => {
   const addFormats = addFormatsModule.default;
   const ajv = new Ajv2020({ strict: true, strictRequired: false });
@@ -112,6 +129,25 @@ describe("signed-request fixtures", () => {
         it(`builds the signature base byte for byte and verifies (${c.requirement})`, () => {
           expect(signatureBase(c.request, c.label).base).toBe(c.signatureBase);
           expect(verifies(c)).toBe(true);
+        });
+        const { checkedAt } = c;
+        if (checkedAt != null) {
+          it(`is inside its time bounds at ${checkedAt} (${c.requirement})`, () => {
+            expect(Math.abs(checkedAt - createdOf(c))).toBeLessThanOrEqual(
+              INBOX_LIMITS.signatureWindowSeconds,
+            );
+            expect(signatureExpired(guardHeaders(c), checkedAt)).toBe(false);
+          });
+        }
+      } else if (c.reason === "expired") {
+        it(`verifies, but is refused at ${c.checkedAt} because it expired (${c.requirement})`, () => {
+          expect(signatureBase(c.request, c.label).base).toBe(c.signatureBase);
+          expect(verifies(c)).toBe(true);
+          // Only the expiry refuses it: its created time is inside the window.
+          expect(Math.abs(Number(c.checkedAt) - createdOf(c))).toBeLessThanOrEqual(
+            INBOX_LIMITS.signatureWindowSeconds,
+          );
+          expect(signatureExpired(guardHeaders(c), c.checkedAt)).toBe(true);
         });
       } else {
         it(`does not verify: ${c.description} (${c.requirement})`, () => {
