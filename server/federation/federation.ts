@@ -14,7 +14,9 @@ import {
   type Federation,
   type KvStore,
   type MessageQueue,
-  SendActivityError,
+  signJsonLd,
+  signObject,
+  signRequest,
 } from "@fedify/fedify";
 import {
   Accept,
@@ -104,6 +106,14 @@ export interface ClusterFederation {
   /** Signs one outbox activity and POSTs it to one inbox now; reports how that went. */
   deliver(activityJson: Record<string, unknown>, inbox: string): Promise<SendOutcome>;
 }
+
+/** Signed activity bodies kept for deliveries still to come (the newest ones). */
+const SIGNED_BODIES_KEPT = 64;
+
+/** How long one delivery POST may take, in ms. */
+const DELIVERY_TIMEOUT_MS = 30_000;
+
+type HttpSignatureSpec = "rfc9421" | "draft-cavage-http-signatures-12";
 
 /** How long a process signs with the keys it loaded before it reads them again, in ms. */
 export const KEY_RELOAD_MS = 5000;
@@ -383,6 +393,40 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
 
   const context = () => federation.createContext(new URL(urls.origin), null);
 
+  // An activity is signed once (its Object Integrity Proof and Linked Data signature), however
+  // many inboxes it goes to; each delivery only adds its own HTTP signature.
+  const signedBodies = new Map<string, Promise<string>>();
+  const acceptedSpecs = new Map<string, HttpSignatureSpec>();
+  const signedBody = (activityJson: Record<string, unknown>): Promise<string> => {
+    const id = String(activityJson.id);
+    let body = signedBodies.get(id);
+    if (body == null) {
+      body = signActivity(activityJson);
+      signedBodies.set(id, body);
+      body.catch(() => signedBodies.delete(id));
+      if (signedBodies.size > SIGNED_BODIES_KEPT) {
+        signedBodies.delete(signedBodies.keys().next().value!);
+      }
+    }
+    return body;
+  };
+  const signActivity = async (activityJson: Record<string, unknown>): Promise<string> => {
+    const ctx = context();
+    const pairs = await ctx.getActorKeyPairs(name);
+    const loader = { contextLoader: ctx.contextLoader };
+    let activity: Activity = TaskwebActivity.fromJson(activityJson);
+    const ed25519 = pairs.find((p) => p.privateKey.algorithm.name === "Ed25519");
+    if (ed25519 != null) {
+      // The proof names the key by its Multikey id, as the actor document publishes it.
+      const keyId = ed25519.multikey.id ?? ed25519.keyId;
+      activity = await signObject(activity, ed25519.privateKey, keyId, loader);
+    }
+    let json = await activity.toJsonLd({ format: "compact", ...loader });
+    const rsa = pairs.find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
+    if (rsa != null) json = await signJsonLd(json, rsa.privateKey, rsa.keyId, loader);
+    return JSON.stringify(json);
+  };
+
   return {
     federation,
     context,
@@ -482,22 +526,48 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     },
     async deliver(activityJson, inbox) {
       try {
-        await context().sendActivity(
-          { identifier: name },
-          { id: new URL(inbox), inboxId: new URL(inbox), endpoints: null },
-          TaskwebActivity.fromJson(activityJson),
-          { immediate: true, fanout: "skip" },
-        );
-        return { ok: true, status: 202 };
-      } catch (error) {
-        if (error instanceof SendActivityError) {
-          return {
-            ok: false,
-            status: error.statusCode,
-            retryAfter: error.responseHeaders.get("retry-after"),
-            error: error.message,
-          };
+        const body = await signedBody(activityJson);
+        const pairs = await context().getActorKeyPairs(name);
+        const rsa = pairs.find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
+        if (rsa == null) throw new Error(`${urls.actor} has no RSA key to sign deliveries with.`);
+        const origin = new URL(inbox).origin;
+        const post = async (spec: HttpSignatureSpec) =>
+          await fetch(
+            await signRequest(
+              new Request(inbox, {
+                method: "POST",
+                headers: { "content-type": "application/activity+json" },
+                body,
+              }),
+              rsa.privateKey,
+              rsa.keyId,
+              { spec },
+            ),
+            { redirect: "manual", signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS) },
+          );
+        // RFC 9421 first; a peer that refuses it as unauthenticated gets draft-cavage, and
+        // whichever it accepted is used first for its origin from then on.
+        const first = acceptedSpecs.get(origin) ?? "rfc9421";
+        let response = await post(first);
+        let spec = first;
+        if (response.status === 400 || response.status === 401) {
+          await response.body?.cancel();
+          spec = first === "rfc9421" ? "draft-cavage-http-signatures-12" : "rfc9421";
+          response = await post(spec);
         }
+        if (response.ok) {
+          acceptedSpecs.set(origin, spec);
+          await response.body?.cancel();
+          return { ok: true, status: response.status };
+        }
+        const text = (await response.text()).slice(0, 500);
+        return {
+          ok: false,
+          status: response.status,
+          retryAfter: response.headers.get("retry-after"),
+          error: `${inbox} answered ${response.status}${text !== "" ? `: ${text}` : ""}`,
+        };
+      } catch (error) {
         return { ok: false, status: undefined, retryAfter: null, error: String(error) };
       }
     },
