@@ -14,6 +14,7 @@ import { apiRequest, type ApiTarget } from "./api-client.ts";
 import { registerGraphCommands } from "./graph.ts";
 import { registerSecretCommands } from "./secret.ts";
 import { registerAccessCommands } from "./client.ts";
+import { registerFollowerCommands } from "./followers.ts";
 import { registerArtifactCommands } from "./artifact.ts";
 import { readFile } from "node:fs/promises";
 
@@ -308,6 +309,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     stdinIsTerminal: process.stdin.isTTY === true,
   });
   registerAccessCommands(program, { clientOptions, apiTarget, run: (c) => void (result = c) });
+  registerFollowerCommands(program, { clientOptions, apiTarget, run: (c) => void (result = c) });
 
   try {
     await program.parseAsync(argv, { from: "user" });
