@@ -28,7 +28,9 @@ import { requireScopes, requestAuth, setRequestAuth } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
 import { authRoutes } from "./auth-routes.ts";
+import { checkAuthorizedFetch } from "./authorized-fetch.ts";
 import { federationRoutes } from "./federation-routes.ts";
+import { privateArtifactRoutes } from "./private-artifact-routes.ts";
 import { renderHome } from "./ui.ts";
 
 const logger = getLogger(["taskweb", "http"]);
@@ -161,6 +163,33 @@ export function createApp(options: AppOptions): express.Express {
   app.post("/inbox", guard);
   app.use(fedifyMiddleware(options.federation.federation, urls.origin));
 
+  /** Answers 401/403 and returns false unless the GET may read this private artifact. */
+  const fetchAllowed = async (
+    req: ERequest,
+    res: EResponse,
+    taskId: string,
+    artifactName: string,
+  ): Promise<boolean> => {
+    const result = await checkAuthorizedFetch(
+      req,
+      {
+        db,
+        auth,
+        origin: urls.origin,
+        documentLoader: options.guard.documentLoader,
+        contextLoader: options.guard.contextLoader,
+        keyCache: options.guard.keyCache,
+        isBlocked: (actorId) => options.followPolicy.isBlocked(actorId),
+      },
+      { taskId, name: artifactName },
+    );
+    if (result.ok) return true;
+    if (result.status === 401) res.setHeader("WWW-Authenticate", 'Signature realm="taskweb"');
+    res.setHeader("Vary", "Signature, Signature-Input");
+    res.status(result.status).json({ code: result.reason, message: result.message });
+    return false;
+  };
+
   // Public documents: what ids dereference to.
   app.get(
     `/clusters/${name}/tasks/:taskId`,
@@ -193,11 +222,12 @@ export function createApp(options: AppOptions): express.Express {
       const taskId = param(req, "taskId");
       const row = await db
         .selectFrom("artifacts")
-        .select(["name", "media_type", "size", "sha256", "expires_at"])
+        .select(["name", "media_type", "size", "sha256", "expires_at", "private"])
         .where("task_id", "=", taskId)
         .where("name", "=", param(req, "artifact"))
         .executeTakeFirst();
       if (row == null) throw new ApiError("ResourceNotFound", "No such artifact.");
+      if (row.private && !(await fetchAllowed(req, res, taskId, row.name))) return;
       sendActivityJson(res, artifactDocument(urls, taskId, row));
     }),
   );
@@ -206,11 +236,16 @@ export function createApp(options: AppOptions): express.Express {
     route(async (req, res) => {
       const row = await db
         .selectFrom("artifacts")
-        .select(["content", "media_type", "sha256"])
+        .select(["content", "media_type", "sha256", "private"])
         .where("task_id", "=", param(req, "taskId"))
         .where("name", "=", param(req, "artifact"))
         .executeTakeFirst();
       if (row == null) throw new ApiError("ResourceNotFound", "No such artifact.");
+      if (row.private) {
+        const allowed = await fetchAllowed(req, res, param(req, "taskId"), param(req, "artifact"));
+        if (!allowed) return;
+        res.setHeader("Cache-Control", "private, no-store");
+      }
       const content = Buffer.from(row.content);
       res.setHeader("Content-Type", row.media_type);
       res.setHeader("ETag", `"${row.sha256}"`);
@@ -527,6 +562,7 @@ export function createApp(options: AppOptions): express.Express {
   api.use(graphRoutes({ db, tasks, urls }));
   api.use(secretRoutes({ secrets: options.secrets }));
   api.use(authRoutes({ auth }));
+  api.use(privateArtifactRoutes({ db }));
   api.use(federationRoutes({ db, federation: options.federation, policy: options.followPolicy }));
   app.use("/api/v1", api);
 

@@ -3,10 +3,14 @@
  * stays pending until an administrator approves it (`taskweb followers approve`); a
  * rejected follower leaves nothing behind; a blocked cluster's Follow is answered with a
  * Reject, and its activities are refused and change nothing — a task waiting on the blocked
- * cluster's task stays waiting after that task completes.
+ * cluster's task stays waiting after that task completes. A private artifact is served only
+ * to a signed GET from an accepted follower (authorized fetch).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { randomBytes } from "node:crypto";
+import { signRequest } from "@fedify/fedify";
 import { testBackends } from "../support/backends.ts";
+import { clusterRsaKey } from "../support/signing.ts";
 import { runTaskweb } from "../support/cli.ts";
 import {
   follow,
@@ -96,6 +100,62 @@ describe("federation policy on embedded", () => {
     );
   }, 120_000);
 
+  /** GETs `url` signed with the peer's key (or unsigned); returns status and text. */
+  async function peerGet(url: string, signed: boolean): Promise<{ status: number; text: string }> {
+    let request = new Request(url, { headers: { accept: "*/*" } });
+    if (signed) {
+      const key = await clusterRsaKey(b.current());
+      request = await signRequest(request, key.privateKey, key.keyId, { spec: "rfc9421" });
+    }
+    const response = await fetch(request);
+    return { status: response.status, text: await response.text() };
+  }
+
+  const REPORT = `report-${randomBytes(16).toString("hex")}`;
+
+  it("serves a private artifact only to a signed GET from an accepted follower", async () => {
+    const A = a.current();
+    const B = b.current();
+    await A.tasks.createTask({
+      taskId: "report",
+      payload: {
+        command: [
+          "sh",
+          "-c",
+          `mkdir -p "$TASKWEB_ARTIFACTS/private" "$TASKWEB_ARTIFACTS/public" && printf '%s' '${REPORT}' > "$TASKWEB_ARTIFACTS/private/report.txt" && printf 'hello' > "$TASKWEB_ARTIFACTS/public/readme.txt"`,
+        ],
+      },
+    });
+    expect(await waitForResolution(A, "report")).toBe("completed");
+    const content = A.urls.artifactContent("report", "private/report.txt");
+    const document = A.urls.artifact("report", "private/report.txt");
+
+    // Public artifacts stay public.
+    const readme = await peerGet(A.urls.artifactContent("report", "public/readme.txt"), false);
+    expect(readme).toEqual({ status: 200, text: "hello" });
+    // Unsigned: 401 and no bytes. Signed by a cluster that is not a follower: 403, no bytes.
+    for (const url of [content, document]) {
+      const unsigned = await peerGet(url, false);
+      expect(unsigned.status).toBe(401);
+      expect(unsigned.text).not.toContain(REPORT);
+    }
+    expect(await followerRow(a, b)).toBeUndefined();
+    const stranger = await peerGet(content, true);
+    expect(stranger.status).toBe(403);
+    expect(stranger.text).not.toContain(REPORT);
+
+    // Once the owner accepts the peer as a follower, the signed GET gets the bytes.
+    await B.federation.follow(A.urls.actor);
+    await waitFor("the pending follow", async () =>
+      (await followerRow(a, b))?.state === "pending" ? true : undefined,
+    );
+    expect((await peerGet(content, true)).status).toBe(403);
+    expect(await A.federation.approveFollower(B.urls.actor)).toBe(true);
+    expect(await peerGet(content, true)).toEqual({ status: 200, text: REPORT });
+    expect((await peerGet(document, true)).status).toBe(200);
+    expect((await peerGet(content, false)).status).toBe(401);
+  }, 120_000);
+
   it("answers a blocked cluster's Follow with a Reject and refuses its activities", async () => {
     const A = a.current();
     const B = b.current();
@@ -109,6 +169,12 @@ describe("federation policy on embedded", () => {
     const blocked = await runTaskweb(["federation", "block", B.urls.origin, "--json"], as(a));
     expect(blocked.code).toBe(0);
     expect(await A.followPolicy.isBlocked(B.urls.actor)).toBe(true);
+    // Blocking drops the peer as a follower, and its signed fetches with it.
+    expect(JSON.parse(blocked.stdout)).toMatchObject({ dropped: [B.urls.actor] });
+    expect(await followerRow(a, b)).toBeUndefined();
+    const refused = await peerGet(A.urls.artifactContent("report", "private/report.txt"), true);
+    expect(refused.status).toBe(403);
+    expect(refused.text).not.toContain(REPORT);
 
     await B.federation.follow(A.urls.actor);
     await waitFor("the peer's follow to be rejected", async () =>
