@@ -97,6 +97,25 @@ export interface ClusterConfig {
    */
   readonly secretsKey: string | undefined;
   /**
+   * How Follow requests from other clusters are answered (`TASKWEB_FOLLOWER_ACCEPTANCE`):
+   * `auto` accepts every one, `approval` keeps them pending until an administrator approves,
+   * `allowlist` accepts listed actors and rejects the rest. Changed at run time through
+   * `PUT /api/v1/federation/policy`, which then wins. @defaultValue `"auto"`
+   */
+  readonly followerAcceptance: "auto" | "approval" | "allowlist";
+  /**
+   * Actor URLs or origins accepted as followers in `allowlist` (and `approval`) mode
+   * (`TASKWEB_FOLLOWER_ALLOWLIST`, comma-separated), besides those added through the API.
+   * @defaultValue none
+   */
+  readonly followerAllowlist: readonly string[];
+  /**
+   * Actor URLs or origins whose Follows are rejected and whose activities are refused
+   * (`TASKWEB_BLOCKED_ACTORS`, comma-separated), besides those added through the API.
+   * @defaultValue none
+   */
+  readonly blockedActors: readonly string[];
+  /**
    * Retries of deliveries to followers and the per-inbox circuit breaker:
    * `TASKWEB_DELIVERY_HORIZON_DAYS` (give up this long after publishing, fractions allowed),
    * `TASKWEB_DELIVERY_INITIAL_DELAY_MS`, `TASKWEB_DELIVERY_MAX_DELAY_MS`,
@@ -225,6 +244,28 @@ function secretsKey(raw: string | undefined): string | undefined {
   return raw.trim();
 }
 
+/** A comma-separated list of actor URLs or origins. */
+function actorList(name: string, raw: string | undefined): string[] {
+  const items = (raw ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+  for (const item of items) {
+    if (!/^https?:\/\/[^\s/]+(\/\S*)?$/.test(item)) {
+      throw new ConfigError(`${name}: ${JSON.stringify(item)} is not an actor URL or an origin.`);
+    }
+  }
+  return items;
+}
+
+function acceptance(raw: string | undefined): "auto" | "approval" | "allowlist" {
+  if (raw == null || raw === "") return "auto";
+  if (raw === "auto" || raw === "approval" || raw === "allowlist") return raw;
+  throw new ConfigError(
+    `TASKWEB_FOLLOWER_ACCEPTANCE must be auto, approval or allowlist, got ${JSON.stringify(raw)}.`,
+  );
+}
+
 /** Overrides from CLI flags; they win over the environment. */
 export type ConfigOverrides = Partial<{ -readonly [K in keyof ClusterConfig]: ClusterConfig[K] }>;
 
@@ -321,5 +362,11 @@ export function readConfig(
     workDir: overrides.workDir ?? env.TASKWEB_WORK_DIR,
     secretsKey: secretsKey(overrides.secretsKey ?? env.TASKWEB_SECRETS_KEY),
     delivery: overrides.delivery ?? deliveryPolicy(env),
+    followerAcceptance: overrides.followerAcceptance ?? acceptance(env.TASKWEB_FOLLOWER_ACCEPTANCE),
+    followerAllowlist:
+      overrides.followerAllowlist ??
+      actorList("TASKWEB_FOLLOWER_ALLOWLIST", env.TASKWEB_FOLLOWER_ALLOWLIST),
+    blockedActors:
+      overrides.blockedActors ?? actorList("TASKWEB_BLOCKED_ACTORS", env.TASKWEB_BLOCKED_ACTORS),
   };
 }

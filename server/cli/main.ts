@@ -15,6 +15,7 @@ import { registerGraphCommands } from "./graph.ts";
 import { registerKeyCommands } from "./keys.ts";
 import { registerSecretCommands } from "./secret.ts";
 import { registerAccessCommands } from "./client.ts";
+import { registerFollowerCommands } from "./followers.ts";
 import { registerArtifactCommands } from "./artifact.ts";
 import { readFile } from "node:fs/promises";
 
@@ -344,6 +345,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     stdinIsTerminal: process.stdin.isTTY === true,
   });
   registerAccessCommands(program, { clientOptions, apiTarget, run: (c) => void (result = c) });
+  registerFollowerCommands(program, { clientOptions, apiTarget, run: (c) => void (result = c) });
 
   try {
     await program.parseAsync(argv, { from: "user" });

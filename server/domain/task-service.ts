@@ -1154,6 +1154,8 @@ export function createTaskService(options: TaskServiceOptions) {
               sha256: a.sha256,
               content: a.content,
               expires_at: new Date(new Date(task.created_at).getTime() + artifactTtlMs),
+              // Served only by authorized fetch from the start (see http/authorized-fetch.ts).
+              private: a.name.startsWith("private/"),
             })
             .onConflict((oc) =>
               oc.columns(["task_id", "name"]).doUpdateSet((eb) => ({

@@ -18,6 +18,7 @@ import type { SecretStore } from "../domain/secrets.ts";
 import type { TaskService, TaskState } from "../domain/task-service.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { ClusterFederation } from "../federation/federation.ts";
+import type { FollowPolicy } from "../federation/follow-policy.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import { fedifyMiddleware } from "./fedify-adapter.ts";
@@ -30,6 +31,9 @@ import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { keyRoutes } from "./key-routes.ts";
 import { secretRoutes } from "./secret-routes.ts";
 import { authRoutes } from "./auth-routes.ts";
+import { checkAuthorizedFetch } from "./authorized-fetch.ts";
+import { federationRoutes } from "./federation-routes.ts";
+import { privateArtifactRoutes } from "./private-artifact-routes.ts";
 import { renderHome } from "./ui.ts";
 
 const logger = getLogger(["taskweb", "http"]);
@@ -50,6 +54,8 @@ export interface AppOptions {
   readonly version: string;
   /** Authenticates API clients and checks their scopes. */
   readonly auth: AuthService;
+  /** Who may follow this cluster, and who is blocked. */
+  readonly followPolicy: FollowPolicy;
   readonly federation: ClusterFederation;
   /** Delivery health per peer, for `GET /api/v1/deliveries/peers`. */
   readonly delivery: Pick<Delivery, "peers">;
@@ -171,6 +177,33 @@ export function createApp(options: AppOptions): express.Express {
   app.post("/inbox", guard);
   app.use(fedifyMiddleware(options.federation.federation, urls.origin));
 
+  /** Answers 401/403 and returns false unless the GET may read this private artifact. */
+  const fetchAllowed = async (
+    req: ERequest,
+    res: EResponse,
+    taskId: string,
+    artifactName: string,
+  ): Promise<boolean> => {
+    const result = await checkAuthorizedFetch(
+      req,
+      {
+        db,
+        auth,
+        origin: urls.origin,
+        documentLoader: options.guard.documentLoader,
+        contextLoader: options.guard.contextLoader,
+        keyCache: options.guard.keyCache,
+        isBlocked: (actorId) => options.followPolicy.isBlocked(actorId),
+      },
+      { taskId, name: artifactName },
+    );
+    if (result.ok) return true;
+    if (result.status === 401) res.setHeader("WWW-Authenticate", 'Signature realm="taskweb"');
+    res.setHeader("Vary", "Signature, Signature-Input");
+    res.status(result.status).json({ code: result.reason, message: result.message });
+    return false;
+  };
+
   // Public documents: what ids dereference to.
   app.get(
     `/clusters/${name}/tasks/:taskId`,
@@ -203,11 +236,12 @@ export function createApp(options: AppOptions): express.Express {
       const taskId = param(req, "taskId");
       const row = await db
         .selectFrom("artifacts")
-        .select(["name", "media_type", "size", "sha256", "expires_at"])
+        .select(["name", "media_type", "size", "sha256", "expires_at", "private"])
         .where("task_id", "=", taskId)
         .where("name", "=", param(req, "artifact"))
         .executeTakeFirst();
       if (row == null) throw new ApiError("ResourceNotFound", "No such artifact.");
+      if (row.private && !(await fetchAllowed(req, res, taskId, row.name))) return;
       sendActivityJson(res, artifactDocument(urls, taskId, row));
     }),
   );
@@ -216,11 +250,16 @@ export function createApp(options: AppOptions): express.Express {
     route(async (req, res) => {
       const row = await db
         .selectFrom("artifacts")
-        .select(["content", "media_type", "sha256"])
+        .select(["content", "media_type", "sha256", "private"])
         .where("task_id", "=", param(req, "taskId"))
         .where("name", "=", param(req, "artifact"))
         .executeTakeFirst();
       if (row == null) throw new ApiError("ResourceNotFound", "No such artifact.");
+      if (row.private) {
+        const allowed = await fetchAllowed(req, res, param(req, "taskId"), param(req, "artifact"));
+        if (!allowed) return;
+        res.setHeader("Cache-Control", "private, no-store");
+      }
       const content = Buffer.from(row.content);
       res.setHeader("Content-Type", row.media_type);
       res.setHeader("ETag", `"${row.sha256}"`);
@@ -524,10 +563,14 @@ export function createApp(options: AppOptions): express.Express {
   api.get(
     "/followers",
     requireScopes("taskweb:follower:read"),
-    route(async (_req, res) => {
-      res.json({
-        followers: await db.selectFrom("followers").selectAll().orderBy("actor_id").execute(),
-      });
+    route(async (req, res) => {
+      const state = req.query.state;
+      if (state !== undefined && state !== "pending" && state !== "accepted") {
+        throw new ApiError("InputError", "state must be pending or accepted.");
+      }
+      let query = db.selectFrom("followers").selectAll().orderBy("actor_id");
+      if (state !== undefined) query = query.where("state", "=", state);
+      res.json({ followers: await query.execute() });
     }),
   );
   api.use(graphRoutes({ db, tasks, urls }));
@@ -535,6 +578,8 @@ export function createApp(options: AppOptions): express.Express {
   api.use(authRoutes({ auth }));
   api.use(keyRoutes({ federation: options.federation }));
   api.use(deliveryRoutes({ delivery: options.delivery }));
+  api.use(privateArtifactRoutes({ db }));
+  api.use(federationRoutes({ db, federation: options.federation, policy: options.followPolicy }));
   app.use("/api/v1", api);
 
   app.get(
