@@ -125,10 +125,14 @@ export class Context {
       const waiting = await this.driver.createWaitingTask([url]);
       for (let attempt = 0; attempt < 3; attempt += 1) {
         await this.send(upstream, this.taskCompleted(upstream, url));
-        const moved = await this.poll(async () => {
-          const state = await this.driver.taskState(waiting.taskId);
-          return state !== "unscheduled" ? state : undefined;
-        }, 3000);
+        // A loaded server may take seconds to act: a slow positive control costs only time.
+        const moved = await this.poll(
+          async () => {
+            const state = await this.driver.taskState(waiting.taskId);
+            return state !== "unscheduled" ? state : undefined;
+          },
+          Math.max(3000, this.timing.deliveryTimeoutMs / 4),
+        );
         if (moved != null) return;
       }
       throw new NotObservable(

@@ -43,7 +43,7 @@ describeEachBackend("conformance suite against the reference server", (backend) 
       }),
       timing: { settleMs: 300, deliveryTimeoutMs: 20_000 },
     });
-  }, 120_000);
+  }, 240_000);
   afterAll(async () => {
     await cluster?.destroy();
   });

@@ -49,7 +49,7 @@ describeEachBackend("conformance suite against a server without its inbox guard"
       only: ["SIG", "ORI", "LIM", "REL-01", "REL-02", "REL-03"],
       timing: { settleMs: 300, deliveryTimeoutMs: 20_000 },
     });
-  }, 120_000);
+  }, 180_000);
   afterAll(async () => {
     await cluster?.destroy();
   });

@@ -62,7 +62,7 @@ describeEachBackend("conformance suite through tampering proxies", (backend) => 
       only: ["DISC", "FOL", "PUB", "OUT"],
       timing: { settleMs: 300, deliveryTimeoutMs: 20_000 },
     });
-  }, 120_000);
+  }, 180_000);
   afterAll(async () => {
     await cluster?.destroy();
     await front?.close();
