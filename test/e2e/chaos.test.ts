@@ -33,7 +33,7 @@ import { startRedisServer, type RedisServer } from "../support/redis-server.ts";
 /** Task chains; each makes one task on every cluster (3 × CHAINS tasks). */
 const CHAINS = 70;
 /** Kills happen during this window, from the start of the chaos. */
-const CHAOS_MS = 20_000;
+const CHAOS_MS = 15_000;
 const NAMES = ["up", "mid", "down"] as const;
 type Name = (typeof NAMES)[number];
 type Role = "web" | "worker";
@@ -169,7 +169,8 @@ describeServerBackend("chaos across three clusters", (backend) => {
         TASKWEB_ALLOW_PRIVATE_ADDRESS: "1",
         WORKER_CONCURRENCY: "4",
         TASKWEB_CLAIM_LEASE_MS: "2000",
-        TASKWEB_RECONCILE_INTERVAL_MS: "2000",
+        // Every reconcile dereferences each remote task still waited on: not too often.
+        TASKWEB_RECONCILE_INTERVAL_MS: "5000",
         TASKWEB_SHUTDOWN_GRACE_MS: "1000",
         TASKWEB_DELIVERY_INITIAL_DELAY_MS: "200",
         TASKWEB_DELIVERY_MAX_DELAY_MS: "2000",
@@ -301,6 +302,20 @@ describeServerBackend("chaos across three clusters", (backend) => {
     let kills = 0;
     let flushed = false;
     const started = Date.now();
+    const progress = setInterval(() => {
+      void Promise.all(
+        [up, mid, down].map(async (p) => {
+          const rows = await p.database.db
+            .selectFrom("tasks")
+            .select("task_id")
+            .where("state", "=", "completed")
+            .execute();
+          return `${p.name} ${rows.length}`;
+        }),
+      )
+        .then((line) => log(`${Math.round((Date.now() - started) / 1000)} s: ${line.join(", ")}`))
+        .catch(() => {});
+    }, 5000);
     const chaos = (async () => {
       let windowDone = false;
       while (!stopping && Date.now() - started < CHAOS_MS) {
@@ -351,7 +366,7 @@ describeServerBackend("chaos across three clusters", (backend) => {
         ),
       );
       expect(res.status).toBe(201);
-      await new Promise((r) => setTimeout(r, 3000));
+      await new Promise((r) => setTimeout(r, 2000));
     }
     await chaos;
     const chaosEnded = Date.now();
@@ -377,6 +392,7 @@ describeServerBackend("chaos across three clusters", (backend) => {
         90_000,
       );
     } catch (error) {
+      clearInterval(progress);
       const states: Record<string, unknown> = {};
       for (const [name, db] of dbs) {
         states[name] = await db
@@ -481,7 +497,9 @@ describeServerBackend("chaos across three clusters", (backend) => {
     expect(kills).toBeGreaterThan(0);
     expect(flushed).toBe(true);
     expect(down.refused).toBeGreaterThan(0);
+    clearInterval(progress);
     const summary = JSON.stringify(counts, null, 2);
+    console.log(output.filter((l) => l.startsWith("[test]")).join(""));
     console.log(`chaos counts: ${summary}`);
   }, 240_000);
 });
