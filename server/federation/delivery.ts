@@ -11,8 +11,8 @@
  * Each failed send is retried with exponential backoff and jitter, or after the peer's
  * `Retry-After`, until the horizon (days by default) has passed since the activity was
  * published. A 404 or 410 marks the inbox and its followers gone: nothing more is sent there.
- * Another 4xx (except 401, 408, 429) refuses this activity for good. Per inbox, a circuit
- * breaker opens after consecutive failures; while it is open deliveries wait, and after a
+ * Every other failure is retried (spec TW-DLV-5). Per inbox, a circuit breaker opens after
+ * consecutive network errors or 5xx answers; while it is open deliveries wait, and after a
  * cool-down one process sends a probe (half-open) whose outcome closes or reopens it. The
  * state lives in `delivery_peers`, shared by every process of the cluster.
  * @module
@@ -98,11 +98,6 @@ export interface PeerHealth {
   readonly gone: boolean;
   /** Deliveries to it not yet delivered nor given up. */
   readonly pending: number;
-}
-
-/** Statuses after which the same activity is never sent to the inbox again. */
-function isRefusal(status: number): boolean {
-  return status >= 400 && status < 500 && ![401, 404, 408, 410, 429].includes(status);
 }
 
 /** Parses `Retry-After` (seconds or an HTTP date) into a delay in ms from `now`. */
@@ -384,13 +379,9 @@ export function createDelivery(options: DeliveryOptions) {
       await markGone(row.inbox);
       return;
     }
-    if (status != null && isRefusal(status)) {
-      await recordFailure(row.inbox, false);
-      await abandon(row.activity_id, row.inbox, `refused with ${status}`);
-      return;
-    }
-    // 429 says the peer is up and busy: it does not count towards opening the circuit.
-    await recordFailure(row.inbox, status !== 429);
+    // A peer that answers 4xx is up (it may not have fetched our key yet; TW-DLV-5 retries
+    // it), and one that answers 429 is busy: neither counts towards opening the circuit.
+    await recordFailure(row.inbox, status == null || status >= 500);
     const after = Date.now();
     const delay = Math.max(
       backoffDelay(policy, current.failures + 1),

@@ -269,7 +269,7 @@ export interface DeliveriesTable {
   next_attempt_at: Timestamp;
   created_at: CreatedAt;
   delivered_at: Timestamp | null;
-  /** Given up: the horizon passed, the inbox is gone, or it refused the activity for good. */
+  /** Given up: the horizon passed, or the inbox is gone (404/410). */
   abandoned_at: Timestamp | null;
   last_status: number | null;
   last_error: string | null;
