@@ -25,7 +25,8 @@ import { graphRoutes } from "./graph-routes.ts";
 import { requireScopes } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
-import { renderHome } from "./ui.ts";
+import { webappRoutes } from "./webapp-routes.ts";
+import { webappStatic } from "./webapp-static.ts";
 
 const logger = getLogger(["taskweb", "http"]);
 
@@ -459,15 +460,10 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.use(graphRoutes({ db, tasks, urls }));
   api.use(secretRoutes({ secrets: options.secrets }));
+  api.use(webappRoutes({ db, urls }));
   app.use("/api/v1", api);
 
-  app.get(
-    "/",
-    route(async (_req, res) => {
-      const rows = await tasks.listTasks({ limit: 200 });
-      res.type("html").send(renderHome({ name, actor: urls.actor, tasks: rows }));
-    }),
-  );
+  app.use(webappStatic());
 
   app.use((_req, _res, next) => {
     next(new ApiError("ResourceNotFound", "Nothing here. The API lives under /api/v1."));
