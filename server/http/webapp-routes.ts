@@ -110,6 +110,18 @@ export function transitions(before: SeenTask | undefined, now: PolledTask): stri
   return told;
 }
 
+/** Whether an outbox activity's object is the task `taskUrl` or one of its artifacts. */
+function isAboutTask(activity: unknown, taskUrl: string): boolean {
+  if (typeof activity !== "object" || activity === null) return false;
+  const objects = [(activity as { object?: unknown }).object].flat();
+  return objects.some((o) => {
+    if (o === taskUrl) return true;
+    if (typeof o !== "object" || o === null) return false;
+    const { id, task } = o as { id?: unknown; task?: unknown };
+    return id === taskUrl || task === taskUrl;
+  });
+}
+
 /** The web app's routes. */
 export function webappRoutes(options: WebappRoutesOptions): express.Router {
   const { db, urls } = options;
@@ -268,12 +280,12 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
         .executeTakeFirst();
       if (task == null) throw new ApiError("ResourceNotFound", "No such task on this cluster.");
       const taskUrl = urls.task(taskId);
-      // An activity is about the task when the task's id appears in it as a JSON string
-      // (its object, or the task an artifact belongs to).
+      // Candidates: the task's id appears in the activity (cheap in SQL); kept: the task is
+      // its object, or the task its artifact belongs to (not a dependent that names it).
       const needle = JSON.stringify(taskUrl);
       const sent = await db
         .selectFrom("outbox")
-        .select(["activity_id", "types", "published_at", "fanned_out_at"])
+        .select(["activity_id", "types", "activity", "published_at", "fanned_out_at"])
         .where(sql<number>`strpos(cast(activity as text), ${needle})`, ">", 0)
         .orderBy("seq")
         .limit(WEBAPP_LIMITS.activities)
@@ -313,12 +325,14 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
               .execute();
       res.json({
         taskId,
-        sent: sent.map((a) => ({
-          activityId: a.activity_id,
-          types: a.types,
-          publishedAt: iso(a.published_at),
-          fannedOutAt: iso(a.fanned_out_at),
-        })),
+        sent: sent
+          .filter((a) => isAboutTask(a.activity, taskUrl))
+          .map((a) => ({
+            activityId: a.activity_id,
+            types: a.types,
+            publishedAt: iso(a.published_at),
+            fannedOutAt: iso(a.fanned_out_at),
+          })),
         received: [
           ...receivedTasks.map((r) => ({
             kind: "task-state" as const,

@@ -46,6 +46,9 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** How long each state of a task is shown before the next one, in ms. */
+const STEP_MS = 250;
+
 const view = document.getElementById("view");
 const statusLine = document.getElementById("status");
 const who = document.getElementById("who");
@@ -289,8 +292,13 @@ async function groupView(taskGroupId) {
   const update = drawGraph(canvas, graph);
   const tasks = new Map(graph.tasks.map((t) => [t.taskId, t]));
   const rowOf = new Map();
+  const versions = new Map();
   const renderRow = async (task) => {
+    const version = (versions.get(task.taskId) ?? 0) + 1;
+    versions.set(task.taskId, version);
     const buttons = await actionButtons(task);
+    // A newer state was drawn while this one waited for its scope check.
+    if (versions.get(task.taskId) !== version) return;
     const row = h(
       "tr",
       { "data-task-id": task.taskId },
@@ -318,21 +326,59 @@ async function groupView(taskGroupId) {
     for (const r of again.remote) update({ taskId: r.url, state: r.state });
     for (const o of again.otherGroups) update(o);
   };
-  const timer = setInterval(() => void refreshRemote().catch(() => {}), 5000);
-  onLeave(() => clearInterval(timer));
+  let remoteSoon;
+  const refreshRemoteSoon = () => {
+    if (graph.remote.length === 0 && graph.otherGroups.length === 0) return;
+    clearTimeout(remoteSoon);
+    remoteSoon = setTimeout(() => void refreshRemote().catch(() => {}), 300);
+  };
+  const timer = setInterval(refreshRemoteSoon, 5000);
+  onLeave(() => {
+    clearInterval(timer);
+    clearTimeout(remoteSoon);
+  });
+
+  // A task that went pending, running and completed between two reads of the stream is
+  // shown in each state for a moment, in order, rather than jumping to the last one.
+  const queues = new Map();
+  let closed = false;
+  onLeave(() => {
+    closed = true;
+  });
+  const apply = (data) => {
+    const before = tasks.get(data.taskId);
+    const task = { ...before, ...data };
+    tasks.set(data.taskId, task);
+    update(task);
+    if (before == null || before.state !== task.state || before.inactive !== task.inactive) {
+      void renderRow(task);
+    }
+  };
+  const drain = (queue) => {
+    const next = queue.shift();
+    if (next == null || closed) {
+      queue.busy = false;
+      return;
+    }
+    queue.busy = true;
+    apply(next);
+    setTimeout(() => drain(queue), queue.length > 4 ? 40 : STEP_MS);
+  };
+  const enqueue = (data) => {
+    let queue = queues.get(data.taskId);
+    if (queue == null) queues.set(data.taskId, (queue = []));
+    queue.push(data);
+    if (!queue.busy) drain(queue);
+  };
 
   onLeave(
     subscribe(
       `?taskGroupId=${encodeURIComponent(taskGroupId)}`,
       (name, data) => {
         if (name !== "task") return;
-        const before = tasks.get(data.taskId);
-        const task = { ...before, ...data };
-        tasks.set(data.taskId, task);
-        update(task);
-        if (before == null || before.state !== task.state || before.inactive !== task.inactive) {
-          void renderRow(task);
-        }
+        enqueue(data);
+        // A local task moving is often the news that a remote dependency resolved.
+        refreshRemoteSoon();
       },
       (s) => {
         live.textContent = s === "live" ? "live" : "reconnecting…";
@@ -398,7 +444,7 @@ async function taskView(taskId) {
       inactive: task.inactive,
       breakpoint: task.breakpoint,
     };
-    header.replaceChildren(h("h1", {}, task.name, " "), stateBadge(view));
+    header.replaceChildren(h("h1", {}, task.name, " ", stateBadge(view)));
     actions.replaceChildren(...(await actionButtons(view, () => void render())));
     summary.replaceChildren(
       h("dt", {}, "Task id"),
@@ -535,7 +581,8 @@ async function taskView(taskId) {
           const res = await globalThis.fetch(`/api/v1${logPath}`, {
             headers: { Authorization: `Bearer ${token() ?? ""}` },
           });
-          log.textContent = res.ok ? await res.text() : "The log could not be read.";
+          const text = res.ok ? await res.text() : "The log could not be read.";
+          log.textContent = text === "" ? "(The run wrote nothing.)" : text;
         }
       }
     }
@@ -550,7 +597,7 @@ async function taskView(taskId) {
         ? h("p", { class: "muted" }, "None.")
         : h(
             "ul",
-            {},
+            { class: "activities-sent" },
             a.sent.map((s) =>
               h(
                 "li",

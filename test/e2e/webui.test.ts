@@ -1,0 +1,386 @@
+/**
+ * The web app in a real browser: Debian's headless Chromium driven by playwright-core,
+ * against a cluster on loopback (PostgreSQL + Redis, one worker slot). A graph runs while the
+ * page watches it, a breakpoint is resolved from the page, a graph is edited before it is
+ * submitted, a running task's log is followed. Screenshots of the main views are saved under
+ * test-artifacts/webui/.
+ *
+ * The browser is installed by `.ci/run` (`apt-get install chromium`), never downloaded here.
+ */
+import { mkdir } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { describeServerBackend } from "../support/backends.ts";
+import { launchChromium, signInWith } from "../support/browser.ts";
+import {
+  follow,
+  startTestCluster,
+  TEST_TOKEN,
+  waitFor,
+  type TestCluster,
+} from "../support/clusters.ts";
+
+/** Screenshots, kept by CI as test artifacts (the folder is gitignored). */
+const SHOTS = fileURLToPath(new URL("../../test-artifacts/webui/", import.meta.url));
+
+function sleepCommand(seconds: number, text: string): string[] {
+  return ["sh", "-c", `echo ${text}; sleep ${seconds}; echo ${text}-done`];
+}
+
+describeServerBackend("web app", (backend) => {
+  let cluster: TestCluster;
+  let upstream: TestCluster;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let origin: string;
+
+  beforeAll(async () => {
+    await mkdir(SHOTS, { recursive: true });
+    [cluster, upstream, browser] = await Promise.all([
+      startTestCluster(backend, "webui", { config: { workerConcurrency: 1 } }),
+      startTestCluster(backend, "upstream"),
+      launchChromium(),
+    ]);
+    await follow(cluster.current(), upstream.current());
+    origin = cluster.current().urls.origin;
+    context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    page = await context.newPage();
+    await signInWith(page, origin, TEST_TOKEN);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await Promise.all([cluster?.destroy(), upstream?.destroy()]);
+  });
+
+  const db = () => cluster.current().database.db;
+
+  async function submit(graph: object, at = origin): Promise<void> {
+    const res = await fetch(`${at}/api/v1/task-groups`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${TEST_TOKEN}`, "Content-Type": "application/json" },
+      body: JSON.stringify(graph),
+    });
+    expect(res.status).toBe(201);
+  }
+
+  async function taskStates(taskGroupId: string): Promise<Record<string, string>> {
+    const rows = await db()
+      .selectFrom("tasks")
+      .select(["task_id", "state"])
+      .where("task_group_id", "=", taskGroupId)
+      .execute();
+    return Object.fromEntries(rows.map((r) => [r.task_id, r.state]));
+  }
+
+  /** Opens a task group and starts recording every state its graph nodes show. */
+  async function watchGroup(taskGroupId: string, count: number): Promise<void> {
+    await page.goto(`${origin}/#/groups/${taskGroupId}`);
+    await page
+      .locator("svg.graph a.node")
+      .nth(count - 1)
+      .waitFor();
+    await page.locator('.live[data-live="live"]').waitFor();
+    await page.evaluate(() => {
+      const w = window as unknown as { seen: Record<string, string[]>; marker: string };
+      w.marker = "the same page";
+      w.seen = {};
+      const record = (node: Element) => {
+        const id = node.getAttribute("data-task-id") ?? "";
+        const state = node.getAttribute("data-state") ?? "";
+        const list = (w.seen[id] ??= []);
+        if (list.at(-1) !== state) list.push(state);
+      };
+      document.querySelectorAll("svg.graph a.node").forEach(record);
+      // Every value the attribute took, even two set before the observer ran.
+      new MutationObserver((changes) => {
+        for (const change of changes) {
+          const id = (change.target as Element).getAttribute("data-task-id") ?? "";
+          const list = (w.seen[id] ??= []);
+          if (change.oldValue != null && list.at(-1) !== change.oldValue)
+            list.push(change.oldValue);
+        }
+        for (const change of changes) record(change.target as Element);
+      }).observe(document.querySelector("svg.graph")!, {
+        subtree: true,
+        attributes: true,
+        attributeOldValue: true,
+        attributeFilter: ["data-state"],
+      });
+    });
+  }
+
+  async function seenStates(): Promise<{ seen: Record<string, string[]>; marker: string }> {
+    return await page.evaluate(() => {
+      const w = window as unknown as { seen: Record<string, string[]>; marker: string };
+      return { seen: w.seen, marker: w.marker };
+    });
+  }
+
+  it("shows every state change of a running graph without a reload", async () => {
+    await submit({
+      taskGroupId: "ui-live",
+      tasks: [
+        {
+          taskId: "ui-live-build",
+          name: "Build",
+          inactive: true,
+          payload: {
+            command: [
+              "sh",
+              "-c",
+              'sleep 1; mkdir -p "$TASKWEB_ARTIFACTS/public"; printf "app 1.0\\n" > "$TASKWEB_ARTIFACTS/public/app.txt"',
+            ],
+            maxRunTime: 60,
+          },
+        },
+        {
+          taskId: "ui-live-test",
+          name: "Test",
+          dependencies: ["ui-live-build"],
+          payload: { command: sleepCommand(1, "testing"), maxRunTime: 60 },
+        },
+        {
+          taskId: "ui-live-lint",
+          name: "Lint",
+          dependencies: ["ui-live-build"],
+          payload: { command: sleepCommand(1, "linting"), maxRunTime: 60 },
+        },
+      ],
+    });
+    await watchGroup("ui-live", 3);
+    const inactive = page.locator('svg.graph a.node[data-task-id="ui-live-build"]');
+    expect(await inactive.getAttribute("aria-label")).toBe("Build, inactive");
+    await page.screenshot({ path: `${SHOTS}graph-inactive.png` });
+
+    // Backfill from the page: the inactive task is activated and everything runs.
+    await page.getByRole("button", { name: "Activate Build" }).click();
+    await page.waitForFunction(
+      () => document.querySelectorAll('svg.graph a.node[data-state="completed"]').length === 3,
+      undefined,
+      { timeout: 45_000 },
+    );
+    const { seen, marker } = await seenStates();
+    expect(marker).toBe("the same page");
+    const lifecycle = ["unscheduled", "pending", "running", "completed"];
+    expect(seen).toEqual({
+      "ui-live-build": lifecycle,
+      "ui-live-test": lifecycle,
+      "ui-live-lint": lifecycle,
+    });
+    expect(await taskStates("ui-live")).toEqual({
+      "ui-live-build": "completed",
+      "ui-live-test": "completed",
+      "ui-live-lint": "completed",
+    });
+    // The table beside the graph followed too, and now offers a rerun.
+    await page.getByRole("button", { name: "Rerun Build" }).waitFor();
+    await page.screenshot({ path: `${SHOTS}graph-completed.png` });
+
+    // Task detail: the artifact with its size, digest and a working download link.
+    await page.getByRole("link", { name: "Build", exact: true }).first().click();
+    await page.locator("table.artifacts").waitFor();
+    const artifact = await db()
+      .selectFrom("artifacts")
+      .select(["sha256", "size"])
+      .where("task_id", "=", "ui-live-build")
+      .executeTakeFirstOrThrow();
+    await expect.poll(() => page.locator("table.artifacts").innerText()).toContain(artifact.sha256);
+    expect(await page.locator("table.artifacts").innerText()).toContain(
+      `${Number(artifact.size)} B`,
+    );
+    const href = await page.getByRole("link", { name: "public/app.txt" }).getAttribute("href");
+    const download = await fetch(href!);
+    expect(await download.text()).toBe("app 1.0\n");
+    // The activities this cluster sent about the task: its artifact and its completion,
+    // not the completions of the tasks that depend on it.
+    const sent = await page.locator("ul.activities-sent > li").allInnerTexts();
+    expect(sent.map((line) => line.split(" ")[0]).sort()).toEqual([
+      "ArtifactPublished",
+      "TaskCompleted",
+    ]);
+    await page.screenshot({ path: `${SHOTS}task-detail.png`, fullPage: true });
+
+    // The same graph on a phone: the page fits its width, the graph scrolls inside its box.
+    const phone = await context.newPage();
+    await phone.setViewportSize({ width: 390, height: 844 });
+    // The token is kept per tab: a new tab signs in again.
+    await signInWith(phone, origin, TEST_TOKEN);
+    await phone.goto(`${origin}/#/groups/ui-live`);
+    await phone.locator("svg.graph a.node").nth(2).waitFor();
+    const overflow = await phone.evaluate(
+      () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    );
+    expect(overflow).toBeLessThanOrEqual(0);
+    await phone.screenshot({ path: `${SHOTS}graph-phone.png`, fullPage: true });
+    await phone.close();
+  });
+
+  it("resolves a breakpoint from the page and the graph continues", async () => {
+    await submit({
+      taskGroupId: "ui-gate",
+      tasks: [
+        { taskId: "ui-gate-approve", name: "Approve", breakpoint: true },
+        {
+          taskId: "ui-gate-publish",
+          name: "Publish",
+          dependencies: ["ui-gate-approve"],
+          payload: { command: ["sh", "-c", "echo published"], maxRunTime: 60 },
+        },
+      ],
+    });
+    await watchGroup("ui-gate", 2);
+    const resolve = page.getByRole("button", { name: "Resolve: completed Approve" });
+    await resolve.waitFor();
+    expect(await taskStates("ui-gate")).toEqual({
+      "ui-gate-approve": "running",
+      "ui-gate-publish": "unscheduled",
+    });
+    await page.screenshot({ path: `${SHOTS}breakpoint-waiting.png` });
+    await resolve.click();
+    await page.waitForFunction(
+      () =>
+        document
+          .querySelector('svg.graph a.node[data-task-id="ui-gate-publish"]')
+          ?.getAttribute("data-state") === "completed",
+      undefined,
+      { timeout: 30_000 },
+    );
+    const { seen, marker } = await seenStates();
+    expect(marker).toBe("the same page");
+    expect(seen["ui-gate-approve"]).toEqual(["running", "completed"]);
+    expect(seen["ui-gate-publish"]).toEqual(["unscheduled", "pending", "running", "completed"]);
+    expect(await taskStates("ui-gate")).toEqual({
+      "ui-gate-approve": "completed",
+      "ui-gate-publish": "completed",
+    });
+    await page.screenshot({ path: `${SHOTS}breakpoint-resolved.png` });
+  });
+
+  it("submits an edited graph: a task toggled off is created inactive", async () => {
+    await page.goto(`${origin}/#/submit`);
+    const graph = [
+      "taskGroupId: ui-edit",
+      "tasks:",
+      "  - taskId: ui-edit-one",
+      "    name: One",
+      "    payload: { command: [sh, -c, 'echo one'], maxRunTime: 60 }",
+      "  - taskId: ui-edit-two",
+      "    name: Two",
+      "    dependencies: [ui-edit-one]",
+      "    payload: { command: [sh, -c, 'echo two'], maxRunTime: 60 }",
+    ].join("\n");
+    await page.getByLabel("Task graph (YAML or JSON)").fill(graph);
+    await page.getByRole("button", { name: "Read graph" }).click();
+    await page.getByRole("checkbox", { name: "Schedule ui-edit-two when submitted" }).uncheck();
+    await page.locator("svg.graph a.node").nth(1).waitFor();
+    await page.screenshot({ path: `${SHOTS}submit-edit.png`, fullPage: true });
+    await page.getByRole("button", { name: "Submit" }).click();
+    await page.locator('main[data-route="groups"][data-ready]').waitFor();
+    const rows = await db()
+      .selectFrom("tasks")
+      .select(["task_id", "inactive"])
+      .where("task_group_id", "=", "ui-edit")
+      .orderBy("task_id")
+      .execute();
+    expect(rows).toEqual([
+      { task_id: "ui-edit-one", inactive: false },
+      { task_id: "ui-edit-two", inactive: true },
+    ]);
+    await waitFor("ui-edit-one to complete", async () =>
+      (await taskStates("ui-edit"))["ui-edit-one"] === "completed" ? true : undefined,
+    );
+    expect((await taskStates("ui-edit"))["ui-edit-two"]).toBe("unscheduled");
+  });
+
+  it("follows a running task's log", async () => {
+    await submit({
+      taskGroupId: "ui-log",
+      tasks: [
+        {
+          taskId: "ui-log-slow",
+          name: "Slow",
+          payload: {
+            command: ["sh", "-c", "echo first-line; sleep 2; echo second-line"],
+            maxRunTime: 60,
+          },
+        },
+      ],
+    });
+    await waitFor("ui-log-slow to run", async () =>
+      (await taskStates("ui-log"))["ui-log-slow"] === "running" ? true : undefined,
+    );
+    await page.goto(`${origin}/#/tasks/ui-log-slow`);
+    const log = page.locator("pre.log");
+    await expect.poll(() => log.innerText(), { timeout: 10_000 }).toContain("first-line");
+    // Seen while the run was still running, and the rest arrives without a reload.
+    const stateWhenSeen = (await taskStates("ui-log"))["ui-log-slow"];
+    await expect.poll(() => log.innerText(), { timeout: 15_000 }).toContain("second-line");
+    expect(stateWhenSeen).toBe("running");
+    await page.screenshot({ path: `${SHOTS}task-log.png`, fullPage: true });
+  });
+
+  it("draws a remote dependency as a node of the other cluster with its last known state", async () => {
+    const up = upstream.current();
+    const remoteUrl = up.urls.task("up-build");
+    await submit({
+      taskGroupId: "ui-remote",
+      tasks: [
+        {
+          taskId: "ui-remote-deploy",
+          name: "Deploy",
+          dependencies: [remoteUrl],
+          payload: { command: ["sh", "-c", "echo deploy"], maxRunTime: 60 },
+        },
+      ],
+    });
+    await watchGroup("ui-remote", 2);
+    const remote = page.locator("svg.graph a.node-remote");
+    expect(await remote.getAttribute("href")).toBe(`${up.urls.origin}/#/tasks/up-build`);
+    expect(await remote.getAttribute("aria-label")).toBe(
+      `Remote task on ${up.urls.origin}: up-build, state unknown`,
+    );
+    await submit(
+      {
+        taskGroupId: "up",
+        tasks: [
+          {
+            taskId: "up-build",
+            name: "Upstream build",
+            payload: { command: ["sh", "-c", "sleep 1; echo built"], maxRunTime: 60 },
+          },
+        ],
+      },
+      up.urls.origin,
+    );
+    await page.waitForFunction(
+      () =>
+        document
+          .querySelector('svg.graph a.node[data-task-id="ui-remote-deploy"]')
+          ?.getAttribute("data-state") === "completed",
+      undefined,
+      { timeout: 30_000 },
+    );
+    await expect
+      .poll(() => remote.getAttribute("data-state"), { timeout: 10_000 })
+      .toBe("completed");
+    const { seen, marker } = await seenStates();
+    expect(marker).toBe("the same page");
+    expect(seen["ui-remote-deploy"]).toEqual(["unscheduled", "pending", "running", "completed"]);
+    await page.screenshot({ path: `${SHOTS}graph-remote.png` });
+  });
+
+  it("shows the task groups and the federation view", async () => {
+    await page.goto(`${origin}/#/`);
+    await page.locator('main[data-route=""][data-ready]').waitFor();
+    for (const id of ["ui-live", "ui-gate", "ui-edit", "ui-log", "ui-remote"]) {
+      await page.getByRole("link", { name: id, exact: true }).waitFor();
+    }
+    await page.screenshot({ path: `${SHOTS}task-groups.png`, fullPage: true });
+    await page.goto(`${origin}/#/federation`);
+    await page.locator('main[data-route="federation"][data-ready]').waitFor();
+    await page.getByRole("heading", { name: "Delivery health per peer" }).waitFor();
+    await page.screenshot({ path: `${SHOTS}federation.png`, fullPage: true });
+  });
+});
