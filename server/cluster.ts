@@ -20,6 +20,7 @@ import {
   generateSecretsKey,
   type SecretCipher,
 } from "./domain/secret-cipher.ts";
+import { createAuthService, type AuthService } from "./domain/auth.ts";
 import { createSecretStore, type SecretStore } from "./domain/secrets.ts";
 import { createTaskService, QUEUES, type TaskService } from "./domain/task-service.ts";
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
@@ -113,6 +114,8 @@ export interface RunningCluster {
   readonly jobs: JobQueue;
   readonly tasks: TaskService;
   readonly secrets: SecretStore;
+  /** API clients, roles, grants to remote clusters, deny rules. */
+  readonly auth: AuthService;
   readonly federation: ClusterFederation;
   /** The HTTP server's port (0 for a worker-only process). */
   readonly port: number;
@@ -248,6 +251,7 @@ export async function startCluster(
     cleanups.push(() => database.close());
     await migrateToLatest(database.db);
     const adminToken = await resolveAdminToken(config);
+    const auth = createAuthService({ db: database.db, adminToken });
 
     const jobs =
       config.redisUrl != null
@@ -313,7 +317,7 @@ export async function startCluster(
         urls,
         name: config.name,
         version: VERSION,
-        adminToken,
+        auth,
         federation: fed,
         databaseKind: database.kind,
         metrics,
@@ -439,6 +443,7 @@ export async function startCluster(
       jobs,
       tasks,
       secrets,
+      auth,
       federation: fed,
       port,
       reconcile,
