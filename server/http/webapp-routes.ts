@@ -2,8 +2,10 @@
  * What the web app reads beyond the task and task group routes, mounted under `/api/v1`
  * behind its authentication: the list of task groups, a task group as a graph (its tasks,
  * the edges between them and its remote dependencies with their last known state), the
- * activities sent and received for a task, and a stream of task state changes as
- * server-sent events.
+ * activities sent and received for a task, and streams of task state changes as
+ * server-sent events (`GET /events` for the whole cluster, `GET /task-groups/:id/events`
+ * for one group). The streams are read with `fetch` and the Authorization header, like every
+ * other route: no token ever travels in a URL.
  *
  * The stream reads the database, not the process's own events: in a deployment split into
  * `web` and `worker` processes, the process serving the browser is not the one running the
@@ -131,7 +133,7 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
 
   router.get(
     "/task-groups",
-    requireScopes("taskweb:task:read"),
+    requireScopes("taskweb:task-group:list"),
     route(async (req, res) => {
       const asked = Number(req.query.limit ?? 50);
       const limit =
@@ -172,7 +174,7 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
 
   router.get(
     "/task-groups/:taskGroupId/graph",
-    requireScopes("taskweb:task:read"),
+    requireScopes("taskweb:task-group:read:<taskGroupId>"),
     route(async (req, res) => {
       const taskGroupId = String(req.params.taskGroupId);
       const tasks = await db
@@ -270,7 +272,7 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
 
   router.get(
     "/tasks/:taskId/activities",
-    requireScopes("taskweb:task:read"),
+    requireScopes("taskweb:task:read:<taskId>"),
     route(async (req, res) => {
       const taskId = String(req.params.taskId);
       const task = await db
@@ -357,14 +359,9 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
     }),
   );
 
-  router.get(
-    "/events",
-    requireScopes("taskweb:task:read"),
+  const events = (scope: "all" | "group") =>
     route(async (req, res) => {
-      const taskGroupId =
-        typeof req.query.taskGroupId === "string" && req.query.taskGroupId !== ""
-          ? req.query.taskGroupId
-          : undefined;
+      const taskGroupId = scope === "group" ? String(req.params.taskGroupId) : undefined;
       const read = async (since: Date | undefined): Promise<PolledTask[]> => {
         let query = db
           .selectFrom("tasks as t")
@@ -455,7 +452,14 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
         await new Promise((r) => setTimeout(r, pollMs));
       }
       res.end();
-    }),
+    });
+  // Every task of the cluster, for the task group list and a task's page.
+  router.get("/events", requireScopes("taskweb:task:list"), events("all"));
+  // The tasks of one group, for its graph.
+  router.get(
+    "/task-groups/:taskGroupId/events",
+    requireScopes("taskweb:task-group:read:<taskGroupId>"),
+    events("group"),
   );
   return router;
 }

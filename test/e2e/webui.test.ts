@@ -15,6 +15,7 @@ import { describeServerBackend } from "../support/backends.ts";
 import { launchChromium, signInWith } from "../support/browser.ts";
 import {
   follow,
+  snapshot,
   startTestCluster,
   TEST_TOKEN,
   waitFor,
@@ -382,5 +383,104 @@ describeServerBackend("web app", (backend) => {
     await page.locator('main[data-route="federation"][data-ready]').waitFor();
     await page.getByRole("heading", { name: "Delivery health per peer" }).waitFor();
     await page.screenshot({ path: `${SHOTS}federation.png`, fullPage: true });
+  });
+
+  it("shows a client only what its scopes allow, and the cluster refuses a forged request", async () => {
+    await submit({
+      taskGroupId: "ui-scoped",
+      tasks: [
+        { taskId: "ui-scoped-approve", name: "Approve", breakpoint: true },
+        {
+          taskId: "ui-scoped-ship",
+          name: "Ship",
+          dependencies: ["ui-scoped-approve"],
+          payload: { command: ["sh", "-c", "echo ship"], maxRunTime: 60 },
+        },
+      ],
+    });
+    await waitFor("the breakpoint to wait", async () =>
+      (await taskStates("ui-scoped"))["ui-scoped-approve"] === "running" ? true : undefined,
+    );
+    const auth = cluster.current().auth;
+    const viewer = await auth.createClient({
+      clientId: "viewer",
+      scopes: [
+        "taskweb:task-group:list",
+        "taskweb:task:list",
+        "taskweb:task-group:read:*",
+        "taskweb:task:read:*",
+      ],
+    });
+    const approver = await auth.createClient({
+      clientId: "approver",
+      scopes: ["taskweb:task-group:read:ui-scoped", "taskweb:task:resolve:ui-scoped-approve"],
+    });
+    const nobody = await auth.createClient({ clientId: "nobody", scopes: [] });
+
+    // A fresh browser context: nothing of the admin's session is shared.
+    const other = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const tab = await other.newPage();
+
+    // Read-only: everything visible, not one action.
+    await signInWith(tab, origin, viewer.token);
+    await tab.getByRole("link", { name: "ui-scoped", exact: true }).waitFor();
+    expect(await tab.getByRole("link", { name: "Submit a graph" }).count()).toBe(0);
+    expect(await tab.locator('nav a[href="#/submit"]').isHidden()).toBe(true);
+    await tab.goto(`${origin}/#/groups/ui-scoped`);
+    await tab.locator('.live[data-live="live"]').waitFor();
+    await tab.locator('table.tasks tr[data-task-id="ui-scoped-ship"]').waitFor();
+    expect(await tab.locator("main button").count()).toBe(0);
+    await tab.screenshot({ path: `${SHOTS}read-only.png` });
+    await tab.goto(`${origin}/#/tasks/ui-scoped-approve`);
+    await tab.locator('main[data-route="tasks"][data-ready]').waitFor();
+    await tab.getByRole("heading", { name: /Approve/ }).waitFor();
+    expect(await tab.locator("main button").count()).toBe(0);
+
+    // A forged request from the read-only client's page changes nothing.
+    const before = await snapshot(cluster.current());
+    const forged = await tab.evaluate(async () => {
+      const token = sessionStorage.getItem("taskweb.token");
+      const answers = [];
+      for (const action of ["resolve", "cancel"]) {
+        const res = await fetch(`/api/v1/tasks/ui-scoped-approve/${action}`, {
+          method: "POST",
+          headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+          body: JSON.stringify({ state: "completed" }),
+        });
+        answers.push({ status: res.status, code: ((await res.json()) as { code: string }).code });
+      }
+      return answers;
+    });
+    expect(forged).toEqual([
+      { status: 403, code: "InsufficientScopes" },
+      { status: 403, code: "InsufficientScopes" },
+    ]);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await snapshot(cluster.current())).toEqual(before);
+
+    // One scope for one action on one task: exactly those buttons.
+    await signInWith(tab, origin, approver.token);
+    await tab.goto(`${origin}/#/groups/ui-scoped`);
+    await tab.locator('.live[data-live="live"]').waitFor();
+    await tab.getByRole("button", { name: "Resolve: completed Approve" }).waitFor();
+    expect((await tab.locator("main button").allInnerTexts()).map((t) => t.trim()).sort()).toEqual([
+      "Resolve: completed",
+      "Resolve: failed",
+    ]);
+
+    // No scopes: nothing to see and nothing to press.
+    await signInWith(tab, origin, nobody.token);
+    await tab.getByRole("heading", { name: "Nothing to show" }).waitFor();
+    expect(await tab.locator("main button").count()).toBe(0);
+    await tab.goto(`${origin}/#/groups/ui-scoped`);
+    await tab.locator('main[data-route="groups"][data-ready]').waitFor();
+    expect(await tab.locator("svg.graph").count()).toBe(0);
+    expect(await tab.locator("main button").count()).toBe(0);
+    await tab.screenshot({ path: `${SHOTS}no-scopes.png` });
+    await other.close();
+    expect(await taskStates("ui-scoped")).toEqual({
+      "ui-scoped-approve": "running",
+      "ui-scoped-ship": "unscheduled",
+    });
   });
 });

@@ -89,15 +89,16 @@ export async function streamText(path, onText, signal) {
 }
 
 /**
- * Subscribes to the cluster's task events (`GET /api/v1/events`), reconnecting after a drop.
+ * Subscribes to a stream of task events (`/events`, or `/task-groups/<id>/events`),
+ * reconnecting after a drop.
  * `onEvent(name, data)` receives each event. Returns a function that ends the subscription.
  */
-export function subscribe(query, onEvent, onStatus = () => {}) {
+export function subscribe(path, onEvent, onStatus = () => {}) {
   const controller = new AbortController();
   let retry;
   const connect = async () => {
     try {
-      const res = await fetch(`/api/v1/events${query}`, {
+      const res = await fetch(`/api/v1${path}`, {
         headers: { Authorization: `Bearer ${token() ?? ""}`, Accept: "text/event-stream" },
         signal: controller.signal,
       });

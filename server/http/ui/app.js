@@ -23,10 +23,13 @@ import {
 } from "./api.js";
 import { displayState, drawGraph, stateWords } from "./graph.js";
 import {
-  CREATE_TASKS,
+  CREATE_GROUP,
+  LIST_GROUPS,
   MANAGE_FOLLOWS,
-  READ_FOLLOWS,
-  READ_TASKS,
+  READ_FOLLOWERS,
+  READ_FOLLOWING,
+  readGroup,
+  readTask,
   TASK_ACTIONS,
   taskAction,
 } from "./scopes.js";
@@ -188,7 +191,7 @@ async function signInView() {
 }
 
 async function groupsView() {
-  const canCreate = (await satisfies({ create: CREATE_TASKS })).create;
+  const canCreate = (await satisfies({ create: CREATE_GROUP })).create;
   const table = h("tbody");
   const refresh = async () => {
     const { taskGroups } = await api("/task-groups?limit=100");
@@ -249,7 +252,7 @@ async function groupsView() {
   await refresh();
   let pending;
   onLeave(
-    subscribe("", (name) => {
+    subscribe("/events", (name) => {
       if (name !== "task") return;
       clearTimeout(pending);
       pending = setTimeout(() => void refresh().catch(() => {}), 400);
@@ -373,7 +376,7 @@ async function groupView(taskGroupId) {
 
   onLeave(
     subscribe(
-      `?taskGroupId=${encodeURIComponent(taskGroupId)}`,
+      `/task-groups/${encodeURIComponent(taskGroupId)}/events`,
       (name, data) => {
         if (name !== "task") return;
         enqueue(data);
@@ -634,7 +637,7 @@ async function taskView(taskId) {
   }
   let pending;
   onLeave(
-    subscribe("", (name, data) => {
+    subscribe("/events", (name, data) => {
       if (name !== "task" || data.taskId !== taskId) return;
       clearTimeout(pending);
       pending = setTimeout(() => void render().catch(() => {}), 150);
@@ -764,7 +767,11 @@ async function submitView() {
 }
 
 async function federationView() {
-  const allowed = await satisfies({ read: READ_FOLLOWS, manage: MANAGE_FOLLOWS });
+  const allowed = await satisfies({
+    following: READ_FOLLOWING,
+    followers: READ_FOLLOWERS,
+    manage: MANAGE_FOLLOWS,
+  });
   const sections = {
     pending: h("div", {}),
     followers: h("div", {}),
@@ -801,10 +808,20 @@ async function federationView() {
           ),
         );
   const load = async () => {
-    if (!allowed.read) {
-      for (const s of [sections.pending, sections.followers, sections.following]) {
-        s.replaceChildren(h("p", { class: "muted" }, "Your token may not read follows."));
+    const notAllowed = (what) => h("p", { class: "muted" }, `Your token may not read ${what}.`);
+    if (!allowed.following) {
+      sections.following.replaceChildren(notAllowed("the clusters this one follows"));
+    } else {
+      try {
+        const { following } = await api("/following");
+        sections.following.replaceChildren(actorList(following));
+      } catch (error) {
+        failed(sections.following, error);
       }
+    }
+    if (!allowed.followers) {
+      sections.followers.replaceChildren(notAllowed("this cluster's followers"));
+      sections.pending.replaceChildren(notAllowed("follow requests"));
     } else {
       try {
         const { followers } = await api("/followers");
@@ -813,12 +830,6 @@ async function federationView() {
         );
       } catch (error) {
         failed(sections.followers, error);
-      }
-      try {
-        const { following } = await api("/following");
-        sections.following.replaceChildren(actorList(following));
-      } catch (error) {
-        failed(sections.following, error);
       }
       try {
         const answer = await api("/followers?state=pending");
@@ -941,6 +952,9 @@ async function federationView() {
 // Routing
 
 async function showWho() {
+  const submitLink = document.querySelector('nav a[href="#/submit"]');
+  submitLink.hidden =
+    token() == null || !(await satisfies({ c: CREATE_GROUP }).catch(() => ({}))).c;
   if (token() == null) {
     who.replaceChildren(h("a", { href: "#/signin" }, "Sign in"));
     return;
@@ -985,17 +999,25 @@ async function route() {
   }
   view.setAttribute("aria-busy", "true");
   try {
-    const canRead = (await satisfies({ read: READ_TASKS })).read;
-    if (parts[0] === "federation") await federationView();
-    else if (!canRead && parts[0] !== "submit") {
+    const id = parts.slice(1).join("/");
+    const [name, needs, show] =
+      parts[0] === "federation"
+        ? ["federation", [], federationView]
+        : parts[0] === "groups" && id !== ""
+          ? ["this task group", readGroup(id), () => groupView(id)]
+          : parts[0] === "tasks" && id !== ""
+            ? ["this task", readTask(id), () => taskView(id)]
+            : parts[0] === "submit"
+              ? ["submitting task graphs", CREATE_GROUP, submitView]
+              : ["this cluster's task groups", LIST_GROUPS, groupsView];
+    if (needs.length > 0 && !(await satisfies({ needs })).needs) {
       view.replaceChildren(
         h("h1", {}, "Nothing to show"),
-        h("p", {}, "Your token may not read this cluster's tasks."),
+        h("p", {}, `Your token may not see ${name}: it needs ${needs.join(" and ")}.`),
       );
-    } else if (parts[0] === "groups" && parts[1]) await groupView(parts[1]);
-    else if (parts[0] === "tasks" && parts[1]) await taskView(parts.slice(1).join("/"));
-    else if (parts[0] === "submit") await submitView();
-    else await groupsView();
+    } else {
+      await show();
+    }
   } catch (error) {
     if (error instanceof ApiCallError && error.status === 401) {
       signOut();

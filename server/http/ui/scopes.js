@@ -5,14 +5,27 @@
  * @module
  */
 
-/** Reading tasks, task groups, runs, logs, artifacts and the event stream. */
-export const READ_TASKS = ["taskweb:task:read"];
+/** Listing task groups (and following every task's changes). */
+export const LIST_GROUPS = ["taskweb:task-group:list", "taskweb:task:list"];
+
+/** Reading one task group, its graph and its changes. */
+export function readGroup(taskGroupId) {
+  return [`taskweb:task-group:read:${taskGroupId}`];
+}
+
+/** Reading one task: definition, runs, log, artifacts, activities. */
+export function readTask(taskId) {
+  return [`taskweb:task:read:${taskId}`];
+}
 
 /** Submitting a task graph. */
-export const CREATE_TASKS = ["taskweb:task:create"];
+export const CREATE_GROUP = ["taskweb:task-group:create"];
 
-/** Reading followers, following and pending follow requests. */
-export const READ_FOLLOWS = ["taskweb:follow:read"];
+/** Reading the clusters this one follows. */
+export const READ_FOLLOWING = ["taskweb:follow:read"];
+
+/** Reading this cluster's followers and their follow requests. */
+export const READ_FOLLOWERS = ["taskweb:follower:read"];
 
 /** Approving or rejecting a follow request. */
 export const MANAGE_FOLLOWS = ["taskweb:follow:manage"];
