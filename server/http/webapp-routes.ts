@@ -4,7 +4,8 @@
  * the edges between them and its remote dependencies with their last known state), the
  * activities sent and received for a task, and streams of task state changes as
  * server-sent events (`GET /events` for the whole cluster, `GET /task-groups/:id/events`
- * for one group). The streams are read with `fetch` and the Authorization header, like every
+ * for one group; asked for with `Accept: text/event-stream`, otherwise the current states
+ * once as JSON). The streams are read with `fetch` and the Authorization header, like every
  * other route: no token ever travels in a URL.
  *
  * The stream reads the database, not the process's own events: in a deployment split into
@@ -407,6 +408,14 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
         }));
       };
 
+      // Content negotiation: a client asking for `text/event-stream` gets the stream; any
+      // other gets the current states once, as JSON (what the stream would send first).
+      if (!(req.headers.accept ?? "").includes("text/event-stream")) {
+        const rows = await read(taskGroupId != null ? undefined : new Date(Date.now() - 60_000));
+        res.setHeader("Cache-Control", "no-store");
+        res.json({ tasks: rows.map((r) => r.view) });
+        return;
+      }
       res.status(200);
       res.setHeader("Content-Type", "text/event-stream; charset=utf-8");
       res.setHeader("Cache-Control", "no-store");

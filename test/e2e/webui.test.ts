@@ -370,6 +370,22 @@ describeServerBackend("web app", (backend) => {
     expect(marker).toBe("the same page");
     expect(seen["ui-remote-deploy"]).toEqual(["unscheduled", "pending", "running", "completed"]);
     await page.screenshot({ path: `${SHOTS}graph-remote.png` });
+
+    // What the page drew from: the graph route and the group's states as JSON.
+    const get = async (path: string) =>
+      (await (
+        await fetch(`${origin}/api/v1${path}`, {
+          headers: { Authorization: `Bearer ${TEST_TOKEN}` },
+        })
+      ).json()) as Record<string, unknown>;
+    const graph = await get("/task-groups/ui-remote/graph");
+    expect(graph.edges).toEqual([{ from: remoteUrl, to: "ui-remote-deploy" }]);
+    expect(graph.remote).toMatchObject([
+      { url: remoteUrl, origin: up.urls.origin, label: "up-build", state: "completed" },
+    ]);
+    expect(await get("/task-groups/ui-remote/events")).toMatchObject({
+      tasks: [{ taskId: "ui-remote-deploy", state: "completed" }],
+    });
   });
 
   it("shows the task groups and the federation view", async () => {
@@ -455,6 +471,12 @@ describeServerBackend("web app", (backend) => {
       { status: 403, code: "InsufficientScopes" },
       { status: 403, code: "InsufficientScopes" },
     ]);
+    // Nor may a client without the group's read scope follow its changes.
+    const stream = await fetch(`${origin}/api/v1/task-groups/ui-scoped/events`, {
+      headers: { Authorization: `Bearer ${nobody.token}`, Accept: "text/event-stream" },
+    });
+    expect(stream.status).toBe(403);
+    await stream.body?.cancel();
     await new Promise((r) => setTimeout(r, 500));
     expect(await snapshot(cluster.current())).toEqual(before);
 
