@@ -366,6 +366,12 @@ describeServerBackend("web app", (backend) => {
     await expect
       .poll(() => remote.getAttribute("data-state"), { timeout: 10_000 })
       .toBe("completed");
+    expect(await remote.getAttribute("aria-label")).toBe(
+      `Remote task on ${up.urls.origin}: up-build, completed`,
+    );
+    expect(await remote.locator("text.node-state").textContent()).toBe(
+      `${new URL(up.urls.origin).host} · completed`,
+    );
     const { seen, marker } = await seenStates();
     expect(marker).toBe("the same page");
     expect(seen["ui-remote-deploy"]).toEqual(["unscheduled", "pending", "running", "completed"]);

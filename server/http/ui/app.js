@@ -25,7 +25,9 @@ import { displayState, drawGraph, stateWords } from "./graph.js";
 import {
   CREATE_GROUP,
   LIST_GROUPS,
+  LIST_HOOKS,
   MANAGE_FOLLOWS,
+  READ_FEDERATION,
   READ_FOLLOWERS,
   READ_FOLLOWING,
   readGroup,
@@ -771,6 +773,8 @@ async function federationView() {
     following: READ_FOLLOWING,
     followers: READ_FOLLOWERS,
     manage: MANAGE_FOLLOWS,
+    deliveries: READ_FEDERATION,
+    hooks: LIST_HOOKS,
   });
   const sections = {
     pending: h("div", {}),
@@ -878,71 +882,120 @@ async function federationView() {
         failed(sections.pending, error);
       }
     }
-    try {
-      const answer = await api("/deliveries/peers");
-      const peers = answer.peers ?? [];
-      sections.deliveries.replaceChildren(
-        peers.length === 0
-          ? h("p", { class: "muted" }, "No deliveries yet.")
-          : h(
-              "div",
-              { class: "scroll" },
-              h(
-                "table",
-                {},
+    if (!allowed.deliveries) {
+      sections.deliveries.replaceChildren(notAllowed("delivery health"));
+    } else {
+      try {
+        const { peers } = await api("/deliveries/peers");
+        sections.deliveries.replaceChildren(
+          peers.length === 0
+            ? h("p", { class: "muted" }, "No deliveries yet.")
+            : h(
+                "div",
+                { class: "scroll" },
                 h(
-                  "thead",
-                  {},
+                  "table",
+                  { class: "peers" },
                   h(
-                    "tr",
+                    "thead",
                     {},
-                    ["Peer", "Last success", "Failures", "Circuit"].map((c) =>
-                      h("th", { scope: "col" }, c),
-                    ),
-                  ),
-                ),
-                h(
-                  "tbody",
-                  {},
-                  peers.map((p) =>
                     h(
                       "tr",
                       {},
-                      h("td", {}, p.peer ?? p.inbox ?? p.actor ?? "?"),
-                      h("td", {}, when(p.lastSuccessAt ?? p.lastSuccess ?? null)),
-                      h("td", {}, p.failures ?? p.consecutiveFailures ?? 0),
-                      h("td", {}, p.circuit ?? p.circuitState ?? "—"),
+                      [
+                        "Peer inbox",
+                        "Last success",
+                        "Last failure",
+                        "Failures in a row",
+                        "Circuit",
+                        "Waiting",
+                      ].map((c) => h("th", { scope: "col" }, c)),
+                    ),
+                  ),
+                  h(
+                    "tbody",
+                    {},
+                    peers.map((p) =>
+                      h(
+                        "tr",
+                        {},
+                        h("td", {}, p.inbox, p.gone ? " (gone)" : ""),
+                        h("td", {}, when(p.lastSuccessAt)),
+                        h("td", {}, when(p.lastFailureAt)),
+                        h("td", {}, p.consecutiveFailures),
+                        h(
+                          "td",
+                          {},
+                          h("span", { class: `circuit circuit-${p.circuit}` }, p.circuit),
+                        ),
+                        h("td", {}, p.pending),
+                      ),
                     ),
                   ),
                 ),
               ),
-            ),
-      );
-    } catch (error) {
-      failed(sections.deliveries, error);
+        );
+      } catch (error) {
+        failed(sections.deliveries, error);
+      }
     }
-    try {
-      const answer = await api("/hooks");
-      const hooks = answer.hooks ?? [];
-      sections.hooks.replaceChildren(
-        hooks.length === 0
-          ? h("p", { class: "muted" }, "No hooks.")
-          : h(
-              "ul",
+    if (!allowed.hooks) {
+      sections.hooks.replaceChildren(notAllowed("hooks"));
+    } else {
+      try {
+        const { hooks } = await api("/hooks");
+        const items = [];
+        for (const hook of hooks) {
+          let fires = [];
+          let problem = null;
+          try {
+            fires = (await api(`/hooks/${encodeURIComponent(hook.hookId)}/fires?limit=10`)).fires;
+          } catch (error) {
+            problem = errorText(error);
+          }
+          items.push(
+            h(
+              "li",
               {},
-              hooks.map((hook) =>
-                h(
-                  "li",
-                  {},
-                  h("code", {}, hook.hookId ?? hook.id ?? "?"),
-                  ` fired ${hook.fired ?? hook.firedCount ?? (hook.fires ?? []).length ?? 0} times`,
-                  hook.lastFiredAt ? `, last ${when(hook.lastFiredAt)}` : "",
-                ),
-              ),
+              h("code", {}, hook.hookId),
+              hook.description ? ` ${hook.description}` : "",
+              problem != null
+                ? h("p", { class: "muted" }, problem)
+                : fires.length === 0
+                  ? h("p", { class: "muted" }, "Not fired yet.")
+                  : h(
+                      "ul",
+                      {},
+                      fires.map((f) =>
+                        h(
+                          "li",
+                          {},
+                          `${f.state} ${when(f.firedAt ?? f.receivedAt)} on ${f.cluster}'s activity`,
+                          f.taskGroupId
+                            ? h(
+                                "span",
+                                {},
+                                ": ",
+                                h(
+                                  "a",
+                                  { href: `#/groups/${encodeURIComponent(f.taskGroupId)}` },
+                                  f.taskGroupId,
+                                ),
+                              )
+                            : "",
+                          f.error ? ` (${f.error})` : "",
+                        ),
+                      ),
+                    ),
             ),
-      );
-    } catch (error) {
-      failed(sections.hooks, error);
+          );
+        }
+        sections.hooks.replaceChildren(
+          items.length === 0 ? h("p", { class: "muted" }, "No hooks.") : h("ul", {}, items),
+        );
+      } catch (error) {
+        failed(sections.hooks, error);
+      }
     }
   };
   await load();

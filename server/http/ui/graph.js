@@ -36,6 +36,19 @@ export function stateWords(node) {
   return node.state;
 }
 
+/** The second line of a node: its state, and where it lives when not in this group. */
+function subtitle(node) {
+  if (node.kind === "remote") return `${new URL(node.remote.origin).host} · ${stateWords(node)}`;
+  if (node.kind === "other-group") return `group ${node.taskGroupId} · ${stateWords(node)}`;
+  return stateWords(node);
+}
+
+/** What a screen reader says for a node. */
+function accessibleName(node) {
+  const where = node.kind === "remote" ? `Remote task on ${node.remote.origin}: ` : "";
+  return `${where}${node.name}, ${stateWords(node)}`;
+}
+
 /**
  * Lays out and draws `graph` ({ tasks, remote, otherGroups, edges }) into `container`.
  * Returns `update(task)`, which recolors one local task's node in place.
@@ -92,21 +105,16 @@ export function drawGraph(container, graph) {
     const x = box.x - NODE_WIDTH / 2;
     const y = box.y - NODE_HEIGHT / 2;
     let href = `#/tasks/${encodeURIComponent(id)}`;
-    let title = node.name;
-    let sub = stateWords(node);
     if (node.kind === "remote") {
       // The other cluster's own web app, at its origin, opened on that task.
       href = `${node.remote.origin}/#/tasks/${encodeURIComponent(node.name)}`;
-      sub = `${new URL(node.remote.origin).host} · ${stateWords(node)}`;
-    } else if (node.kind === "other-group") {
-      sub = `group ${node.taskGroupId} · ${stateWords(node)}`;
     }
     const link = el("a", {
       href,
       class: `node node-${node.kind} state-${displayState(node)}`,
       "data-task-id": id,
       "data-state": node.state ?? "unknown",
-      "aria-label": `${node.kind === "remote" ? "Remote task on " + node.remote.origin + ": " : ""}${title}, ${stateWords(node)}`,
+      "aria-label": accessibleName(node),
     });
     if (node.kind === "remote") {
       link.setAttribute("target", "_blank");
@@ -114,8 +122,8 @@ export function drawGraph(container, graph) {
     }
     link.append(
       el("rect", { x, y, width: NODE_WIDTH, height: NODE_HEIGHT, rx: 6, class: "node-box" }),
-      el("text", { x: x + 10, y: y + 19, class: "node-title" }, clip(title, 26)),
-      el("text", { x: x + 10, y: y + 37, class: "node-state" }, clip(sub, 30)),
+      el("text", { x: x + 10, y: y + 19, class: "node-title" }, clip(node.name, 26)),
+      el("text", { x: x + 10, y: y + 37, class: "node-state" }, clip(subtitle(node), 30)),
     );
     nodeLayer.append(link);
     parts.set(id, { link, sub: link.lastChild, node });
@@ -130,13 +138,8 @@ export function drawGraph(container, graph) {
     part.node = node;
     part.link.setAttribute("class", `node node-${node.kind} state-${displayState(node)}`);
     part.link.setAttribute("data-state", node.state ?? "unknown");
-    part.link.setAttribute("aria-label", `${node.name}, ${stateWords(node)}`);
-    part.sub.textContent = clip(
-      node.kind === "other-group"
-        ? `group ${node.taskGroupId} · ${stateWords(node)}`
-        : stateWords(node),
-      30,
-    );
+    part.link.setAttribute("aria-label", accessibleName(node));
+    part.sub.textContent = clip(subtitle(node), 30);
     return true;
   };
 }

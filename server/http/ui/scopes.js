@@ -27,6 +27,12 @@ export const READ_FOLLOWING = ["taskweb:follow:read"];
 /** Reading this cluster's followers and their follow requests. */
 export const READ_FOLLOWERS = ["taskweb:follower:read"];
 
+/** Delivery health per peer. */
+export const READ_FEDERATION = ["taskweb:federation:read"];
+
+/** Listing hooks (each hook's fires need `taskweb:hook:get:<hookId>`). */
+export const LIST_HOOKS = ["taskweb:hook:list"];
+
 /** Approving or rejecting a follow request. */
 export const MANAGE_FOLLOWS = ["taskweb:follow:manage"];
 
