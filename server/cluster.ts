@@ -27,6 +27,7 @@ import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.t
 import { dereferenceRemoteTask } from "./federation/dereference.ts";
 import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
 import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
+import type { Express } from "express";
 import { createApp } from "./http/app.ts";
 import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
 import { createMemoryKeyCache, type InboxIgnoral, type InboxRefusal } from "./http/inbox-guard.ts";
@@ -116,6 +117,8 @@ export interface RunningCluster {
   readonly secrets: SecretStore;
   /** API clients, roles, grants to remote clusters, deny rules. */
   readonly auth: AuthService;
+  /** The HTTP application (undefined without the `web` role), for route listings. */
+  readonly app: Express | undefined;
   readonly federation: ClusterFederation;
   /** The HTTP server's port (0 for a worker-only process). */
   readonly port: number;
@@ -306,10 +309,11 @@ export async function startCluster(
       ...(options.deliveryRetry != null ? { deliveryRetry: options.deliveryRetry } : {}),
     });
 
+    let app: Express | undefined;
     if (server != null) {
       const keyCache = createMemoryKeyCache();
       const ctx = fed.context();
-      const app = createApp({
+      app = createApp({
         db: database.db,
         jobs,
         tasks,
@@ -444,6 +448,7 @@ export async function startCluster(
       tasks,
       secrets,
       auth,
+      app,
       federation: fed,
       port,
       reconcile,

@@ -27,9 +27,9 @@ export const ROOT_CLIENT_ID = "admin";
 
 /** How client ids and role ids are described in errors. */
 export const CLIENT_ID_RULE =
-  "1–100 characters of A–Z, a–z, 0–9, '_', '.', '/', '@', ':' or '-', starting with a letter or digit";
+  "1–100 characters of A–Z, a–z, 0–9, '_', '.', '@', ':' or '-', starting with a letter or digit";
 
-const CLIENT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_./@:-]{0,99}$/;
+const CLIENT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,99}$/;
 
 /** A role id: like a scope (printable ASCII), at most 500 characters. */
 const ROLE_ID_PATTERN = /^[\x21-\x7e]{1,500}$/;

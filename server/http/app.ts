@@ -26,6 +26,7 @@ import { graphRoutes } from "./graph-routes.ts";
 import { requireScopes, requestAuth, setRequestAuth } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
+import { authRoutes } from "./auth-routes.ts";
 import { webappRoutes } from "./webapp-routes.ts";
 import { webappStatic } from "./webapp-static.ts";
 
@@ -518,6 +519,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.use(graphRoutes({ db, tasks, urls }));
   api.use(secretRoutes({ secrets: options.secrets }));
+  api.use(authRoutes({ auth }));
   api.use(webappRoutes({ db, urls }));
   app.use("/api/v1", api);
 
