@@ -423,21 +423,27 @@ describeServerBackend("web app", (backend) => {
     await waitFor("the breakpoint to wait", async () =>
       (await taskStates("ui-scoped"))["ui-scoped-approve"] === "running" ? true : undefined,
     );
-    const auth = cluster.current().auth;
-    const viewer = await auth.createClient({
-      clientId: "viewer",
-      scopes: [
-        "taskweb:task-group:list",
-        "taskweb:task:list",
-        "taskweb:task-group:read:*",
-        "taskweb:task:read:*",
-      ],
-    });
-    const approver = await auth.createClient({
-      clientId: "approver",
-      scopes: ["taskweb:task-group:read:ui-scoped", "taskweb:task:resolve:ui-scoped-approve"],
-    });
-    const nobody = await auth.createClient({ clientId: "nobody", scopes: [] });
+    // Clients as an administrator creates them, through the API.
+    const createClient = async (clientId: string, scopes: string[]) => {
+      const res = await fetch(`${origin}/api/v1/clients/${clientId}`, {
+        method: "PUT",
+        headers: { Authorization: `Bearer ${TEST_TOKEN}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ scopes }),
+      });
+      expect(res.status).toBe(201);
+      return (await res.json()) as { token: string };
+    };
+    const viewer = await createClient("viewer", [
+      "taskweb:task-group:list",
+      "taskweb:task:list",
+      "taskweb:task-group:read:*",
+      "taskweb:task:read:*",
+    ]);
+    const approver = await createClient("approver", [
+      "taskweb:task-group:read:ui-scoped",
+      "taskweb:task:resolve:ui-scoped-approve",
+    ]);
+    const nobody = await createClient("nobody", []);
 
     // A fresh browser context: nothing of the admin's session is shared.
     const other = await browser.newContext({ viewport: { width: 1280, height: 800 } });
