@@ -268,32 +268,6 @@ async function groupView(taskGroupId) {
   const canvas = h("div", { class: "graph-box", tabindex: 0, "aria-label": "Graph, scrollable" });
   const rows = h("tbody");
   const live = h("span", { class: "live", "aria-live": "polite" }, "connecting…");
-  view.replaceChildren(
-    h("div", { class: "heading" }, h("h1", {}, "Task group ", h("code", {}, taskGroupId)), live),
-    legend(),
-    canvas,
-    h("h2", {}, "Tasks"),
-    h(
-      "div",
-      { class: "scroll" },
-      h(
-        "table",
-        { class: "tasks" },
-        h(
-          "thead",
-          {},
-          h(
-            "tr",
-            {},
-            h("th", { scope: "col" }, "Task"),
-            h("th", { scope: "col" }, "State"),
-            h("th", { scope: "col" }, "Actions"),
-          ),
-        ),
-        rows,
-      ),
-    ),
-  );
   const update = drawGraph(canvas, graph);
   const tasks = new Map(graph.tasks.map((t) => [t.taskId, t]));
   const rowOf = new Map();
@@ -323,6 +297,33 @@ async function groupView(taskGroupId) {
     rowOf.set(task.taskId, row);
   };
   for (const t of graph.tasks) await renderRow(t);
+  // Shown whole, once the graph is drawn and every row has its buttons: nothing moves in.
+  view.replaceChildren(
+    h("div", { class: "heading" }, h("h1", {}, "Task group ", h("code", {}, taskGroupId)), live),
+    legend(),
+    canvas,
+    h("h2", {}, "Tasks"),
+    h(
+      "div",
+      { class: "scroll" },
+      h(
+        "table",
+        { class: "tasks" },
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            h("th", { scope: "col" }, "Task"),
+            h("th", { scope: "col" }, "State"),
+            h("th", { scope: "col" }, "Actions"),
+          ),
+        ),
+        rows,
+      ),
+    ),
+  );
 
   // Remote dependencies change by activities, not by this cluster's tasks: reread them now
   // and then (cheap: one query).
@@ -422,22 +423,6 @@ async function taskView(taskId) {
   const artifacts = h("div", { class: "scroll" });
   const activities = h("div", {});
   const definition = h("pre", { class: "definition", tabindex: 0 });
-  view.replaceChildren(
-    header,
-    actions,
-    summary,
-    h("h2", {}, "Runs"),
-    runs,
-    logTitle,
-    log,
-    h("h2", {}, "Artifacts"),
-    artifacts,
-    h("h2", {}, "Activities"),
-    activities,
-    h("h2", {}, "Definition"),
-    definition,
-  );
-
   let following;
   let lastKey;
   const render = async () => {
@@ -594,6 +579,22 @@ async function taskView(taskId) {
   };
   onLeave(() => following?.abort());
   await render();
+  view.replaceChildren(
+    header,
+    actions,
+    summary,
+    h("h2", {}, "Runs"),
+    runs,
+    logTitle,
+    log,
+    h("h2", {}, "Artifacts"),
+    artifacts,
+    h("h2", {}, "Activities"),
+    activities,
+    h("h2", {}, "Definition"),
+    definition,
+  );
+
   try {
     const a = await api(`${path}/activities`);
     activities.replaceChildren(
