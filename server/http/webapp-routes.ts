@@ -32,6 +32,11 @@ export interface WebappRoutesOptions {
   readonly pollMs?: number;
   /** How often the event stream sends a comment to keep proxies from closing it. @defaultValue 15000 */
   readonly heartbeatMs?: number;
+  /**
+   * How many event streams this process serves at once; one more is refused with 503 (each
+   * reads the database every `pollMs`). @defaultValue 200
+   */
+  readonly maxStreams?: number;
 }
 
 /** The most tasks one graph or one stream poll returns. */
@@ -130,6 +135,8 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
   const { db, urls } = options;
   const pollMs = options.pollMs ?? 300;
   const heartbeatMs = options.heartbeatMs ?? 15_000;
+  const maxStreams = options.maxStreams ?? 200;
+  let streams = 0;
   const router = express.Router();
 
   router.get(
@@ -416,13 +423,25 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
         res.json({ tasks: rows.map((r) => r.view) });
         return;
       }
+      if (streams >= maxStreams) {
+        res.setHeader("Retry-After", "5");
+        throw new ApiError(
+          "ServiceUnavailable",
+          `This process already serves ${maxStreams} event streams; try again shortly or ask for the current states as JSON.`,
+        );
+      }
+      streams += 1;
+      res.on("close", () => {
+        streams -= 1;
+      });
       res.status(200);
       res.setHeader("Content-Type", "text/event-stream; charset=utf-8");
       res.setHeader("Cache-Control", "no-store");
       res.setHeader("X-Accel-Buffering", "no");
       res.flushHeaders();
       let gone = false;
-      req.on("close", () => {
+      // The response closes when the client goes away (or the server stops).
+      res.on("close", () => {
         gone = true;
       });
       const send = (event: string, data: unknown) => {
