@@ -126,6 +126,21 @@ describeServerBackend("web app", (backend) => {
     });
   }
 
+  /** Controls on the page without an accessible name (aria-label, text, or a label). */
+  async function unnamedControls(on: Page = page): Promise<string[]> {
+    return await on.evaluate(() =>
+      [...document.querySelectorAll("a, button, input, textarea, select")]
+        .filter((el) => {
+          const label = el.getAttribute("aria-label")?.trim();
+          const text = el.textContent?.trim();
+          const labelled =
+            el.id !== "" && document.querySelector(`label[for="${CSS.escape(el.id)}"]`) != null;
+          return !label && !text && !labelled;
+        })
+        .map((el) => el.outerHTML.slice(0, 80)),
+    );
+  }
+
   async function seenStates(): Promise<{
     seen: Record<string, string[]>;
     marker: string;
@@ -203,6 +218,7 @@ describeServerBackend("web app", (backend) => {
     // The table beside the graph followed too, and now offers a rerun.
     await page.getByRole("button", { name: "Rerun Build" }).waitFor();
     await page.screenshot({ path: `${SHOTS}graph-completed.png` });
+    expect(await unnamedControls()).toEqual([]);
 
     // Task detail: the artifact with its size, digest and a working download link.
     await page.getByRole("link", { name: "Build", exact: true }).first().click();
@@ -227,6 +243,7 @@ describeServerBackend("web app", (backend) => {
       "TaskCompleted",
     ]);
     await page.screenshot({ path: `${SHOTS}task-detail.png`, fullPage: true });
+    expect(await unnamedControls()).toEqual([]);
 
     // The same graph on a phone: the page fits its width, the graph scrolls inside its box.
     const phone = await context.newPage();
@@ -302,6 +319,7 @@ describeServerBackend("web app", (backend) => {
     await page.getByRole("checkbox", { name: "Schedule ui-edit-two when submitted" }).uncheck();
     await page.locator("svg.graph a.node").nth(1).waitFor();
     await page.screenshot({ path: `${SHOTS}submit-edit.png`, fullPage: true });
+    expect(await unnamedControls()).toEqual([]);
     await page.getByRole("button", { name: "Submit" }).click();
     await page.locator('main[data-route="groups"][data-ready]').waitFor();
     const rows = await db()
@@ -426,10 +444,12 @@ describeServerBackend("web app", (backend) => {
       await page.getByRole("link", { name: id, exact: true }).waitFor();
     }
     await page.screenshot({ path: `${SHOTS}task-groups.png`, fullPage: true });
+    expect(await unnamedControls()).toEqual([]);
     await page.goto(`${origin}/#/federation`);
     await page.locator('main[data-route="federation"][data-ready]').waitFor();
     await page.getByRole("heading", { name: "Delivery health per peer" }).waitFor();
     await page.screenshot({ path: `${SHOTS}federation.png`, fullPage: true });
+    expect(await unnamedControls()).toEqual([]);
   });
 
   it("shows a client only what its scopes allow, and the cluster refuses a forged request", async () => {
