@@ -90,7 +90,7 @@ export async function streamText(path, onText, signal) {
 
 /**
  * Subscribes to a stream of task events (`/events`, or `/task-groups/<id>/events`),
- * reconnecting after a drop.
+ * reconnecting after a drop (not after a refusal: `onStatus("refused")` says so once).
  * `onEvent(name, data)` receives each event. Returns a function that ends the subscription.
  */
 export function subscribe(path, onEvent, onStatus = () => {}) {
@@ -102,6 +102,11 @@ export function subscribe(path, onEvent, onStatus = () => {}) {
         headers: { Authorization: `Bearer ${token() ?? ""}`, Accept: "text/event-stream" },
         signal: controller.signal,
       });
+      if (res.status === 401 || res.status === 403) {
+        // Not allowed: asking again every second would not change that.
+        onStatus("refused");
+        return;
+      }
       if (!res.ok || res.body == null) throw new Error(`events: ${res.status}`);
       onStatus("live");
       const reader = res.body.getReader();

@@ -387,7 +387,8 @@ async function groupView(taskGroupId) {
         refreshRemoteSoon();
       },
       (s) => {
-        live.textContent = s === "live" ? "live" : "reconnecting…";
+        live.textContent =
+          s === "live" ? "live" : s === "refused" ? "not live: no scope" : "reconnecting…";
         live.dataset.live = s;
       },
     ),
@@ -639,14 +640,28 @@ async function taskView(taskId) {
     failed(activities, error);
   }
   let pending;
+  let polling;
   onLeave(
-    subscribe("/events", (name, data) => {
-      if (name !== "task" || data.taskId !== taskId) return;
-      clearTimeout(pending);
-      pending = setTimeout(() => void render().catch(() => {}), 150);
-    }),
+    subscribe(
+      "/events",
+      (name, data) => {
+        if (name !== "task" || data.taskId !== taskId) return;
+        clearTimeout(pending);
+        pending = setTimeout(() => void render().catch(() => {}), 150);
+      },
+      (status) => {
+        // A token that may read this task but not follow every task's changes: read the
+        // task again every few seconds instead.
+        if (status === "refused" && polling == null) {
+          polling = setInterval(() => void render().catch(() => {}), 3000);
+        }
+      },
+    ),
   );
-  onLeave(() => clearTimeout(pending));
+  onLeave(() => {
+    clearTimeout(pending);
+    clearInterval(polling);
+  });
 }
 
 async function submitView() {
