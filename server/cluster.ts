@@ -21,6 +21,7 @@ import {
   type SecretCipher,
 } from "./domain/secret-cipher.ts";
 import { createAuthService, type AuthService } from "./domain/auth.ts";
+import { createFollowPolicy, type FollowPolicy } from "./federation/follow-policy.ts";
 import { createSecretStore, type SecretStore } from "./domain/secrets.ts";
 import { createTaskService, QUEUES, type TaskService } from "./domain/task-service.ts";
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
@@ -117,6 +118,8 @@ export interface RunningCluster {
   readonly secrets: SecretStore;
   /** API clients, roles, grants to remote clusters, deny rules. */
   readonly auth: AuthService;
+  /** Who may follow this cluster, and who is blocked. */
+  readonly followPolicy: FollowPolicy;
   /** The HTTP application (undefined without the `web` role), for route listings. */
   readonly app: Express | undefined;
   readonly federation: ClusterFederation;
@@ -255,6 +258,12 @@ export async function startCluster(
     await migrateToLatest(database.db);
     const adminToken = await resolveAdminToken(config);
     const auth = createAuthService({ db: database.db, adminToken });
+    const followPolicy = createFollowPolicy({
+      db: database.db,
+      acceptance: config.followerAcceptance,
+      allowlist: config.followerAllowlist,
+      blocklist: config.blockedActors,
+    });
 
     const jobs =
       config.redisUrl != null
@@ -306,6 +315,7 @@ export async function startCluster(
       manuallyStartQueue: true,
       onActivity: inbox,
       onFollowAccepted: catchUpOrigin,
+      followPolicy,
       ...(options.deliveryRetry != null ? { deliveryRetry: options.deliveryRetry } : {}),
     });
 
@@ -322,6 +332,7 @@ export async function startCluster(
         name: config.name,
         version: VERSION,
         auth,
+        followPolicy,
         federation: fed,
         databaseKind: database.kind,
         metrics,
@@ -329,6 +340,7 @@ export async function startCluster(
           documentLoader: () => ctx.documentLoader,
           contextLoader: ctx.contextLoader,
           keyCache,
+          isBlocked: (actorId) => followPolicy.isBlocked(actorId),
           onRefused: (reason) => emit({ type: "inbox-refused", reason }),
           onIgnored: (reason) => emit({ type: "inbox-ignored", reason }),
         },
@@ -448,6 +460,7 @@ export async function startCluster(
       tasks,
       secrets,
       auth,
+      followPolicy,
       app,
       federation: fed,
       port,

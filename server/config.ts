@@ -60,6 +60,25 @@ export interface ClusterConfig {
    * start and kept in the data directory; on PostgreSQL secrets are unavailable without it.
    */
   readonly secretsKey: string | undefined;
+  /**
+   * How Follow requests from other clusters are answered (`TASKWEB_FOLLOWER_ACCEPTANCE`):
+   * `auto` accepts every one, `approval` keeps them pending until an administrator approves,
+   * `allowlist` accepts listed actors and rejects the rest. Changed at run time through
+   * `PUT /api/v1/federation/policy`, which then wins. @defaultValue `"auto"`
+   */
+  readonly followerAcceptance: "auto" | "approval" | "allowlist";
+  /**
+   * Actor URLs or origins accepted as followers in `allowlist` (and `approval`) mode
+   * (`TASKWEB_FOLLOWER_ALLOWLIST`, comma-separated), besides those added through the API.
+   * @defaultValue none
+   */
+  readonly followerAllowlist: readonly string[];
+  /**
+   * Actor URLs or origins whose Follows are rejected and whose activities are refused
+   * (`TASKWEB_BLOCKED_ACTORS`, comma-separated), besides those added through the API.
+   * @defaultValue none
+   */
+  readonly blockedActors: readonly string[];
 }
 
 /** Thrown for a configuration value that cannot be used; the message says which and why. */
@@ -96,6 +115,28 @@ function secretsKey(raw: string | undefined): string | undefined {
     );
   }
   return raw.trim();
+}
+
+/** A comma-separated list of actor URLs or origins. */
+function actorList(name: string, raw: string | undefined): string[] {
+  const items = (raw ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+  for (const item of items) {
+    if (!/^https?:\/\/[^\s/]+(\/\S*)?$/.test(item)) {
+      throw new ConfigError(`${name}: ${JSON.stringify(item)} is not an actor URL or an origin.`);
+    }
+  }
+  return items;
+}
+
+function acceptance(raw: string | undefined): "auto" | "approval" | "allowlist" {
+  if (raw == null || raw === "") return "auto";
+  if (raw === "auto" || raw === "approval" || raw === "allowlist") return raw;
+  throw new ConfigError(
+    `TASKWEB_FOLLOWER_ACCEPTANCE must be auto, approval or allowlist, got ${JSON.stringify(raw)}.`,
+  );
 }
 
 /** Overrides from CLI flags; they win over the environment. */
@@ -159,5 +200,11 @@ export function readConfig(
       integer("TASKWEB_SHUTDOWN_GRACE_MS", env.TASKWEB_SHUTDOWN_GRACE_MS, 30_000, 0),
     workDir: overrides.workDir ?? env.TASKWEB_WORK_DIR,
     secretsKey: secretsKey(overrides.secretsKey ?? env.TASKWEB_SECRETS_KEY),
+    followerAcceptance: overrides.followerAcceptance ?? acceptance(env.TASKWEB_FOLLOWER_ACCEPTANCE),
+    followerAllowlist:
+      overrides.followerAllowlist ??
+      actorList("TASKWEB_FOLLOWER_ALLOWLIST", env.TASKWEB_FOLLOWER_ALLOWLIST),
+    blockedActors:
+      overrides.blockedActors ?? actorList("TASKWEB_BLOCKED_ACTORS", env.TASKWEB_BLOCKED_ACTORS),
   };
 }

@@ -13,6 +13,8 @@ import { setUpLogging } from "./logging.ts";
 import { apiRequest, type ApiTarget } from "./api-client.ts";
 import { registerGraphCommands } from "./graph.ts";
 import { registerSecretCommands } from "./secret.ts";
+import { registerAccessCommands } from "./client.ts";
+import { registerFollowerCommands } from "./followers.ts";
 import { registerArtifactCommands } from "./artifact.ts";
 import { readFile } from "node:fs/promises";
 
@@ -306,6 +308,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     readStdin,
     stdinIsTerminal: process.stdin.isTTY === true,
   });
+  registerAccessCommands(program, { clientOptions, apiTarget, run: (c) => void (result = c) });
+  registerFollowerCommands(program, { clientOptions, apiTarget, run: (c) => void (result = c) });
 
   try {
     await program.parseAsync(argv, { from: "user" });

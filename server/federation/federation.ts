@@ -29,6 +29,7 @@ import { sql, type Kysely } from "kysely";
 import { PROTOCOL_VERSION } from "../../protocol/index.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import type { ClusterUrls } from "./cluster-urls.ts";
+import type { FollowDecision } from "./follow-policy.ts";
 import { loadOrCreateKeyPairs } from "./key-store.ts";
 import { TaskwebActivity } from "./taskweb-activity.ts";
 
@@ -59,6 +60,14 @@ export interface ClusterFederationOptions {
    * (about 2.5–3 days in all)
    */
   readonly deliveryRetry?: { maxAttempts: number; initialDelayMs: number; maxDelayMs: number };
+  /**
+   * Decides each Follow (see `follow-policy.ts`): accepted at once, kept pending for an
+   * administrator, or rejected. @defaultValue every Follow is accepted
+   */
+  readonly followPolicy?: {
+    decide(actorId: string): Promise<FollowDecision>;
+    acceptance(): Promise<string>;
+  };
 }
 
 /** The Fedify federation of one cluster and helpers around it. */
@@ -72,6 +81,17 @@ export interface ClusterFederation {
   unfollow(actorUrl: string): Promise<boolean>;
   /** Hands one outbox activity to delivery for every follower. */
   publish(activityJson: Record<string, unknown>): Promise<void>;
+  /**
+   * Accepts a pending Follow from `actorId` (sends the Accept).
+   * @returns false when no Follow from that actor is pending
+   */
+  approveFollower(actorId: string): Promise<boolean>;
+  /**
+   * Rejects the Follow from `actorId`, pending or accepted: sends a Reject and forgets the
+   * follower, so nothing is delivered to it any more.
+   * @returns false when the actor is not a follower, pending or accepted
+   */
+  rejectFollower(actorId: string): Promise<boolean>;
 }
 
 /** Builds the cluster's Fedify federation. */
@@ -123,7 +143,8 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
         publicKey: keys[0]?.cryptographicKey ?? null,
         assertionMethods: keys.map((k) => k.multikey),
-        manuallyApprovesFollowers: false,
+        manuallyApprovesFollowers:
+          options.followPolicy != null && (await options.followPolicy.acceptance()) !== "auto",
       });
     })
     .setKeyPairsDispatcher(async (_ctx, identifier) =>
@@ -241,6 +262,28 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       if (follower.id.href !== follow.actorId.href) return;
       const followerInbox = follower.inboxId.href;
       const followId = follow.id.href;
+      const decision: FollowDecision =
+        options.followPolicy != null
+          ? await options.followPolicy.decide(follower.id.href)
+          : "accept";
+      if (decision === "reject") {
+        // A rejected follower leaves nothing behind, not even an earlier acceptance.
+        await db.deleteFrom("followers").where("actor_id", "=", follower.id.href).execute();
+        logger.info("Rejected a follow from {follower} (federation policy).", {
+          follower: follower.id.href,
+        });
+        await ctx.sendActivity(
+          { identifier: name },
+          follower,
+          new Reject({
+            id: new URL(`${urls.actor}#rejects/${crypto.randomUUID()}`),
+            actor: ctx.getActorUri(name),
+            object: follow,
+          }),
+        );
+        return;
+      }
+      const state = decision === "accept" ? "accepted" : "pending";
       const now = new Date();
       await db
         .insertInto("followers")
@@ -249,7 +292,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
           inbox: followerInbox,
           shared_inbox: follower.endpoints?.sharedInbox?.href ?? null,
           follow_id: followId,
-          state: "accepted",
+          state,
           updated_at: now,
         })
         .onConflict((oc) =>
@@ -257,11 +300,17 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
             inbox: followerInbox,
             shared_inbox: follower.endpoints?.sharedInbox?.href ?? null,
             follow_id: followId,
-            state: "accepted",
+            state,
             updated_at: now,
           }),
         )
         .execute();
+      if (state === "pending") {
+        logger.info("{follower} asked to follow this cluster; waiting for approval.", {
+          follower: follower.id.href,
+        });
+        return;
+      }
       logger.info("{follower} now follows this cluster.", { follower: follower.id.href });
       await ctx.sendActivity(
         { identifier: name },
@@ -317,6 +366,15 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     });
 
   const context = () => federation.createContext(new URL(urls.origin), null);
+  const recipientOf = (row: {
+    actor_id: string;
+    inbox: string;
+    shared_inbox: string | null;
+  }): Recipient => ({
+    id: new URL(row.actor_id),
+    inboxId: new URL(row.inbox),
+    endpoints: row.shared_inbox == null ? null : { sharedInbox: new URL(row.shared_inbox) },
+  });
 
   return {
     federation,
@@ -376,6 +434,56 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         }),
       );
       await db.deleteFrom("following").where("actor_id", "=", actorUrl).execute();
+      return true;
+    },
+    async approveFollower(actorId) {
+      const row = await db
+        .updateTable("followers")
+        .set({ state: "accepted", updated_at: new Date() })
+        .where("actor_id", "=", actorId)
+        .where("state", "=", "pending")
+        .returning(["actor_id", "inbox", "shared_inbox", "follow_id"])
+        .executeTakeFirst();
+      if (row == null) return false;
+      const ctx = context();
+      await ctx.sendActivity(
+        { identifier: name },
+        recipientOf(row),
+        new Accept({
+          id: new URL(`${urls.actor}#accepts/${crypto.randomUUID()}`),
+          actor: ctx.getActorUri(name),
+          object: new Follow({
+            id: new URL(row.follow_id),
+            actor: new URL(row.actor_id),
+            object: new URL(urls.actor),
+          }),
+        }),
+      );
+      logger.info("{follower} now follows this cluster (approved).", { follower: actorId });
+      return true;
+    },
+    async rejectFollower(actorId) {
+      const row = await db
+        .deleteFrom("followers")
+        .where("actor_id", "=", actorId)
+        .returning(["actor_id", "inbox", "shared_inbox", "follow_id"])
+        .executeTakeFirst();
+      if (row == null) return false;
+      const ctx = context();
+      await ctx.sendActivity(
+        { identifier: name },
+        recipientOf(row),
+        new Reject({
+          id: new URL(`${urls.actor}#rejects/${crypto.randomUUID()}`),
+          actor: ctx.getActorUri(name),
+          object: new Follow({
+            id: new URL(row.follow_id),
+            actor: new URL(row.actor_id),
+            object: new URL(urls.actor),
+          }),
+        }),
+      );
+      logger.info("Rejected the follow of {follower}.", { follower: actorId });
       return true;
     },
     async publish(activityJson) {

@@ -18,6 +18,7 @@ import type { SecretStore } from "../domain/secrets.ts";
 import type { TaskService, TaskState } from "../domain/task-service.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { ClusterFederation } from "../federation/federation.ts";
+import type { FollowPolicy } from "../federation/follow-policy.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import { fedifyMiddleware } from "./fedify-adapter.ts";
@@ -27,6 +28,7 @@ import { requireScopes, requestAuth, setRequestAuth } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
 import { authRoutes } from "./auth-routes.ts";
+import { federationRoutes } from "./federation-routes.ts";
 import { webappRoutes } from "./webapp-routes.ts";
 import { webappStatic } from "./webapp-static.ts";
 
@@ -48,6 +50,8 @@ export interface AppOptions {
   readonly version: string;
   /** Authenticates API clients and checks their scopes. */
   readonly auth: AuthService;
+  /** Who may follow this cluster, and who is blocked. */
+  readonly followPolicy: FollowPolicy;
   readonly federation: ClusterFederation;
   readonly guard: Omit<InboxGuardOptions, "origin">;
   readonly databaseKind: string;
@@ -511,15 +515,20 @@ export function createApp(options: AppOptions): express.Express {
   api.get(
     "/followers",
     requireScopes("taskweb:follower:read"),
-    route(async (_req, res) => {
-      res.json({
-        followers: await db.selectFrom("followers").selectAll().orderBy("actor_id").execute(),
-      });
+    route(async (req, res) => {
+      const state = req.query.state;
+      if (state !== undefined && state !== "pending" && state !== "accepted") {
+        throw new ApiError("InputError", "state must be pending or accepted.");
+      }
+      let query = db.selectFrom("followers").selectAll().orderBy("actor_id");
+      if (state !== undefined) query = query.where("state", "=", state);
+      res.json({ followers: await query.execute() });
     }),
   );
   api.use(graphRoutes({ db, tasks, urls }));
   api.use(secretRoutes({ secrets: options.secrets }));
   api.use(authRoutes({ auth }));
+  api.use(federationRoutes({ db, federation: options.federation, policy: options.followPolicy }));
   api.use(webappRoutes({ db, urls }));
   app.use("/api/v1", api);
 

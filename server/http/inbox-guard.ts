@@ -41,7 +41,8 @@ export type InboxRefusal =
   | "invalid-signature"
   | "key-fetch-failed"
   | "key-not-owned-by-actor"
-  | "body-not-covered";
+  | "body-not-covered"
+  | "blocked-actor";
 
 /** Why the guard answered 202 without passing a verified request on. */
 export type InboxIgnoral = "unsupported-context";
@@ -113,6 +114,12 @@ export interface InboxGuardOptions {
   readonly keyCache: KeyCache;
   /** Told of every refusal (metrics, tests). */
   readonly onRefused?: (reason: InboxRefusal) => void;
+  /**
+   * Whether the activity's actor is blocked by the federation policy; its requests are
+   * refused with 403 before the signature is even checked, except a Follow, which the
+   * federation answers with a Reject. @defaultValue nobody is blocked
+   */
+  readonly isBlocked?: (actorId: string) => Promise<boolean>;
   /** Told of every verified request answered 202 without being acted on. */
   readonly onIgnored?: (reason: InboxIgnoral) => void;
 }
@@ -219,6 +226,21 @@ export function inboxGuard(options: InboxGuardOptions) {
           400,
           "malformed",
           "The body must be an activity with an actor.",
+          options.onRefused,
+        );
+        return;
+      }
+      // A blocked actor's Follow goes on, to be answered with a Reject once verified.
+      if (
+        json?.type !== "Follow" &&
+        options.isBlocked != null &&
+        (await options.isBlocked(actor))
+      ) {
+        refuse(
+          res,
+          403,
+          "blocked-actor",
+          "This cluster does not accept activities from your actor.",
           options.onRefused,
         );
         return;

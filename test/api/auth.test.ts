@@ -2,12 +2,14 @@
  * API clients over real HTTP on loopback: tokens are checked (missing, unknown, rotated,
  * disabled, expired: 401), scopes are enforced (403 naming the missing scopes), roles,
  * parameterized roles and deny rules apply to clients and to remote clusters
- * (`actor:<url>` principals), and `whoami` answers what the web UI asks.
+ * (`actor:<url>` principals), and `whoami` answers what the web UI asks. Clients and roles
+ * are managed through the real `taskweb` command, which cannot hand out more than it holds.
  */
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { testBackends } from "../support/backends.ts";
+import { runTaskweb } from "../support/cli.ts";
 import { startTestCluster, TEST_TOKEN, type TestCluster } from "../support/clusters.ts";
 
 interface JsonResponse {
@@ -180,5 +182,110 @@ describe("API clients and scopes on embedded", () => {
     ).toBe(false);
     expect(await C.auth.revoke(actor)).toBe(1);
     expect(await C.auth.satisfies(actor, ["taskweb:hook:trigger:flash"])).toBe(false);
+  });
+
+  describe("the taskweb client and role commands", () => {
+    const as = (token: string) => ({ TASKWEB_URL: C.urls.origin, TASKWEB_TOKEN: token });
+
+    it("create a client whose token is printed once, and a role it assumes", async () => {
+      const created = await runTaskweb(
+        [
+          "client",
+          "create",
+          "cli-ci",
+          "--scope",
+          "taskweb:task:list",
+          "--scope",
+          "assume:cli-viewer",
+        ],
+        as(TEST_TOKEN),
+      );
+      expect(created.code).toBe(0);
+      expect(created.stderr).toMatch(/shown only now/);
+      expect(created.lines).toHaveLength(1);
+      const token = created.lines[0] as string;
+      expect(token).toMatch(/^tw_[A-Za-z0-9_-]{43}$/);
+      expect((await call(token, "GET", "/cluster")).status).toBe(403);
+
+      const role = await runTaskweb(
+        ["role", "create", "cli-viewer", "--scope", "taskweb:cluster:read", "--json"],
+        as(TEST_TOKEN),
+      );
+      expect(role.code).toBe(0);
+      expect(JSON.parse(role.stdout)).toMatchObject({
+        roleId: "cli-viewer",
+        scopes: ["taskweb:cluster:read"],
+        created: true,
+      });
+      expect((await call(token, "GET", "/cluster")).status).toBe(200);
+
+      const rotated = await runTaskweb(["client", "rotate", "cli-ci", "--json"], as(TEST_TOKEN));
+      expect(rotated.code).toBe(0);
+      const newToken = (JSON.parse(rotated.stdout) as { token: string }).token;
+      expect(newToken).not.toBe(token);
+      expect((await call(token, "GET", "/cluster")).status).toBe(401);
+      expect((await call(newToken, "GET", "/cluster")).status).toBe(200);
+
+      const disabled = await runTaskweb(["client", "disable", "cli-ci"], as(TEST_TOKEN));
+      expect(disabled.code).toBe(0);
+      expect((await call(newToken, "GET", "/cluster")).status).toBe(401);
+
+      const list = await runTaskweb(["client", "list", "--json"], as(TEST_TOKEN));
+      const clients = (JSON.parse(list.stdout) as { clients: Record<string, unknown>[] }).clients;
+      expect(clients.find((c) => c.clientId === "cli-ci")).toMatchObject({
+        disabled: true,
+        scopes: ["taskweb:task:list", "assume:cli-viewer"],
+      });
+      expect(list.stdout).not.toContain(newToken);
+
+      const roles = await runTaskweb(["role", "list", "--json"], as(TEST_TOKEN));
+      expect(JSON.parse(roles.stdout)).toMatchObject({
+        roles: expect.arrayContaining([
+          expect.objectContaining({ roleId: "cli-viewer" }),
+        ]) as unknown,
+      });
+      expect((await runTaskweb(["role", "delete", "cli-viewer"], as(TEST_TOKEN))).code).toBe(0);
+      expect((await C.auth.listRoles()).some((r) => r.roleId === "cli-viewer")).toBe(false);
+    }, 180_000);
+
+    it("refuse to hand out scopes the caller does not hold, and create nothing then", async () => {
+      const { token } = await C.auth.createClient({
+        clientId: "cli-delegate",
+        scopes: [
+          "taskweb:client:create:*",
+          "taskweb:role:set:*",
+          "taskweb:grant:create",
+          "taskweb:task:*",
+        ],
+      });
+      const escalate = await runTaskweb(
+        ["client", "create", "cli-evil", "--scope", "*"],
+        as(token),
+      );
+      expect(escalate.code).toBe(1);
+      expect(escalate.stderr).toMatch(/cannot hand out scopes it does not hold: \*/);
+      expect(await C.auth.getClient("cli-evil")).toBeUndefined();
+      const role = await call(token, "PUT", "/roles/cli-evil-role", {
+        scopes: ["taskweb:secret:set:*"],
+      });
+      expect(role.status).toBe(403);
+      expect((await C.auth.listRoles()).some((r) => r.roleId === "cli-evil-role")).toBe(false);
+      // Within its own scopes, delegation works.
+      const fine = await runTaskweb(
+        ["client", "create", "cli-narrow", "--scope", "taskweb:task:list", "--json"],
+        as(token),
+      );
+      expect(fine.code).toBe(0);
+      const grant = await runTaskweb(
+        ["grant", "actor:https://hw.example/clusters/lab", "taskweb:task:rerun:flash", "--json"],
+        as(token),
+      );
+      expect(grant.code).toBe(0);
+      expect(
+        await C.auth.satisfies("actor:https://hw.example/clusters/lab", [
+          "taskweb:task:rerun:flash",
+        ]),
+      ).toBe(true);
+    }, 120_000);
   });
 });

@@ -76,6 +76,8 @@ const PARAMETER_VALUES: Record<string, string> = {
   roleId: "walk-role",
 };
 const WALK_ACTOR = "actor:https://walk.example/clusters/c";
+/** A follow request waiting for approval, from a cluster that does not exist. */
+const PENDING_FOLLOWER = "http://127.0.0.1:9/clusters/pending";
 
 /** Query strings and bodies that would act, were authorization skipped. */
 const REQUESTS: Record<string, { query?: string; body?: unknown; handsOut?: string[] }> = {
@@ -93,6 +95,13 @@ const REQUESTS: Record<string, { query?: string; body?: unknown; handsOut?: stri
   "POST /api/v1/grants": { body: { principal: WALK_ACTOR, scopes: ["z"] }, handsOut: ["z"] },
   "DELETE /api/v1/grants": { query: `principal=${encodeURIComponent(WALK_ACTOR)}` },
   "POST /api/v1/deny-rules": { body: { principal: "client:walk-*", scope: "w" } },
+  "POST /api/v1/followers/approve": { body: { actor: PENDING_FOLLOWER } },
+  "POST /api/v1/followers/reject": { body: { actor: PENDING_FOLLOWER } },
+  "PUT /api/v1/federation/policy": { body: { acceptance: "allowlist" } },
+  "POST /api/v1/federation/allowlist": { body: { actor: "https://walk-new.example" } },
+  "DELETE /api/v1/federation/allowlist": { query: "actor=https://walk.example" },
+  "POST /api/v1/federation/blocklist": { body: { actor: "http://127.0.0.1:9" } },
+  "DELETE /api/v1/federation/blocklist": { query: "actor=https://walk-blocked.example" },
   "DELETE /api/v1/deny-rules": {
     query: `principal=${encodeURIComponent("client:walk-client")}&scope=walk-denied`,
   },
@@ -202,6 +211,19 @@ describe("route scopes on embedded", () => {
     await C.auth.setRole({ roleId: "walk-role", scopes: ["b"] });
     await C.auth.grant(WALK_ACTOR, ["c"]);
     await C.auth.deny("client:walk-client", "walk-denied");
+    await C.followPolicy.add("allow", "https://walk.example");
+    await C.followPolicy.add("block", "https://walk-blocked.example");
+    await C.database.db
+      .insertInto("followers")
+      .values({
+        actor_id: PENDING_FOLLOWER,
+        inbox: `${PENDING_FOLLOWER}/inbox`,
+        shared_inbox: null,
+        follow_id: `${PENDING_FOLLOWER}#follows/1`,
+        state: "pending",
+        updated_at: new Date(),
+      })
+      .execute();
     // Let the task's publication and any queued work settle.
     let last = "";
     await waitFor("the cluster to settle", async () => {
@@ -229,6 +251,8 @@ describe("route scopes on embedded", () => {
         "PUT /api/v1/clients/:clientId",
         "PUT /api/v1/roles/*roleId",
         "POST /api/v1/grants",
+        "POST /api/v1/followers/approve",
+        "PUT /api/v1/federation/policy",
       ]),
     );
     const undeclared = api.filter((r) => r.scopes == null).map((r) => `${r.method} ${r.path}`);
