@@ -40,7 +40,9 @@ describeServerBackend("web app", (backend) => {
   beforeAll(async () => {
     await mkdir(SHOTS, { recursive: true });
     [cluster, upstream, browser] = await Promise.all([
-      startTestCluster(backend, "webui", { config: { workerConcurrency: 1 } }),
+      startTestCluster(backend, "webui", {
+        config: { workerConcurrency: 1, followerAcceptance: "approval" },
+      }),
       startTestCluster(backend, "upstream"),
       launchChromium(),
     ]);
@@ -437,7 +439,7 @@ describeServerBackend("web app", (backend) => {
     });
   });
 
-  it("shows the task groups and the federation view", async () => {
+  it("shows the task groups, and approves a follow request from the federation view", async () => {
     await page.goto(`${origin}/#/`);
     await page.locator('main[data-route=""][data-ready]').waitFor();
     for (const id of ["ui-live", "ui-gate", "ui-edit", "ui-log", "ui-remote"]) {
@@ -445,11 +447,41 @@ describeServerBackend("web app", (backend) => {
     }
     await page.screenshot({ path: `${SHOTS}task-groups.png`, fullPage: true });
     expect(await unnamedControls()).toEqual([]);
+
+    // The upstream asks to follow this cluster, which approves followers by hand.
+    const up = upstream.current();
+    await up.federation.follow(cluster.current().urls.actor);
+    const followerState = async () =>
+      (
+        await db()
+          .selectFrom("followers")
+          .select("state")
+          .where("actor_id", "=", up.urls.actor)
+          .executeTakeFirst()
+      )?.state;
+    await waitFor("the follow request", async () =>
+      (await followerState()) === "pending" ? true : undefined,
+    );
     await page.goto(`${origin}/#/federation`);
     await page.locator('main[data-route="federation"][data-ready]').waitFor();
     await page.getByRole("heading", { name: "Delivery health per peer" }).waitFor();
+    const approve = page.getByRole("button", { name: `Approve ${up.urls.actor}` });
+    await approve.waitFor();
     await page.screenshot({ path: `${SHOTS}federation.png`, fullPage: true });
     expect(await unnamedControls()).toEqual([]);
+    await approve.click();
+    await waitFor("the upstream to be accepted", async () => {
+      const following = await up.database.db
+        .selectFrom("following")
+        .select("state")
+        .where("actor_id", "=", cluster.current().urls.actor)
+        .executeTakeFirst();
+      return following?.state === "accepted" ? true : undefined;
+    });
+    expect(await followerState()).toBe("accepted");
+    await page.getByRole("button", { name: `Approve ${up.urls.actor}` }).waitFor({
+      state: "detached",
+    });
   });
 
   it("shows a client only what its scopes allow, and the cluster refuses a forged request", async () => {

@@ -872,6 +872,7 @@ async function federationView() {
                             "button",
                             {
                               type: "button",
+                              class: "action",
                               "aria-label": `${verb === "approve" ? "Approve" : "Reject"} ${f.actor_id}`,
                               onclick: async () => {
                                 try {

@@ -34,7 +34,7 @@ export const READ_FEDERATION = ["taskweb:federation:read"];
 export const LIST_HOOKS = ["taskweb:hook:list"];
 
 /** Approving or rejecting a follow request. */
-export const MANAGE_FOLLOWS = ["taskweb:follow:manage"];
+export const MANAGE_FOLLOWS = ["taskweb:follower:manage"];
 
 /** The scopes of one action on one task. */
 export function taskAction(action, taskId) {
