@@ -397,7 +397,10 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
         // Without a group: only what moved lately (a window rather than "after the last
         // seen", since the writing processes' clocks and commit order may disagree).
         if (since != null) query = query.where("t.updated_at", ">=", since);
-        const rows = await query.orderBy("t.updated_at").limit(WEBAPP_LIMITS.graphTasks).execute();
+        // The latest changes when there are more than the limit, told oldest first.
+        const rows = (
+          await query.orderBy("t.updated_at", "desc").limit(WEBAPP_LIMITS.graphTasks).execute()
+        ).reverse();
         return rows.map((r) => ({
           view: {
             taskId: r.task_id,
