@@ -450,8 +450,8 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
       const send = (event: string, data: unknown) => {
         res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
       };
-      send("hello", { taskGroupId: taskGroupId ?? null, pollMs });
       const seen = new Map<string, SeenTask>();
+      let greeted = false;
       let lastBeat = Date.now();
       let windowStart = new Date(Date.now() - 60_000);
       while (!gone) {
@@ -471,6 +471,11 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
             stage: row.run?.stages.length ?? 0,
             key: `${row.view.state}|${row.view.inactive}`,
           });
+        }
+        // `hello` follows the first read: from then on every change is told in full.
+        if (!greeted) {
+          send("hello", { taskGroupId: taskGroupId ?? null, pollMs });
+          greeted = true;
         }
         if (taskGroupId == null) {
           windowStart = new Date(started.getTime() - 10_000);

@@ -108,7 +108,6 @@ export function subscribe(path, onEvent, onStatus = () => {}) {
         return;
       }
       if (!res.ok || res.body == null) throw new Error(`events: ${res.status}`);
-      onStatus("live");
       const reader = res.body.getReader();
       const decoder = new TextDecoder();
       let buffer = "";
@@ -126,6 +125,8 @@ export function subscribe(path, onEvent, onStatus = () => {}) {
             if (line.startsWith("event: ")) name = line.slice(7);
             else if (line.startsWith("data: ")) data.push(line.slice(6));
           }
+          // The cluster says hello once it has read the current states: live from here.
+          if (name === "hello") onStatus("live");
           if (data.length > 0) onEvent(name, JSON.parse(data.join("\n")));
         }
       }
