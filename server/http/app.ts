@@ -34,7 +34,8 @@ import { authRoutes } from "./auth-routes.ts";
 import { checkAuthorizedFetch } from "./authorized-fetch.ts";
 import { federationRoutes } from "./federation-routes.ts";
 import { privateArtifactRoutes } from "./private-artifact-routes.ts";
-import { renderHome } from "./ui.ts";
+import { webappRoutes } from "./webapp-routes.ts";
+import { webappStatic } from "./webapp-static.ts";
 
 const logger = getLogger(["taskweb", "http"]);
 
@@ -580,15 +581,10 @@ export function createApp(options: AppOptions): express.Express {
   api.use(deliveryRoutes({ delivery: options.delivery }));
   api.use(privateArtifactRoutes({ db }));
   api.use(federationRoutes({ db, federation: options.federation, policy: options.followPolicy }));
+  api.use(webappRoutes({ db, urls }));
   app.use("/api/v1", api);
 
-  app.get(
-    "/",
-    route(async (_req, res) => {
-      const rows = await tasks.listTasks({ limit: 200 });
-      res.type("html").send(renderHome({ name, actor: urls.actor, tasks: rows }));
-    }),
-  );
+  app.use(webappStatic());
 
   app.use((_req, _res, next) => {
     next(new ApiError("ResourceNotFound", "Nothing here. The API lives under /api/v1."));
