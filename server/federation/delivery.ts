@@ -119,6 +119,16 @@ function iso(value: Date | string | null): string | null {
   return value == null ? null : new Date(value).toISOString();
 }
 
+/** Outbox activities kept in memory for the deliveries still to come (the newest ones). */
+const ACTIVITIES_KEPT = 64;
+
+/** What {@link createDelivery}'s admission needs of a peer's row (nulls: no row yet). */
+interface PeerState {
+  readonly circuit: "closed" | "open" | "half-open" | null;
+  readonly opened_at: Date | null;
+  readonly probe_until: Date | null;
+}
+
 /** Delivery of outbox activities: fan-out, the job handler, recovery and the peer view. */
 export function createDelivery(options: DeliveryOptions) {
   const { db, jobs, policy } = options;
@@ -181,18 +191,18 @@ export function createDelivery(options: DeliveryOptions) {
   }
 
   async function recordSuccess(inbox: string): Promise<void> {
-    await touchPeer(inbox);
+    const healthy = {
+      last_success_at: new Date(),
+      consecutive_failures: 0,
+      circuit: "closed" as const,
+      opened_at: null,
+      probe_until: null,
+      gone_at: null,
+    };
     await db
-      .updateTable("delivery_peers")
-      .set({
-        last_success_at: new Date(),
-        consecutive_failures: 0,
-        circuit: "closed",
-        opened_at: null,
-        probe_until: null,
-        gone_at: null,
-      })
-      .where("inbox", "=", inbox)
+      .insertInto("delivery_peers")
+      .values({ inbox, ...healthy })
+      .onConflict((oc) => oc.column("inbox").doUpdateSet(healthy))
       .execute();
   }
 
@@ -265,13 +275,8 @@ export function createDelivery(options: DeliveryOptions) {
    * Whether this process may send to `inbox` now. With the circuit open past its cool-down,
    * exactly one process wins the half-open probe. Otherwise returns when to look again.
    */
-  async function admit(inbox: string): Promise<true | number> {
-    const peer = await db
-      .selectFrom("delivery_peers")
-      .select(["circuit", "opened_at", "probe_until"])
-      .where("inbox", "=", inbox)
-      .executeTakeFirst();
-    if (peer == null || peer.circuit === "closed") return true;
+  async function admit(inbox: string, peer: PeerState | undefined): Promise<true | number> {
+    if (peer == null || peer.circuit == null || peer.circuit === "closed") return true;
     const now = Date.now();
     const probeUntil = new Date(now + policy.attemptLeaseMs);
     const won = await db
@@ -297,15 +302,53 @@ export function createDelivery(options: DeliveryOptions) {
     return now + Math.max(250, wait) + Math.round(Math.random() * 250);
   }
 
+  // One activity goes to many inboxes: read it once, not once per inbox. Outbox rows never
+  // change, so a kept copy cannot go stale.
+  const activities = new Map<string, Promise<Record<string, unknown> | undefined>>();
+  const outboxActivity = (activityId: string) => {
+    let activity = activities.get(activityId);
+    if (activity == null) {
+      activity = db
+        .selectFrom("outbox")
+        .select("activity")
+        .where("activity_id", "=", activityId)
+        .executeTakeFirst()
+        .then((r) => r?.activity);
+      activities.set(activityId, activity);
+      activity.then(
+        (a) => a ?? activities.delete(activityId),
+        () => activities.delete(activityId),
+      );
+      if (activities.size > ACTIVITIES_KEPT) activities.delete(activities.keys().next().value!);
+    }
+    return activity;
+  };
+
   /** Handles one delivery job. */
   async function handle(job: DeliveryJob): Promise<void> {
-    const row = await db
-      .selectFrom("deliveries")
-      .selectAll()
-      .where("activity_id", "=", job.activityId)
-      .where("inbox", "=", job.inbox)
+    // The delivery and its peer's state in one read.
+    const found = await db
+      .selectFrom("deliveries as d")
+      .leftJoin("delivery_peers as p", "p.inbox", "d.inbox")
+      .select([
+        "d.activity_id",
+        "d.inbox",
+        "d.attempts",
+        "d.failures",
+        "d.created_at",
+        "d.next_attempt_at",
+        "d.delivered_at",
+        "d.abandoned_at",
+        "p.gone_at",
+        "p.circuit",
+        "p.opened_at",
+        "p.probe_until",
+      ])
+      .where("d.activity_id", "=", job.activityId)
+      .where("d.inbox", "=", job.inbox)
       .executeTakeFirst();
-    if (row == null || row.delivered_at != null || row.abandoned_at != null) return;
+    if (found == null || found.delivered_at != null || found.abandoned_at != null) return;
+    const { gone_at: goneAt, ...row } = found;
     if (row.attempts !== job.generation) return;
     const now = Date.now();
     const due = new Date(row.next_attempt_at).getTime();
@@ -314,12 +357,7 @@ export function createDelivery(options: DeliveryOptions) {
       await reschedule(row, due, false);
       return;
     }
-    const gone = await db
-      .selectFrom("delivery_peers")
-      .select("gone_at")
-      .where("inbox", "=", job.inbox)
-      .executeTakeFirst();
-    if (gone?.gone_at != null) {
+    if (goneAt != null) {
       await abandon(row.activity_id, row.inbox, "gone");
       return;
     }
@@ -327,7 +365,7 @@ export function createDelivery(options: DeliveryOptions) {
       await abandon(row.activity_id, row.inbox, "horizon");
       return;
     }
-    const admitted = await admit(job.inbox);
+    const admitted = await admit(job.inbox, row);
     if (admitted !== true) {
       await reschedule(row, admitted, false);
       return;
@@ -347,16 +385,12 @@ export function createDelivery(options: DeliveryOptions) {
       .returning(["attempts", "created_at", "failures"])
       .executeTakeFirst();
     if (claimed == null) return;
-    const outbox = await db
-      .selectFrom("outbox")
-      .select("activity")
-      .where("activity_id", "=", row.activity_id)
-      .executeTakeFirst();
-    if (outbox == null) {
+    const activity = await outboxActivity(row.activity_id);
+    if (activity == null) {
       await abandon(row.activity_id, row.inbox, "not in the outbox");
       return;
     }
-    const outcome = await options.send(outbox.activity, row.inbox);
+    const outcome = await options.send(activity, row.inbox);
     const current = { ...row, ...claimed };
     if (outcome.ok) {
       await db
