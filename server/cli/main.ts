@@ -16,6 +16,7 @@ import { registerSecretCommands } from "./secret.ts";
 import { registerArtifactCommands } from "./artifact.ts";
 import { registerFollowCommands } from "./follow.ts";
 import { registerTaskLogsCommand } from "./task-logs.ts";
+import { registerStatsCommand } from "./stats.ts";
 import { EXIT_CODES, EXIT_CODES_HELP, errorCodeOf, exitCodeOf } from "./exit-codes.ts";
 import { createSpinner } from "./progress.ts";
 import { mkdir, readFile } from "node:fs/promises";
@@ -314,6 +315,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     },
   });
   registerGraphCommands(program, {
+    clientOptions,
+    apiTarget,
+    run: (exitCode) => {
+      result = exitCode;
+    },
+  });
+  registerStatsCommand(program, {
     clientOptions,
     apiTarget,
     run: (exitCode) => {

@@ -25,6 +25,7 @@ import { graphRoutes } from "./graph-routes.ts";
 import { requireScopes } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
+import { statsRoutes } from "./stats-routes.ts";
 import { renderHome } from "./ui.ts";
 
 const logger = getLogger(["taskweb", "http"]);
@@ -459,6 +460,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.use(graphRoutes({ db, tasks, urls }));
   api.use(secretRoutes({ secrets: options.secrets }));
+  api.use(statsRoutes({ db }));
   app.use("/api/v1", api);
 
   app.get(

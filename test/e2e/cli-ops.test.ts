@@ -63,6 +63,7 @@ describe("the taskweb command line for operators", () => {
       "task",
       "graph",
       "artifact",
+      "stats",
     ]) {
       expect(root.stdout).toMatch(new RegExp(`^  ${command}\\b.*\\S`, "m"));
     }
