@@ -10,6 +10,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import type { TracerProvider } from "@opentelemetry/api";
 import { getLogger } from "@logtape/logtape";
 import { getDocumentLoader } from "@fedify/vocab-runtime";
 import type { ClusterConfig } from "./config.ts";
@@ -24,7 +25,11 @@ import { createSecretStore, type SecretStore } from "./domain/secrets.ts";
 import { createTaskService, QUEUES, type TaskService } from "./domain/task-service.ts";
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
 import { dereferenceRemoteTask } from "./federation/dereference.ts";
-import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
+import {
+  createClusterFederation,
+  type ClusterFederation,
+  type DeliveryAttempt,
+} from "./federation/federation.ts";
 import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
 import { createApp } from "./http/app.ts";
 import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
@@ -65,6 +70,15 @@ export type ClusterEvent =
   /** Every active task of the group has resolved; a `TaskGroupResolved` is in the outbox. */
   | { readonly type: "task-group-resolved"; readonly taskGroupId: string };
 
+/** Refusals that are a failed verification (the others come before any verification). */
+const VERIFICATION_REFUSALS: ReadonlySet<InboxRefusal> = new Set([
+  "no-signature",
+  "invalid-signature",
+  "key-fetch-failed",
+  "key-not-owned-by-actor",
+  "body-not-covered",
+]);
+
 /** When this process's runs started, to time them when they resolve. */
 const runStarts = new WeakMap<ClusterMetrics, Map<string, number>>();
 
@@ -76,6 +90,7 @@ function observe(metrics: ClusterMetrics, event: ClusterEvent): void {
     );
   } else if (event.type === "inbox-refused") {
     metrics.inbox(`refused:${event.reason}`);
+    if (VERIFICATION_REFUSALS.has(event.reason)) metrics.inboxVerification(event.reason);
   } else if (event.type === "inbox-ignored") {
     metrics.inbox(`ignored:${event.reason}`);
   } else if (event.type === "run") {
@@ -102,6 +117,12 @@ export interface StartClusterOptions {
   readonly deliveryRetry?: { maxAttempts: number; initialDelayMs: number; maxDelayMs: number };
   /** How often claims and deadlines are checked, in ms. @defaultValue 5000 */
   readonly maintenanceIntervalMs?: number;
+  /**
+   * Receives Fedify's OpenTelemetry spans (inbox, outbox, signatures, fetches).
+   * @defaultValue the process's global provider: a no-op unless an OpenTelemetry SDK was
+   * registered, e.g. with `node --import ./otel.mjs` (see README.md, Observability)
+   */
+  readonly tracerProvider?: TracerProvider;
 }
 
 /** A running cluster process. */
@@ -300,6 +321,19 @@ export async function startCluster(
       onActivity: inbox,
       onFollowAccepted: catchUpOrigin,
       ...(options.deliveryRetry != null ? { deliveryRetry: options.deliveryRetry } : {}),
+      ...(options.tracerProvider != null ? { tracerProvider: options.tracerProvider } : {}),
+      // Counted, not emitted as events: deliveries are per process and frequent.
+      onDelivery: (attempt: DeliveryAttempt) => {
+        metrics?.delivery(attempt.peer, attempt.outcome);
+        if (attempt.outcome !== "delivered") {
+          logger.info("Delivery to {peer} failed ({outcome}{status}), attempt {attempt}.", {
+            peer: attempt.peer,
+            outcome: attempt.outcome,
+            status: attempt.status != null ? ` ${attempt.status}` : "",
+            attempt: attempt.attempt,
+          });
+        }
+      },
     });
 
     if (server != null) {
@@ -323,6 +357,7 @@ export async function startCluster(
           keyCache,
           onRefused: (reason) => emit({ type: "inbox-refused", reason }),
           onIgnored: (reason) => emit({ type: "inbox-ignored", reason }),
+          onVerified: () => metrics?.inboxVerification("verified"),
         },
       });
       server.on("request", app);

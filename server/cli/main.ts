@@ -114,7 +114,10 @@ function clientOptions(cmd: Command): Command {
 
 /** Parses `argv` (without node and script) and runs the command; resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
-  await setUpLogging({ level: process.env.LOG_LEVEL, format: process.env.LOG_FORMAT });
+  await setUpLogging({
+    level: process.env.LOG_LEVEL,
+    format: process.env.TASKWEB_LOG_FORMAT ?? process.env.LOG_FORMAT,
+  });
   const program = new Command("taskweb")
     .description(
       "Federated automation clusters: tasks that depend on other clusters' tasks and artifacts.",

@@ -3,13 +3,13 @@
  * documents of tasks, artifacts and activities, artifact bytes, health checks and the UI.
  * @module
  */
-import { timingSafeEqual, createHash } from "node:crypto";
+import { timingSafeEqual, createHash, randomUUID } from "node:crypto";
 import express, {
   type NextFunction,
   type Request as ERequest,
   type Response as EResponse,
 } from "express";
-import { getLogger } from "@logtape/logtape";
+import { getLogger, withContext } from "@logtape/logtape";
 import type { Kysely } from "kysely";
 import { ApiError } from "../domain/errors.ts";
 import { artifactDocument, taskDocument, taskGroupDocument } from "../domain/task-documents.ts";
@@ -29,6 +29,10 @@ import { statsRoutes } from "./stats-routes.ts";
 import { renderHome } from "./ui.ts";
 
 const logger = getLogger(["taskweb", "http"]);
+const accessLogger = getLogger(["taskweb", "http", "access"]);
+
+/** A request id a client or proxy may choose; anything else is replaced by a new one. */
+const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
 const AS_MEDIA_TYPE = "application/activity+json";
 
@@ -84,6 +88,29 @@ export function createApp(options: AppOptions): express.Express {
   const app = express();
   app.disable("x-powered-by");
   app.set("etag", false);
+
+  // Every request has an id: the caller's X-Request-Id (a proxy's, say) or a new one. It is
+  // sent back, and every log line written while the request is handled carries it.
+  app.use((req, res, next) => {
+    const given = req.headers["x-request-id"];
+    const requestId = typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+    res.setHeader("X-Request-Id", requestId);
+    const started = performance.now();
+    res.on("finish", () => {
+      const quiet = req.path === "/healthz" || req.path === "/readyz" || req.path === "/metrics";
+      const fields = {
+        requestId,
+        method: req.method,
+        path: req.path,
+        status: res.statusCode,
+        durationMs: Math.round(performance.now() - started),
+      };
+      const message = "{method} {path} {status} {durationMs} ms";
+      if (quiet) accessLogger.debug(message, fields);
+      else accessLogger.info(message, fields);
+    });
+    withContext({ requestId }, () => next());
+  });
 
   const metrics = options.metrics;
   if (metrics != null) {
