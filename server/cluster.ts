@@ -11,6 +11,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { TracerProvider } from "@opentelemetry/api";
+import type { Express } from "express";
 import { getLogger } from "@logtape/logtape";
 import { getDocumentLoader } from "@fedify/vocab-runtime";
 import type { ClusterConfig } from "./config.ts";
@@ -137,6 +138,8 @@ export interface RunningCluster {
   readonly federation: ClusterFederation;
   /** The HTTP server's port (0 for a worker-only process). */
   readonly port: number;
+  /** The HTTP application (a `web` process), e.g. to list its routes; undefined for a worker. */
+  readonly app: Express | undefined;
   /** Runs the start-up reconciliation again (what a timer does periodically). */
   reconcile(): Promise<void>;
   /** Stops accepting work, lets running jobs finish, closes everything. Safe to call twice. */
@@ -336,10 +339,11 @@ export async function startCluster(
       },
     });
 
+    let app: Express | undefined;
     if (server != null) {
       const keyCache = createMemoryKeyCache();
       const ctx = fed.context();
-      const app = createApp({
+      app = createApp({
         db: database.db,
         jobs,
         tasks,
@@ -476,6 +480,7 @@ export async function startCluster(
       secrets,
       federation: fed,
       port,
+      app,
       reconcile,
       stop: () => (stopped ??= cleanup()),
     };

@@ -26,6 +26,7 @@ import { requireScopes } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
 import { statsRoutes } from "./stats-routes.ts";
+import { openApiRoutes } from "./openapi-routes.ts";
 import { renderHome } from "./ui.ts";
 
 const logger = getLogger(["taskweb", "http"]);
@@ -253,6 +254,7 @@ export function createApp(options: AppOptions): express.Express {
     }),
   );
 
+  app.use(openApiRoutes());
   // The REST API, for clients holding the cluster's token.
   const api = express.Router();
   api.use((req, _res, next) => {
