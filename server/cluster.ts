@@ -5,7 +5,7 @@
  * components together; tests start clusters through here.
  * @module
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -138,6 +138,8 @@ export interface RunningCluster {
   readonly federation: ClusterFederation;
   /** The HTTP server's port (0 for a worker-only process). */
   readonly port: number;
+  /** Where a process without the web role serves `/metrics` (`TASKWEB_METRICS_PORT`). */
+  readonly metricsPort: number | undefined;
   /** The HTTP application (a `web` process), e.g. to list its routes; undefined for a worker. */
   readonly app: Express | undefined;
   /** Runs the start-up reconciliation again (what a timer does periodically). */
@@ -279,6 +281,37 @@ export async function startCluster(
         : createEmbeddedJobQueue(database.db);
     cleanups.push(() => jobs.close());
     metrics = createClusterMetrics({ db: database.db, jobs });
+    let metricsPort: number | undefined;
+    if (!roles.web && config.metricsPort != null) {
+      const registry = metrics.registry;
+      const expected = createHash("sha256").update(adminToken).digest();
+      const metricsServer = createServer((req, res) => {
+        const header = req.headers.authorization ?? "";
+        const given = createHash("sha256")
+          .update(header.startsWith("Bearer ") ? header.slice(7) : "")
+          .digest();
+        if (req.method !== "GET" || req.url?.split("?")[0] !== "/metrics") {
+          res.writeHead(404, { "content-type": "text/plain" }).end("Only GET /metrics here.\n");
+        } else if (!timingSafeEqual(given, expected)) {
+          res
+            .writeHead(401, { "www-authenticate": 'Bearer realm="taskweb"' })
+            .end("Send the cluster's API token as 'Authorization: Bearer <token>'.\n");
+        } else {
+          registry.metrics().then(
+            (text) => res.writeHead(200, { "content-type": registry.contentType }).end(text),
+            () => res.writeHead(500).end(),
+          );
+        }
+      });
+      metricsPort = await listen(metricsServer, config.host, config.metricsPort);
+      cleanups.push(
+        () =>
+          new Promise<void>((resolve) => {
+            metricsServer.close(() => resolve());
+            metricsServer.closeAllConnections();
+          }),
+      );
+    }
     const tasks = createTaskService({
       db: database.db,
       jobs,
@@ -480,6 +513,7 @@ export async function startCluster(
       secrets,
       federation: fed,
       port,
+      metricsPort,
       app,
       reconcile,
       stop: () => (stopped ??= cleanup()),

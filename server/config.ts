@@ -60,6 +60,12 @@ export interface ClusterConfig {
    * start and kept in the data directory; on PostgreSQL secrets are unavailable without it.
    */
   readonly secretsKey: string | undefined;
+  /**
+   * Port on which a process without the web role serves `GET /metrics` (`TASKWEB_METRICS_PORT`),
+   * so that a `taskweb worker`'s deliveries and run durations can be scraped.
+   * @defaultValue undefined: a worker process serves no HTTP
+   */
+  readonly metricsPort: number | undefined;
 }
 
 /** Thrown for a configuration value that cannot be used; the message says which and why. */
@@ -159,5 +165,10 @@ export function readConfig(
       integer("TASKWEB_SHUTDOWN_GRACE_MS", env.TASKWEB_SHUTDOWN_GRACE_MS, 30_000, 0),
     workDir: overrides.workDir ?? env.TASKWEB_WORK_DIR,
     secretsKey: secretsKey(overrides.secretsKey ?? env.TASKWEB_SECRETS_KEY),
+    metricsPort:
+      overrides.metricsPort ??
+      (env.TASKWEB_METRICS_PORT == null || env.TASKWEB_METRICS_PORT === ""
+        ? undefined
+        : integer("TASKWEB_METRICS_PORT", env.TASKWEB_METRICS_PORT, 0, 0)),
   };
 }

@@ -86,6 +86,11 @@ async function serve(flags: ServerFlags, roles: ClusterRoles): Promise<number> {
       `  UI:        ${cluster.urls.origin}/`,
     );
   }
+  if (cluster.metricsPort != null) {
+    lines.push(
+      `  metrics:   http://${config.host}:${cluster.metricsPort}/metrics (token as for the API)`,
+    );
+  }
   console.log(lines.join("\n"));
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

@@ -162,4 +162,32 @@ describe(`observability on ${backend.name}`, () => {
     const other = await fetch(`${B.urls.origin}/healthz`, { headers: { "x-request-id": "a b" } });
     expect(other.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
   });
+
+  it("serves a worker process's counters on TASKWEB_METRICS_PORT, to holders of the token", async () => {
+    const worker = await startTestCluster(backend, "obs-worker", {
+      roles: { web: false, worker: true },
+      config: { publicUrl: "http://127.0.0.1:9", metricsPort: 0 },
+    });
+    try {
+      const port = worker.current().metricsPort;
+      expect(port).toBeGreaterThan(0);
+      const url = `http://127.0.0.1:${port}/metrics`;
+      const [scraped, anonymous, elsewhere] = await Promise.all([
+        fetch(url, { headers: { authorization: `Bearer ${TEST_TOKEN}` } }),
+        fetch(url),
+        fetch(`http://127.0.0.1:${port}/api/v1/cluster`, {
+          headers: { authorization: `Bearer ${TEST_TOKEN}` },
+        }),
+      ]);
+      expect(scraped.status).toBe(200);
+      const text = await scraped.text();
+      expect(text).toContain("# TYPE taskweb_deliveries_total counter");
+      expect(text).toContain("# TYPE taskweb_run_duration_seconds histogram");
+      expect(anonymous.status).toBe(401);
+      expect(await anonymous.text()).not.toContain("taskweb_");
+      expect(elsewhere.status).toBe(404);
+    } finally {
+      await worker.destroy();
+    }
+  });
 });
