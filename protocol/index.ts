@@ -131,6 +131,8 @@ export interface TaskGraphTaskDocument {
   priority?: "highest" | "very-high" | "high" | "medium" | "low" | "very-low" | "lowest";
   /** Runs nothing; waits until a person or an API call resolves it. */
   breakpoint?: boolean;
+  /** Labels for reports, such as `{"project": "web"}`: at most 32, queried by `/api/v1/stats`. */
+  tags?: Record<string, string>;
 }
 
 /** A task graph document: every task joins `taskGroupId`. */

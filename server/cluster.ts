@@ -5,11 +5,13 @@
  * components together; tests start clusters through here.
  * @module
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import type { TracerProvider } from "@opentelemetry/api";
+import type { Express } from "express";
 import { getLogger } from "@logtape/logtape";
 import type { ClusterConfig } from "./config.ts";
 import { ConfigError } from "./config.ts";
@@ -26,7 +28,11 @@ import { createTaskService, QUEUES, type TaskService } from "./domain/task-servi
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
 import { dereferenceRemoteTask } from "./federation/dereference.ts";
 import { createDelivery, DELIVERY_QUEUE, type DeliveryJob } from "./federation/delivery.ts";
-import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
+import {
+  createClusterFederation,
+  type ClusterFederation,
+  type DeliveryAttempt,
+} from "./federation/federation.ts";
 import {
   createActivityApplier,
   createTaskwebInbox,
@@ -34,7 +40,6 @@ import {
   type InboxOutcome,
 } from "./federation/inbox.ts";
 import { CATCH_UP_QUEUE, catchUpOutbox } from "./federation/outbox-catch-up.ts";
-import type { Express } from "express";
 import { createApp } from "./http/app.ts";
 import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
 import { createMemoryKeyCache, type InboxIgnoral, type InboxRefusal } from "./http/inbox-guard.ts";
@@ -82,6 +87,15 @@ export type ClusterEvent =
   /** Every active task of the group has resolved; a `TaskGroupResolved` is in the outbox. */
   | { readonly type: "task-group-resolved"; readonly taskGroupId: string };
 
+/** Refusals that are a failed verification (the others come before any verification). */
+const VERIFICATION_REFUSALS: ReadonlySet<InboxRefusal> = new Set([
+  "no-signature",
+  "invalid-signature",
+  "key-fetch-failed",
+  "key-not-owned-by-actor",
+  "body-not-covered",
+]);
+
 /** When this process's runs started, to time them when they resolve. */
 const runStarts = new WeakMap<ClusterMetrics, Map<string, number>>();
 
@@ -93,6 +107,7 @@ function observe(metrics: ClusterMetrics, event: ClusterEvent): void {
     );
   } else if (event.type === "inbox-refused") {
     metrics.inbox(`refused:${event.reason}`);
+    if (VERIFICATION_REFUSALS.has(event.reason)) metrics.inboxVerification(event.reason);
   } else if (event.type === "inbox-ignored") {
     metrics.inbox(`ignored:${event.reason}`);
   } else if (event.type === "run") {
@@ -123,6 +138,12 @@ export interface StartClusterOptions {
   readonly onOutboundRequest?: (url: URL) => void;
   /** How often claims and deadlines are checked, in ms. @defaultValue 5000 */
   readonly maintenanceIntervalMs?: number;
+  /**
+   * Receives Fedify's OpenTelemetry spans (inbox, outbox, signatures, fetches).
+   * @defaultValue the process's global provider: a no-op unless an OpenTelemetry SDK was
+   * registered, e.g. with `node --import ./otel.mjs` (see README.md, Observability)
+   */
+  readonly tracerProvider?: TracerProvider;
 }
 
 /** A running cluster process. */
@@ -143,6 +164,8 @@ export interface RunningCluster {
   readonly federation: ClusterFederation;
   /** The HTTP server's port (0 for a worker-only process). */
   readonly port: number;
+  /** Where a process without the web role serves `/metrics` (`TASKWEB_METRICS_PORT`). */
+  readonly metricsPort: number | undefined;
   /** Runs the start-up reconciliation again (what a timer does periodically). */
   reconcile(): Promise<void>;
   /** Stops accepting work, lets running jobs finish, closes everything. Safe to call twice. */
@@ -305,6 +328,37 @@ export async function startCluster(
           };
     cleanups.push(() => jobs.close());
     metrics = createClusterMetrics({ db: database.db, jobs });
+    let metricsPort: number | undefined;
+    if (!roles.web && config.metricsPort != null) {
+      const registry = metrics.registry;
+      const expected = createHash("sha256").update(adminToken).digest();
+      const metricsServer = createServer((req, res) => {
+        const header = req.headers.authorization ?? "";
+        const given = createHash("sha256")
+          .update(header.startsWith("Bearer ") ? header.slice(7) : "")
+          .digest();
+        if (req.method !== "GET" || req.url?.split("?")[0] !== "/metrics") {
+          res.writeHead(404, { "content-type": "text/plain" }).end("Only GET /metrics here.\n");
+        } else if (!timingSafeEqual(given, expected)) {
+          res
+            .writeHead(401, { "www-authenticate": 'Bearer realm="taskweb"' })
+            .end("Send the cluster's API token as 'Authorization: Bearer <token>'.\n");
+        } else {
+          registry.metrics().then(
+            (text) => res.writeHead(200, { "content-type": registry.contentType }).end(text),
+            () => res.writeHead(500).end(),
+          );
+        }
+      });
+      metricsPort = await listen(metricsServer, config.host, config.metricsPort);
+      cleanups.push(
+        () =>
+          new Promise<void>((resolve) => {
+            metricsServer.close(() => resolve());
+            metricsServer.closeAllConnections();
+          }),
+      );
+    }
     const tasks = createTaskService({
       db: database.db,
       jobs,
@@ -388,13 +442,45 @@ export async function startCluster(
       onFollowed: (inbox) => onFollowed(inbox),
       followPolicy,
       ...(options.deliveryRetry != null ? { deliveryRetry: options.deliveryRetry } : {}),
+      ...(options.tracerProvider != null ? { tracerProvider: options.tracerProvider } : {}),
+      // Counted, not emitted as events: deliveries are per process and frequent.
+      onDelivery: (attempt: DeliveryAttempt) => {
+        metrics?.delivery(attempt.peer, attempt.outcome);
+        if (attempt.outcome !== "delivered") {
+          logger.info("Delivery to {peer} failed ({outcome}{status}), attempt {attempt}.", {
+            peer: attempt.peer,
+            outcome: attempt.outcome,
+            status: attempt.status != null ? ` ${attempt.status}` : "",
+            attempt: attempt.attempt,
+          });
+        }
+      },
     });
 
     const delivery = createDelivery({
       db: database.db,
       jobs,
       policy: config.delivery,
-      send: (activity, inbox) => fed.deliver(activity, inbox),
+      send: async (activity, inbox) => {
+        const outcome = await fed.deliver(activity, inbox);
+        let peer: string;
+        try {
+          peer = new URL(inbox).host;
+        } catch {
+          peer = "invalid";
+        }
+        metrics?.delivery(
+          peer,
+          outcome.ok
+            ? "delivered"
+            : outcome.status === 404 || outcome.status === 410
+              ? "gone"
+              : outcome.status != null
+                ? "http-error"
+                : "unreachable",
+        );
+        return outcome;
+      },
     });
     onFollowed = (inbox) => delivery.clearGone(inbox);
 
@@ -431,6 +517,7 @@ export async function startCluster(
           originLimiter: createRateLimiter(config.inboxRateLimit),
           refusedLimiter: createRateLimiter(config.inboxRefusedRateLimit),
           fetchBudget: config.inboxFetchBudget,
+          onVerified: () => metrics?.inboxVerification("verified"),
         },
       });
       server.on("request", app);
@@ -589,6 +676,7 @@ export async function startCluster(
       app,
       federation: fed,
       port,
+      metricsPort,
       reconcile,
       stop: () => (stopped ??= cleanup()),
     };

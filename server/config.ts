@@ -123,6 +123,12 @@ export interface ClusterConfig {
    * @defaultValue {@link DEFAULT_DELIVERY_POLICY}: 3 days, 10 s doubling to 6 h, 5 failures, 5 min
    */
   readonly delivery: DeliveryPolicy;
+  /**
+   * Port on which a process without the web role serves `GET /metrics` (`TASKWEB_METRICS_PORT`),
+   * so that a `taskweb worker`'s deliveries and run durations can be scraped.
+   * @defaultValue undefined: a worker process serves no HTTP
+   */
+  readonly metricsPort: number | undefined;
 }
 
 /** A token bucket: `burst` requests at once, refilled at `perSecond`. */
@@ -368,5 +374,10 @@ export function readConfig(
       actorList("TASKWEB_FOLLOWER_ALLOWLIST", env.TASKWEB_FOLLOWER_ALLOWLIST),
     blockedActors:
       overrides.blockedActors ?? actorList("TASKWEB_BLOCKED_ACTORS", env.TASKWEB_BLOCKED_ACTORS),
+    metricsPort:
+      overrides.metricsPort ??
+      (env.TASKWEB_METRICS_PORT == null || env.TASKWEB_METRICS_PORT === ""
+        ? undefined
+        : integer("TASKWEB_METRICS_PORT", env.TASKWEB_METRICS_PORT, 0, 0)),
   };
 }

@@ -1,6 +1,9 @@
 /**
  * Logging for the command line: human-readable lines by default, JSON lines with
- * `LOG_FORMAT=json`. Fedify logs through the same library, under its own category.
+ * `TASKWEB_LOG_FORMAT=json` (or `LOG_FORMAT=json`), one object per line with `@timestamp`,
+ * `level`, `logger`, `message` and `properties`. Lines written while an HTTP request is
+ * handled carry its `requestId`; lines written while a run executes carry `taskId`, `runId`
+ * and `workerId`. Fedify logs through the same library, under its own category.
  * @module
  */
 import { AsyncLocalStorage } from "node:async_hooks";
@@ -10,20 +13,32 @@ import {
   getJsonLinesFormatter,
   getTextFormatter,
   type LogLevel,
+  type LogRecord,
+  type Sink,
 } from "@logtape/logtape";
 
-/** Sets up logging once for a CLI process. */
-export async function setUpLogging(options: {
+/** Options for {@link setUpLogging}. */
+export interface LoggingOptions {
+  /** Lowest level shown: trace, debug, info, warning, error, fatal. @defaultValue "info" */
   level?: string | undefined;
+  /** `json` for JSON lines; anything else gives text. @defaultValue text */
   format?: string | undefined;
-}): Promise<void> {
+  /** Receives each formatted line instead of the console (tests, embedding). */
+  write?: (line: string) => void;
+}
+
+/** Sets up logging once for a CLI process. */
+export async function setUpLogging(options: LoggingOptions): Promise<void> {
   const levels: LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal"];
   const level = (levels.includes(options.level as LogLevel) ? options.level : "info") as LogLevel;
   const formatter = options.format === "json" ? getJsonLinesFormatter() : getTextFormatter();
+  const write = options.write;
+  const sink: Sink =
+    write != null ? (record: LogRecord) => write(formatter(record)) : getConsoleSink({ formatter });
   await configure({
     reset: true,
     contextLocalStorage: new AsyncLocalStorage(),
-    sinks: { console: getConsoleSink({ formatter }) },
+    sinks: { console: sink },
     loggers: [
       { category: ["taskweb"], lowestLevel: level, sinks: ["console"] },
       { category: ["fedify"], lowestLevel: "warning", sinks: ["console"] },

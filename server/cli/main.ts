@@ -17,7 +17,13 @@ import { registerSecretCommands } from "./secret.ts";
 import { registerAccessCommands } from "./client.ts";
 import { registerFollowerCommands } from "./followers.ts";
 import { registerArtifactCommands } from "./artifact.ts";
-import { readFile } from "node:fs/promises";
+import { registerFollowCommands } from "./follow.ts";
+import { registerTaskLogsCommand } from "./task-logs.ts";
+import { registerStatsCommand } from "./stats.ts";
+import { EXIT_CODES, EXIT_CODES_HELP, errorCodeOf, exitCodeOf } from "./exit-codes.ts";
+import { createSpinner } from "./progress.ts";
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
 
 interface ServerFlags {
   port?: string;
@@ -111,6 +117,11 @@ async function serve(flags: ServerFlags, roles: ClusterRoles): Promise<number> {
       `  UI:        ${cluster.urls.origin}/`,
     );
   }
+  if (cluster.metricsPort != null) {
+    lines.push(
+      `  metrics:   http://${config.host}:${cluster.metricsPort}/metrics (token as for the API)`,
+    );
+  }
   console.log(lines.join("\n"));
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
@@ -139,12 +150,16 @@ function clientOptions(cmd: Command): Command {
 
 /** Parses `argv` (without node and script) and runs the command; resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
-  await setUpLogging({ level: process.env.LOG_LEVEL, format: process.env.LOG_FORMAT });
+  await setUpLogging({
+    level: process.env.LOG_LEVEL,
+    format: process.env.TASKWEB_LOG_FORMAT ?? process.env.LOG_FORMAT,
+  });
   const program = new Command("taskweb")
     .description(
       "Federated automation clusters: tasks that depend on other clusters' tasks and artifacts.",
     )
     .version(VERSION)
+    .addHelpText("after", EXIT_CODES_HELP)
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(text) });
   let result: Promise<number> = Promise.resolve(0);
@@ -165,21 +180,38 @@ export async function main(argv: readonly string[]): Promise<number> {
     result = serve(flags, { web: false, worker: true });
   });
   serverOptions(
-    program.command("migrate").description("Bring the database schema up to date and exit"),
-  ).action((flags: ServerFlags) => {
+    program
+      .command("migrate")
+      .description(
+        "Bring the database schema up to date and exit (safe to run while other processes start)",
+      )
+      .option("--json", "print the migrations applied as JSON"),
+  ).action((flags: ServerFlags & { json?: boolean }) => {
     result = (async () => {
       const config = readConfig(process.env, overrides(flags));
+      const spinner = createSpinner("Migrating the database…", {
+        enabled: flags.json !== true && process.stderr.isTTY === true,
+      });
+      // A new data directory is created, as `taskweb start` would.
+      const dataDir = config.dataDir ?? ".data";
+      if (config.databaseUrl == null) await mkdir(dataDir, { recursive: true });
       const database = await openDatabase({
         url: config.databaseUrl,
-        dataDir: config.databaseUrl == null ? `${config.dataDir}/pglite` : undefined,
+        dataDir: config.databaseUrl == null ? join(dataDir, "pglite") : undefined,
         schema: config.databaseSchema,
       });
       try {
         const ran = await migrateToLatest(database.db);
+        spinner.stop();
         console.log(
-          ran.length === 0 ? "The database is up to date." : `Applied: ${ran.join(", ")}`,
+          flags.json === true
+            ? JSON.stringify({ applied: ran })
+            : ran.length === 0
+              ? "The database is up to date."
+              : `Applied: ${ran.join(", ")}`,
         );
       } finally {
+        spinner.stop();
         await database.close();
       }
       return 0;
@@ -192,14 +224,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     .action((flags: { keep?: boolean }) => {
       result = runDemo({ keep: flags.keep === true, print: (line) => console.log(line) });
     });
-  clientOptions(
-    program.command("follow <actor-url>").description("Make the cluster follow another cluster"),
-  ).action((actor: string, flags: { url?: string; token?: string; json?: boolean }) => {
-    result = (async () => {
-      const body = await apiRequest(apiTarget(flags), "POST", "/api/v1/following", { actor });
-      console.log(flags.json === true ? JSON.stringify(body) : `Follow request sent to ${actor}.`);
-      return 0;
-    })();
+  registerFollowCommands(program, {
+    clientOptions,
+    apiTarget,
+    run: (exitCode) => {
+      result = exitCode;
+    },
   });
   const task = program.command("task").description("Create and inspect tasks");
   clientOptions(
@@ -316,7 +346,21 @@ export async function main(argv: readonly string[]): Promise<number> {
       return 0;
     })();
   });
+  registerTaskLogsCommand(task, {
+    clientOptions,
+    apiTarget,
+    run: (exitCode) => {
+      result = exitCode;
+    },
+  });
   registerGraphCommands(program, {
+    clientOptions,
+    apiTarget,
+    run: (exitCode) => {
+      result = exitCode;
+    },
+  });
+  registerStatsCommand(program, {
     clientOptions,
     apiTarget,
     run: (exitCode) => {
@@ -359,10 +403,14 @@ export async function main(argv: readonly string[]): Promise<number> {
       )
         return 0;
       if (!error.code.startsWith("commander.")) console.error(`taskweb: ${error.message}`);
-      return error.exitCode === 0 ? 0 : 2;
+      return error.exitCode === 0 ? EXIT_CODES.ok : EXIT_CODES.usage;
     }
-    console.error(`taskweb: ${error instanceof Error ? error.message : String(error)}`);
-    return 1;
+    const message = error instanceof Error ? error.message : String(error);
+    console.error(`taskweb: ${message}`);
+    if (argv.includes("--json")) {
+      console.log(JSON.stringify({ error: { code: errorCodeOf(error), message } }));
+    }
+    return exitCodeOf(error);
   }
 }
 

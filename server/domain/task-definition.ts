@@ -52,6 +52,8 @@ export interface TaskDefinition {
    * an API call resolves it `completed` or `failed`.
    */
   readonly breakpoint: boolean;
+  /** Labels for reports and queries (`taskweb stats --tag project`); no effect on running. */
+  readonly tags: Readonly<Record<string, string>>;
 }
 
 /** One problem with a submitted definition. */
@@ -78,6 +80,8 @@ export const TASK_LIMITS = {
   defaultDeadlineMs: 24 * 3600_000,
   maxRetries: 49,
   defaultRetries: 5,
+  maxTags: 32,
+  maxTagValueLength: 256,
 } as const;
 
 const KNOWN = new Set([
@@ -93,7 +97,11 @@ const KNOWN = new Set([
   "inactive",
   "priority",
   "breakpoint",
+  "tags",
 ]);
+
+/** A tag's name: what `/api/v1/stats?tag=` takes. */
+export const TAG_NAME_PATTERN = /^[A-Za-z0-9_.:/-]{1,64}$/;
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -347,6 +355,25 @@ export function validateTaskDefinition(
   if (typeof priority !== "string" || !(TASK_PRIORITIES as readonly string[]).includes(priority)) {
     bad("priority", `Must be one of ${TASK_PRIORITIES.join(", ")}.`);
   }
+  const tags: Record<string, string> = {};
+  if (input.tags !== undefined) {
+    if (!isRecord(input.tags) || Object.keys(input.tags).length > TASK_LIMITS.maxTags) {
+      bad("tags", `Must be an object of at most ${TASK_LIMITS.maxTags} string values.`);
+    } else {
+      for (const [key, value] of Object.entries(input.tags)) {
+        if (!TAG_NAME_PATTERN.test(key)) {
+          bad(`tags.${key}`, "A tag name is 1–64 letters, digits, '-', '_', '.', ':' or '/'.");
+        } else if (typeof value !== "string" || value.length > TASK_LIMITS.maxTagValueLength) {
+          bad(
+            `tags.${key}`,
+            `Must be a string of at most ${TASK_LIMITS.maxTagValueLength} characters.`,
+          );
+        } else {
+          tags[key] = value;
+        }
+      }
+    }
+  }
   if (problems.length > 0 || payload === undefined) return { ok: false, problems };
   return {
     ok: true,
@@ -363,6 +390,7 @@ export function validateTaskDefinition(
       inactive: inactive as boolean,
       priority: priority as TaskPriority,
       breakpoint: breakpoint as boolean,
+      tags,
     },
   };
 }
@@ -376,6 +404,7 @@ export function storedDefinition(stored: unknown): TaskDefinition {
     inactive: false,
     priority: "lowest",
     breakpoint: false,
+    tags: {},
     ...(stored as Partial<TaskDefinition>),
   } as TaskDefinition;
 }

@@ -5,10 +5,12 @@
  * Taskweb's own activities are handled by `inbox.ts`.
  * @module
  */
+import { AsyncLocalStorage } from "node:async_hooks";
 import {
   createExponentialBackoffPolicy,
   createFederation,
   exportJwk,
+  SendActivityError,
   type Context,
   type DocumentLoader,
   type Federation,
@@ -31,6 +33,7 @@ import {
   type Recipient,
 } from "@fedify/vocab";
 import { getLogger } from "@logtape/logtape";
+import type { TracerProvider } from "@opentelemetry/api";
 import { sql, type Kysely } from "kysely";
 import { PROTOCOL_VERSION } from "../../protocol/index.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
@@ -44,6 +47,26 @@ const logger = getLogger(["taskweb", "federation"]);
 
 /** Items per outbox page. */
 export const OUTBOX_PAGE_SIZE = 50;
+
+/**
+ * How one delivery attempt to a peer's inbox ended:
+ * - `delivered`: the inbox answered 2xx;
+ * - `gone`: 404 or 410, never retried;
+ * - `http-error`: another status (a retry follows while the policy allows);
+ * - `unreachable`: no HTTP answer (connection refused, timeout, DNS); retried likewise.
+ */
+export type DeliveryOutcome = "delivered" | "gone" | "http-error" | "unreachable";
+
+/** One delivery attempt, as {@link ClusterFederationOptions.onDelivery} hears of it. */
+export interface DeliveryAttempt {
+  /** The inbox's host (`host:port`): the peer, with bounded cardinality. */
+  readonly peer: string;
+  readonly outcome: DeliveryOutcome;
+  /** The HTTP status, when the inbox answered. */
+  readonly status?: number;
+  /** 1 for the first attempt. */
+  readonly attempt: number;
+}
 
 /** Options for {@link createClusterFederation}. */
 export interface ClusterFederationOptions {
@@ -89,6 +112,77 @@ export interface ClusterFederationOptions {
     decide(actorId: string): Promise<FollowDecision>;
     acceptance(): Promise<string>;
   };
+  /** Told of every delivery attempt this process makes (metrics, logs). */
+  readonly onDelivery?: (attempt: DeliveryAttempt) => void;
+  /**
+   * Where Fedify's OpenTelemetry spans go (`activitypub.inbox`, `activitypub.outbox`,
+   * `activitypub.send_activity`, …).
+   * @defaultValue the globally registered provider (`trace.getTracerProvider()`), a no-op
+   * unless the process registered an OpenTelemetry SDK
+   */
+  readonly tracerProvider?: TracerProvider;
+}
+
+/** What the outbox listener learnt about the message it is delivering. */
+interface DeliveryState {
+  error?: unknown;
+}
+
+/**
+ * Wraps the delivery queue so that each outbox message's fate is known: Fedify reports a
+ * failed attempt through `onOutboxError`, inside the handler's asynchronous context, and
+ * re-enqueues the message itself; an attempt that reported nothing was delivered.
+ */
+function observedQueue(
+  queue: MessageQueue,
+  delivering: AsyncLocalStorage<DeliveryState>,
+  onDelivery: ((attempt: DeliveryAttempt) => void) | undefined,
+): MessageQueue {
+  if (onDelivery == null) return queue;
+  const observed: MessageQueue = {
+    ...(queue.nativeRetrial != null ? { nativeRetrial: queue.nativeRetrial } : {}),
+    enqueue: (message, options) => queue.enqueue(message, options),
+    listen: (handler, options) =>
+      queue.listen(async (message: unknown) => {
+        const m = message as { type?: unknown; inbox?: unknown; attempt?: unknown };
+        if (m.type !== "outbox" || typeof m.inbox !== "string") {
+          await handler(message);
+          return;
+        }
+        const state: DeliveryState = {};
+        await delivering.run(state, () => handler(message));
+        let peer: string;
+        try {
+          peer = new URL(m.inbox).host;
+        } catch {
+          peer = "invalid";
+        }
+        const attempt = (typeof m.attempt === "number" ? m.attempt : 0) + 1;
+        const error = state.error;
+        if (error == null) {
+          onDelivery({ peer, outcome: "delivered", attempt });
+        } else if (error instanceof SendActivityError) {
+          const gone = error.statusCode === 404 || error.statusCode === 410;
+          onDelivery({
+            peer,
+            outcome: gone ? "gone" : "http-error",
+            status: error.statusCode,
+            attempt,
+          });
+        } else {
+          onDelivery({ peer, outcome: "unreachable", attempt });
+        }
+      }, options),
+  };
+  if (queue.enqueueMany != null) {
+    const many = queue.enqueueMany.bind(queue);
+    observed.enqueueMany = (messages, options) => many(messages, options);
+  }
+  if (queue.getDepth != null) {
+    const depth = queue.getDepth.bind(queue);
+    observed.getDepth = () => depth();
+  }
+  return observed;
 }
 
 /** The Fedify federation of one cluster and helpers around it. */
@@ -146,12 +240,14 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     initialDelayMs: 10_000,
     maxDelayMs: 12 * 3600_000,
   };
+  const delivering = new AsyncLocalStorage<DeliveryState>();
   const federation = createFederation<null>({
     kv: options.kv,
     // No fanout queue: Fedify's fanout re-parses activities and drops taskweb's properties.
     // No inbox queue: an activity is applied inside the request, so a failure answers 5xx
     // and the sender retries.
-    queue: { outbox: options.queue },
+    queue: { outbox: observedQueue(options.queue, delivering, options.onDelivery) },
+    ...(options.tracerProvider != null ? { tracerProvider: options.tracerProvider } : {}),
     manuallyStartQueue: options.manuallyStartQueue,
     origin: urls.origin,
     documentLoaderFactory: () => options.loaders.documentLoader,
@@ -163,6 +259,8 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       maxDelay: { milliseconds: retry.maxDelayMs },
     }),
     onOutboxError: (error, activity) => {
+      const state = delivering.getStore();
+      if (state != null) state.error = error;
       logger.warn("Delivery of {activityId} failed: {error}", {
         activityId: activity?.id?.href,
         error: String(error),

@@ -3,13 +3,13 @@
  * documents of tasks, artifacts and activities, artifact bytes, health checks and the UI.
  * @module
  */
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import express, {
   type NextFunction,
   type Request as ERequest,
   type Response as EResponse,
 } from "express";
-import { getLogger } from "@logtape/logtape";
+import { getLogger, withContext } from "@logtape/logtape";
 import type { Kysely } from "kysely";
 import type { AuthService } from "../domain/auth.ts";
 import { ApiError } from "../domain/errors.ts";
@@ -36,8 +36,14 @@ import { federationRoutes } from "./federation-routes.ts";
 import { privateArtifactRoutes } from "./private-artifact-routes.ts";
 import { webappRoutes } from "./webapp-routes.ts";
 import { webappStatic } from "./webapp-static.ts";
+import { statsRoutes } from "./stats-routes.ts";
+import { openApiRoutes } from "./openapi-routes.ts";
 
 const logger = getLogger(["taskweb", "http"]);
+const accessLogger = getLogger(["taskweb", "http", "access"]);
+
+/** A request id a client or proxy may choose; anything else is replaced by a new one. */
+const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
 const AS_MEDIA_TYPE = "application/activity+json";
 
@@ -108,6 +114,28 @@ export function createApp(options: AppOptions): express.Express {
   app.disable("x-powered-by");
   app.set("etag", false);
 
+  // Every request has an id: the caller's X-Request-Id (a proxy's, say) or a new one. It is
+  // sent back, and every log line written while the request is handled carries it.
+  app.use((req, res, next) => {
+    const given = req.headers["x-request-id"];
+    const requestId = typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+    res.setHeader("X-Request-Id", requestId);
+    const started = performance.now();
+    res.on("finish", () => {
+      const quiet = req.path === "/healthz" || req.path === "/readyz" || req.path === "/metrics";
+      const fields = {
+        requestId,
+        method: req.method,
+        path: req.path,
+        status: res.statusCode,
+        durationMs: Math.round(performance.now() - started),
+      };
+      const message = "{method} {path} {status} {durationMs} ms";
+      if (quiet) accessLogger.debug(message, fields);
+      else accessLogger.info(message, fields);
+    });
+    withContext({ requestId }, () => next());
+  });
   const { auth } = options;
   /** Sets `res.locals.auth` from the bearer token, or ends the request with 401. */
   const authenticate = (req: ERequest, res: EResponse, next: NextFunction): void => {
@@ -303,6 +331,7 @@ export function createApp(options: AppOptions): express.Express {
     }),
   );
 
+  app.use(openApiRoutes());
   // The REST API, for API clients; every route declares the scopes it needs.
   const api = express.Router();
   api.use(authenticate);
@@ -582,6 +611,7 @@ export function createApp(options: AppOptions): express.Express {
   api.use(privateArtifactRoutes({ db }));
   api.use(federationRoutes({ db, federation: options.federation, policy: options.followPolicy }));
   api.use(webappRoutes({ db, urls }));
+  api.use(statsRoutes({ db }));
   app.use("/api/v1", api);
 
   app.use(webappStatic());

@@ -6,6 +6,7 @@
  * those can be replayed without any time bound, so taskweb requires the HTTP signature.
  * @module
  */
+import { AsyncResource } from "node:async_hooks";
 import { verifyRequestDetailed, type DocumentLoader, type KeyCache } from "@fedify/fedify";
 import type { CryptographicKey, Multikey } from "@fedify/vocab";
 import { preloadedContexts } from "@fedify/vocab-runtime";
@@ -167,6 +168,8 @@ export interface InboxGuardOptions {
    * by Fedify and taskweb included. @defaultValue 10
    */
   readonly fetchBudget?: number;
+  /** Told of every request whose signature verified with a key its actor owns. */
+  readonly onVerified?: () => void;
 }
 
 function refuse(
@@ -239,35 +242,42 @@ export function inboxGuard(options: InboxGuardOptions) {
     const chunks: Buffer[] = [];
     let size = 0;
     let aborted = false;
-    req.on("data", (chunk: Buffer) => {
-      if (aborted) return;
-      size += chunk.length;
-      if (size > INBOX_LIMITS.maxBodyBytes) {
-        aborted = true;
-        refuse(
-          res,
-          413,
-          "too-large",
-          `Bodies are limited to ${INBOX_LIMITS.maxBodyBytes} bytes.`,
-          onRefused,
-        );
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
+    // Bound to this request's asynchronous context, so that log lines keep its request id.
+    req.on(
+      "data",
+      AsyncResource.bind((chunk: Buffer) => {
+        if (aborted) return;
+        size += chunk.length;
+        if (size > INBOX_LIMITS.maxBodyBytes) {
+          aborted = true;
+          refuse(
+            res,
+            413,
+            "too-large",
+            `Bodies are limited to ${INBOX_LIMITS.maxBodyBytes} bytes.`,
+            onRefused,
+          );
+          req.destroy();
+          return;
+        }
+        chunks.push(chunk);
+      }),
+    );
     req.on("error", () => {
       aborted = true;
     });
-    req.on("end", () => {
-      if (aborted) return;
-      const body = Buffer.concat(chunks);
-      withFetchBudget(options.fetchBudget ?? 10, () => check(body)).catch((error: unknown) => {
-        logger.error("Inbox guard failed: {error}", { error: String(error) });
-        if (!res.headersSent)
-          res.status(500).json({ code: "InternalServerError", message: "Try again later." });
-      });
-    });
+    req.on(
+      "end",
+      AsyncResource.bind(() => {
+        if (aborted) return;
+        const body = Buffer.concat(chunks);
+        withFetchBudget(options.fetchBudget ?? 10, () => check(body)).catch((error: unknown) => {
+          logger.error("Inbox guard failed: {error}", { error: String(error) });
+          if (!res.headersSent)
+            res.status(500).json({ code: "InternalServerError", message: "Try again later." });
+        });
+      }),
+    );
 
     async function check(body: Buffer): Promise<void> {
       const limits = checkJsonLimits(body, {
@@ -399,6 +409,7 @@ export function inboxGuard(options: InboxGuardOptions) {
           return;
         }
       }
+      options.onVerified?.();
       if (!usesOnlyKnownContexts(json)) {
         // Signed by its actor, so not an attack on us; but a receiver that had to fetch the
         // context could never process it, and a 4xx/5xx would only make the sender retry.

@@ -4,7 +4,8 @@
  * What the database knows is read at each scrape, so any web process answers for the whole
  * cluster (tasks by state, runs by outcome, how long runs waited to be claimed, the outbox
  * and the job queues). What only a process sees is counted in that process: inbox requests
- * by outcome, and the runs its own worker finished.
+ * and signature verifications by outcome, delivery attempts by peer and outcome, and the runs
+ * its own worker finished. Sum these over processes (`sum by (outcome)`).
  * @module
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
@@ -20,6 +21,10 @@ export interface ClusterMetrics {
   inbox(outcome: string): void;
   /** A run this process's worker finished, with its times. */
   runFinished(state: string, durationSeconds: number): void;
+  /** An inbox request's signature check: `verified`, or why it failed. */
+  inboxVerification(outcome: string): void;
+  /** One delivery attempt to `peer` (an inbox's host): `delivered`, `gone`, `http-error`, `unreachable`. */
+  delivery(peer: string, outcome: string): void;
 }
 
 const TASK_STATES = ["unscheduled", "pending", "running", "completed", "failed", "exception"];
@@ -119,6 +124,18 @@ export function createClusterMetrics(options: {
     labelNames: ["outcome"],
     registers: [registry],
   });
+  const verifications = new Counter({
+    name: "taskweb_inbox_verifications_total",
+    help: "Inbox POSTs whose HTTP signature this process checked, by outcome: verified, or why not (no-signature, invalid-signature, key-fetch-failed, key-not-owned-by-actor, body-not-covered).",
+    labelNames: ["outcome"],
+    registers: [registry],
+  });
+  const deliveries = new Counter({
+    name: "taskweb_deliveries_total",
+    help: "Delivery attempts this process made to peers' inboxes, by peer (host:port) and outcome: delivered, gone (404/410, not retried), http-error or unreachable (retried with backoff).",
+    labelNames: ["peer", "outcome"],
+    registers: [registry],
+  });
   const runs = new Histogram({
     name: "taskweb_run_duration_seconds",
     help: "Runs finished by this process's worker, from claim to resolution, by state.",
@@ -130,5 +147,7 @@ export function createClusterMetrics(options: {
     registry,
     inbox: (outcome) => inbox.inc({ outcome }),
     runFinished: (state, seconds) => runs.observe({ state }, seconds),
+    inboxVerification: (outcome) => verifications.inc({ outcome }),
+    delivery: (peer, outcome) => deliveries.inc({ peer, outcome }),
   };
 }

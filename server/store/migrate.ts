@@ -13,6 +13,7 @@ import * as m0004 from "./migrations/0004-secrets.ts";
 import * as m0005 from "./migrations/0005-auth.ts";
 import * as m0006 from "./migrations/0006-dedupe-retention.ts";
 import * as m0007 from "./migrations/0007-delivery.ts";
+import * as m0008 from "./migrations/0008-history-indexes.ts";
 
 const MIGRATIONS: Record<string, Migration> = {
   "0001-initial": m0001,
@@ -22,6 +23,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0005-auth": m0005,
   "0006-dedupe-retention": m0006,
   "0007-delivery": m0007,
+  "0008-history-indexes": m0008,
 };
 
 /** Thrown when a migration fails; the database is left at the last migration that passed. */

@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/
 import { tmpdir, hostname } from "node:os";
 import { join, relative, sep } from "node:path";
 import type { DocumentLoader } from "@fedify/fedify";
-import { getLogger } from "@logtape/logtape";
+import { getLogger, withContext } from "@logtape/logtape";
 import type { Kysely } from "kysely";
 import { parseArtifactObject } from "../../protocol/index.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
@@ -228,9 +228,15 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
     }
   }
 
-  async function execute(taskId: string, runId: number): Promise<void> {
+  /** Runs a task's run; every log line written meanwhile carries its task and run ids. */
+  function execute(taskId: string, runId: number): Promise<void> {
+    return withContext({ taskId, runId, workerId }, () => executeRun(taskId, runId));
+  }
+
+  async function executeRun(taskId: string, runId: number): Promise<void> {
     const claim = await tasks.claimRun(taskId, runId, workerId, options.claimLeaseMs);
     if (claim == null) return; // Already claimed, resolved or gone: the queue delivered twice.
+    logger.info("Running {taskId}/{runId}.", { taskId, runId });
     options.onRunEvent?.({ taskId, runId, event: "started" });
     const abort = new AbortController();
     const key = `${taskId}/${runId}`;

@@ -55,6 +55,7 @@ describe("validateTaskDefinition", () => {
       inactive: false,
       priority: "lowest",
       breakpoint: false,
+      tags: {},
     });
   });
 

@@ -5,7 +5,7 @@
  * depends on this one across the federation.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -124,10 +124,13 @@ if ("skip" in backend) {
 
     it("shares tasks between two worker processes and runs each exactly once", async () => {
       const ids = Array.from({ length: 12 }, (_, i) => `job-${i}`);
+      // Every execution leaves a line: a task run twice would show twice, whatever the runs
+      // table says.
+      const ledger = join(scratch, "executions.log");
       for (const [i, taskId] of ids.entries()) {
         const { status } = await api(webs[i % 2]!, "POST", "/api/v1/tasks", {
           taskId,
-          payload: { command: ["sh", "-c", "sleep 0.3"] },
+          payload: { command: ["sh", "-c", `echo ${taskId} >> ${ledger}; sleep 0.3`] },
         });
         expect(status).toBe(201);
       }
@@ -145,6 +148,8 @@ if ("skip" in backend) {
         workers.add(task.runs[0]!.worker_id);
       }
       expect(workers.size).toBe(2);
+      const executions = (await readFile(ledger, "utf8")).split("\n").filter((l) => l !== "");
+      expect(executions.sort()).toEqual([...ids].sort());
     });
 
     it("lets a cluster on another server depend on a task run by these processes", async () => {
