@@ -562,6 +562,12 @@ describeEachBackend("bad input", (backend) => {
     expect(forbiddenHits).toEqual([]);
   });
 
+  it("answers 400, not 500, to a signed activity the ActivityPub library cannot read", async () => {
+    // Found by the fuzz run: a `published` that is an object made the library throw.
+    const activity = { ...forged(), published: {} };
+    await unchanged(() => signedPost(B.urls.inbox, activity, { key: aKey }), 400, []);
+  });
+
   it("ignores an activity of an unknown type", async () => {
     const activity = { ...forged(), type: ["Activity", "TaskExploded"] };
     await unchanged(() => signedPost(B.urls.inbox, activity, { key: aKey }), 202, "invalid");
