@@ -70,8 +70,22 @@ describeEachBackend("bad input", (backend) => {
   let forbiddenUrl: string;
   const forbiddenHits: string[] = [];
   const harnessHits: string[] = [];
+  let peerKey: CryptoKeyPair;
+  let peerPem: string;
 
   beforeAll(async () => {
+    peerKey = await crypto.subtle.generateKey(
+      {
+        name: "RSASSA-PKCS1-v1_5",
+        modulusLength: 2048,
+        publicExponent: new Uint8Array([1, 0, 1]),
+        hash: "SHA-256",
+      },
+      true,
+      ["sign", "verify"],
+    );
+    const spki = Buffer.from(await crypto.subtle.exportKey("spki", peerKey.publicKey));
+    peerPem = `-----BEGIN PUBLIC KEY-----\n${spki.toString("base64").replace(/(.{64})/g, "$1\n")}\n-----END PUBLIC KEY-----\n`;
     forbidden = createServer((req, res) => {
       forbiddenHits.push(req.url ?? "");
       res.writeHead(200, { "content-type": "application/activity+json" }).end("{}");
@@ -99,6 +113,27 @@ describeEachBackend("bad input", (backend) => {
                 ? "text/plain"
                 : "application/activity+json";
           res.writeHead(200, { "content-type": type }).end(JSON.stringify(doc));
+        } else if (path === "/evil-actor" || path === "/good-actor") {
+          res.writeHead(200, { "content-type": "application/activity+json" }).end(
+            JSON.stringify({
+              "@context": ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"],
+              id: `${harnessUrl}${path}`,
+              type: "Service",
+              preferredUsername: path.slice(1),
+              // The evil actor asks for deliveries to the cloud metadata address.
+              inbox:
+                path === "/evil-actor"
+                  ? "http://169.254.169.254/latest/inbox"
+                  : `${harnessUrl}/good-inbox`,
+              publicKey: {
+                id: `${harnessUrl}${path}#main-key`,
+                owner: `${harnessUrl}${path}`,
+                publicKeyPem: peerPem,
+              },
+            }),
+          );
+        } else if (path === "/good-inbox") {
+          res.writeHead(202).end();
         } else if (path === "/big") {
           res
             .writeHead(200, { "content-type": "application/activity+json" })
@@ -741,5 +776,32 @@ describeEachBackend("bad input", (backend) => {
       .where("activity_id", "in", [young, old])
       .execute();
     expect(left.map((r) => r.activity_id)).toEqual([young]);
+  });
+
+  // Last: the control below adds a follower, which the cases above must not see.
+  it("ignores a Follow from an actor whose inbox is on a private address", async () => {
+    const followFrom = (path: string) => ({
+      "@context": "https://www.w3.org/ns/activitystreams",
+      id: `${harnessUrl}${path}#follows/${randomUUID()}`,
+      type: "Follow",
+      actor: `${harnessUrl}${path}`,
+      object: B.urls.actor,
+    });
+    const key = (path: string): SigningKey => ({
+      keyId: new URL(`${harnessUrl}${path}#main-key`),
+      privateKey: peerKey.privateKey,
+    });
+    await unchanged(
+      () => signedPost(B.urls.inbox, followFrom("/evil-actor"), { key: key("/evil-actor") }),
+      202,
+      [],
+    );
+    // The control: the same Follow from an actor with a reachable inbox is accepted.
+    expect(
+      (await signedPost(B.urls.inbox, followFrom("/good-actor"), { key: key("/good-actor") }))
+        .status,
+    ).toBe(202);
+    const followers = await B.database.db.selectFrom("followers").select("actor_id").execute();
+    expect(followers.map((f) => f.actor_id)).toEqual([`${harnessUrl}/good-actor`]);
   });
 });
