@@ -90,10 +90,22 @@ describeEachBackend("key rotation", (backend) => {
 
     // A forger still holding the replaced key: its signatures fail, and B does not fetch
     // A's key again for each of them.
-    await waitFor("B's outbox and A's deliveries to settle", async () => {
+    // Every activity A published has reached B (one may have been retried: it raced the
+    // rotation), and B's own outbox is done.
+    await waitFor("A's deliveries and B's outbox to settle", async () => {
+      const published = await A.database.db.selectFrom("outbox").select("activity_id").execute();
+      const processed = await B.database.db
+        .selectFrom("inbox_processed")
+        .select("activity_id")
+        .execute();
+      const seen = new Set(processed.map((r) => r.activity_id));
       const rows = await B.database.db.selectFrom("outbox").select("fanned_out_at").execute();
       const pending = (await queueDepths(A))["fedify-outbox"];
-      return rows.every((r) => r.fanned_out_at != null) && pending === 0 ? true : undefined;
+      return published.every((r) => seen.has(r.activity_id)) &&
+        rows.every((r) => r.fanned_out_at != null) &&
+        pending === 0
+        ? true
+        : undefined;
     });
     await new Promise((r) => setTimeout(r, 500));
     const flood = fetchesOfA();
