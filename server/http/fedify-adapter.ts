@@ -23,6 +23,18 @@ export function toWebRequest(req: ERequest, origin: string, body?: Uint8Array): 
   return new Request(`${origin}${req.originalUrl}`, init);
 }
 
+/**
+ * True for the errors that reading untrusted JSON-LD throws (a value of the wrong shape, a
+ * bad IRI, an invalid context), as opposed to a failure of this cluster (its database).
+ */
+export function isMalformedInput(error: unknown): boolean {
+  if (error instanceof TypeError || error instanceof SyntaxError || error instanceof RangeError) {
+    return true;
+  }
+  const name = (error as { name?: unknown } | null)?.name;
+  return typeof name === "string" && name.startsWith("jsonld.");
+}
+
 /** Express middleware that serves what Fedify routes and passes everything else on. */
 export function fedifyMiddleware(federation: Federation<null>, origin: string) {
   return (req: ERequest, res: EResponse, next: NextFunction): void => {
@@ -61,9 +73,18 @@ export function fedifyMiddleware(federation: Federation<null>, origin: string) {
           url: req.originalUrl,
           error: String(error),
         });
-        if (!passed && !res.headersSent) {
-          res.status(500).json({ code: "InternalServerError", message: "The request failed." });
+        if (passed || res.headersSent) return;
+        // An activity the inbox guard let through (its signature verified) that the
+        // ActivityPub library then fails to read is the sender's error: 400 stops its
+        // retries, where 500 would ask for them forever.
+        if (req.method === "POST" && "rawBody" in req && isMalformedInput(error)) {
+          res.status(400).json({
+            code: "malformed",
+            message: "The activity could not be read as ActivityStreams JSON-LD.",
+          });
+          return;
         }
+        res.status(500).json({ code: "InternalServerError", message: "The request failed." });
       });
   };
 }

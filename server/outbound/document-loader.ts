@@ -85,45 +85,50 @@ export function signerFor(identity: {
 
 /** Options for {@link createRefetchLimiter}. */
 export interface RefetchLimiterOptions {
-  /** A key document is fetched at most once per this many ms. @defaultValue 300000 */
+  /** A key document is fetched again at most once per this many ms. @defaultValue 300000 */
   readonly intervalMs?: number;
-  /** Keys remembered; the oldest are forgotten first. @defaultValue 10000 */
+  /** Key documents remembered; the oldest are forgotten first. @defaultValue 1000 */
   readonly maxEntries?: number;
 }
 
 /**
  * Wraps the loader that fetches signing keys so that, after its first fetch, one key URL is
- * fetched again at most once per interval. A signature that fails with a cached key makes the verifier fetch the key
- * again (a peer may have rotated it); a forger replaying bad signatures under a real key id
- * would otherwise turn every request into a fetch from that peer.
+ * fetched again at most once per interval. A signature that fails with a cached key makes
+ * the verifier fetch the key again (a peer may have rotated it); a forger sending bad
+ * signatures under a real key id would otherwise turn every request into a fetch from that
+ * peer. Within the interval the document fetched last is answered from memory, so genuine
+ * requests that raced a rotation verify with the new key and forged ones still fail.
  */
 export function createRefetchLimiter(
   loader: DocumentLoader,
   options: RefetchLimiterOptions = {},
 ): DocumentLoader {
   const intervalMs = options.intervalMs ?? 300_000;
-  const maxEntries = options.maxEntries ?? 10_000;
-  /** Key URL → when it was last fetched again after its first fetch (0: never). */
-  const refetchedAt = new Map<string, number>();
+  const maxEntries = options.maxEntries ?? 1000;
+  /** Key URL → when it was last fetched again after its first fetch (0: never), and what came. */
+  const entries = new Map<string, { refetchedAt: number; document: Promise<RemoteDocument> }>();
   return async (url, loaderOptions) => {
     if (url in preloadedContexts) return await loader(url, loaderOptions);
     const key = url.replace(/#.*$/, "");
-    const last = refetchedAt.get(key);
+    const last = entries.get(key);
     const now = Date.now();
-    if (last != null && last > 0 && now - last < intervalMs) {
+    if (last != null && last.refetchedAt > 0 && now - last.refetchedAt < intervalMs) {
+      const document = await last.document.catch(() => undefined);
+      if (document != null) return document;
       throw new OutboundFetchError(
         url,
         "budget-exhausted",
-        `refetched ${Math.round((now - last) / 1000)} s ago; keys are refetched at most every ${intervalMs / 1000} s`,
+        `refetched ${Math.round((now - last.refetchedAt) / 1000)} s ago; keys are refetched at most every ${intervalMs / 1000} s`,
       );
     }
     // The first fetch of a key is free; every later one starts an interval.
-    refetchedAt.delete(key);
-    refetchedAt.set(key, last == null ? 0 : now);
-    if (refetchedAt.size > maxEntries) {
-      const oldest = refetchedAt.keys().next().value;
-      if (oldest != null) refetchedAt.delete(oldest);
+    const document = loader(url, loaderOptions);
+    entries.delete(key);
+    entries.set(key, { refetchedAt: last == null ? 0 : now, document });
+    if (entries.size > maxEntries) {
+      const oldest = entries.keys().next().value;
+      if (oldest != null) entries.delete(oldest);
     }
-    return await loader(url, loaderOptions);
+    return await document;
   };
 }

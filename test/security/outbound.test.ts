@@ -214,8 +214,17 @@ describe("checked fetch", () => {
     hits.length = 0;
     await loader(`${base}/doc#main-key`); // first fetch
     await loader(`${base}/doc#main-key`); // one refetch (a rotated key)
-    await refused(loader(`${base}/doc#main-key`), "budget-exhausted");
-    await refused(loader(`${base}/doc#key-2`), "budget-exhausted");
+    // Within the interval, the document fetched last is answered from memory.
+    expect((await loader(`${base}/doc#main-key`)).document).toMatchObject({ type: "Note" });
+    expect((await loader(`${base}/doc#key-2`)).document).toMatchObject({ type: "Note" });
     expect(hits).toEqual(["/doc", "/doc"]);
+    // A refetch that failed is not answered from memory: the next one waits for the interval.
+    const failing = createRefetchLimiter(
+      createCheckedDocumentLoader(fetchWith([`127.0.0.1:${port}`])),
+      { intervalMs: 60_000 },
+    );
+    await failing(`${base}/missing#k`).catch(() => undefined);
+    await failing(`${base}/missing#k`).catch(() => undefined);
+    await refused(failing(`${base}/missing#k`), "budget-exhausted");
   });
 });
