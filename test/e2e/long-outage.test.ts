@@ -114,5 +114,5 @@ describeServerBackend("a follower down longer than the retry horizon", (backend)
       .select("outbox_seen")
       .executeTakeFirstOrThrow();
     expect(seen.outbox_seen).not.toBeNull();
-  });
+  }, 120_000);
 });
