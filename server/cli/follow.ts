@@ -1,6 +1,6 @@
 /**
- * `taskweb follow`, `taskweb unfollow`, `taskweb followers` and `taskweb following`: which
- * clusters this one listens to, and which listen to it.
+ * `taskweb follow`, `taskweb unfollow` and `taskweb following`: which clusters this one
+ * listens to (`taskweb followers`, who listens to it, is in followers.ts).
  * @module
  */
 import { CommanderError, type Command } from "commander";
@@ -58,7 +58,7 @@ function seconds(value: string | boolean | undefined, flag: string): number | un
   return n;
 }
 
-/** Registers `follow`, `unfollow`, `followers` and `following` on `program`. */
+/** Registers `follow`, `unfollow` and `following` on `program`. */
 export function registerFollowCommands(program: Command, options: FollowCommandsOptions): void {
   const print = options.print ?? ((line: string) => console.log(line));
   const printError = options.printError ?? ((line: string) => console.error(line));
@@ -148,8 +148,8 @@ export function registerFollowCommands(program: Command, options: FollowCommands
       );
     });
 
+  // `followers` (with approve and reject) is registered by followers.ts.
   for (const [collection, description] of [
-    ["followers", "List the clusters that follow this one (and whether they were accepted)"],
     ["following", "List the clusters this one follows (and whether they accepted)"],
   ] as const) {
     options
@@ -180,7 +180,7 @@ export function registerFollowCommands(program: Command, options: FollowCommands
             if (flags.json === true) {
               print(JSON.stringify({ [collection]: rows }));
             } else if (rows.length === 0) {
-              print(collection === "followers" ? "No followers." : "Not following any cluster.");
+              print("Not following any cluster.");
             } else {
               for (const r of rows) {
                 print(`${r.actor_id}  ${r.state}  since ${new Date(r.created_at).toISOString()}`);

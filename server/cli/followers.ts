@@ -3,7 +3,7 @@
  * `taskweb federation policy|allow|unallow|block|unblock`: who may follow this cluster.
  * @module
  */
-import type { Command } from "commander";
+import { CommanderError, type Command } from "commander";
 import { apiRequest, type ApiTarget } from "./api-client.ts";
 import type { ClientFlags } from "./graph.ts";
 
@@ -22,7 +22,7 @@ export interface FollowerCommandsOptions {
 interface FollowerRow {
   readonly actor_id: string;
   readonly state: string;
-  readonly updated_at: string;
+  readonly created_at: string;
 }
 
 interface PolicyBody {
@@ -48,11 +48,16 @@ export function registerFollowerCommands(program: Command, options: FollowerComm
       program
         .command("followers")
         .description("List the clusters that follow this one (approve or reject pending ones)")
-        .option("--pending", "only follow requests waiting for approval"),
+        .option("--state <state>", "only those in this state: accepted or pending")
+        .option("--pending", "only follow requests waiting for approval (--state pending)"),
     )
-    .action((flags: ClientFlags & { pending?: boolean }) => {
+    .action((flags: ClientFlags & { pending?: boolean; state?: string }) => {
+      const state = flags.pending === true ? "pending" : flags.state;
+      if (state != null && !["accepted", "pending"].includes(state)) {
+        throw new CommanderError(2, "bad-state", "--state must be accepted or pending.");
+      }
       act(async () => {
-        const query = flags.pending === true ? "?state=pending" : "";
+        const query = state != null ? `?state=${state}` : "";
         const body = (await apiRequest(
           options.apiTarget(flags),
           "GET",
@@ -60,9 +65,11 @@ export function registerFollowerCommands(program: Command, options: FollowerComm
         )) as { followers: FollowerRow[] };
         if (flags.json === true) print(JSON.stringify(body));
         else if (body.followers.length === 0)
-          print(flags.pending === true ? "No pending follow requests." : "No followers.");
+          print(state === "pending" ? "No pending follow requests." : "No followers.");
         else
-          for (const f of body.followers) print(`${f.actor_id}  ${f.state}  since ${f.updated_at}`);
+          for (const f of body.followers) {
+            print(`${f.actor_id}  ${f.state}  since ${new Date(f.created_at).toISOString()}`);
+          }
       });
     });
 
