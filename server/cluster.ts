@@ -5,6 +5,7 @@
  * components together; tests start clusters through here.
  * @module
  */
+import { importJwk } from "@fedify/fedify";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
@@ -553,6 +554,12 @@ export async function startCluster(
           claimLeaseMs: config.claimLeaseMs,
           shutdownGraceMs: config.shutdownGraceMs,
           fetch: outbound,
+          signer: async () => {
+            const rsa = (await fed.signingKeys()).find((k) => k.privateKey.kty === "RSA");
+            if (rsa == null) throw new Error(`${urls.actor} has no RSA key to sign fetches with.`);
+            const privateKey = await importJwk(rsa.privateKey, "private");
+            return signerFor({ keyId: new URL(rsa.keyId), privateKey }, "rfc9421");
+          },
           workDir: config.workDir,
           loaders,
           onRunEvent: (e) => emit({ type: "run", ...e }),

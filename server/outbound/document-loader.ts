@@ -72,15 +72,15 @@ export function createCheckedDocumentLoader(
   };
 }
 
-/** Builds the signer of an authenticated loader for `identity` (draft-cavage, widely read). */
-export function signerFor(identity: {
-  keyId: URL;
-  privateKey: CryptoKey;
-}): (request: Request) => Promise<Request> {
-  return (request) =>
-    signRequest(request, identity.privateKey, identity.keyId, {
-      spec: "draft-cavage-http-signatures-12",
-    });
+/**
+ * Builds the signer of an authenticated fetch for `identity`: draft-cavage (widely read) for
+ * the authenticated loader, RFC 9421 where the peer is a taskweb cluster (artifact downloads).
+ */
+export function signerFor(
+  identity: { keyId: URL; privateKey: CryptoKey },
+  spec: "draft-cavage-http-signatures-12" | "rfc9421" = "draft-cavage-http-signatures-12",
+): (request: Request) => Promise<Request> {
+  return (request) => signRequest(request, identity.privateKey, identity.keyId, { spec });
 }
 
 /** Options for {@link createRefetchLimiter}. */

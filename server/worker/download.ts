@@ -6,7 +6,10 @@
  * the server gave), and starts over when the server cannot resume. Redirects are followed
  * one hop at a time, each hop checked like the first URL (http(s) only, never from https to
  * http, and through the cluster's checked fetch: public addresses or allowlisted ones). The bytes are written to `<dest>.partial` and
- * renamed to `dest` only once verified. The worker fetches its inputs with it, and
+ * renamed to `dest` only once verified. With `sign`, every request to the first URL's origin
+ * (Range resumes included) carries the cluster's HTTP signature, so that a private artifact
+ * is served; a hop to another origin is sent unsigned. A 401 or 403 answer is not retried
+ * ({@link NotAuthorizedError}). The worker fetches its inputs with it, and
  * `taskweb artifact get` exposes it to users.
  * @module
  */
@@ -51,6 +54,20 @@ export class DownloadError extends Error {
   }
 }
 
+/** The server refused to serve the file to this cluster (HTTP 401 or 403): a private artifact. */
+export class NotAuthorizedError extends Error {
+  override readonly name = "NotAuthorizedError";
+  constructor(
+    readonly url: string,
+    readonly status: number,
+    detail = "",
+  ) {
+    super(
+      `${url}: not authorized (HTTP ${status}); a private artifact is served only to an accepted follower of its cluster or an actor granted its read scope${detail !== "" ? `: ${detail}` : ""}`,
+    );
+  }
+}
+
 /** How far a download has come, for progress displays. */
 export interface DownloadProgress {
   /** Bytes of the file on disk so far, resumed bytes included. */
@@ -76,6 +93,11 @@ export interface DownloadOptions {
    * @defaultValue one with an empty allowlist: public addresses only
    */
   readonly fetch?: OutboundFetch;
+  /**
+   * Signs each request to the origin of `url` (an authorized fetch); requests to any other
+   * origin a redirect points at are sent unsigned.
+   */
+  readonly sign?: (request: Request) => Promise<Request>;
   /** Time limit of one attempt. @defaultValue 60000 */
   readonly timeoutMs?: number;
   /** Redirects followed in one attempt. @defaultValue 5 */
@@ -153,6 +175,7 @@ export async function downloadVerified(
       } catch (error) {
         lastError = error;
         if (error instanceof DownloadError && !error.retryable) throw error;
+        if (error instanceof NotAuthorizedError) throw error;
         if (error instanceof DigestMismatchError) {
           // Start over: resuming would keep the bad bytes.
           await rm(partial, { force: true });
@@ -165,7 +188,11 @@ export async function downloadVerified(
     throw error;
   }
   await rm(partial, { force: true });
-  if (lastError instanceof DigestMismatchError || lastError instanceof DownloadError) {
+  if (
+    lastError instanceof DigestMismatchError ||
+    lastError instanceof DownloadError ||
+    lastError instanceof NotAuthorizedError
+  ) {
     throw lastError;
   }
   throw new DownloadError(url, `failed after ${attempts} attempts: ${String(lastError)}`, false, {
@@ -181,6 +208,7 @@ export async function downloadVerified(
     }
     const timeoutMs = options.timeoutMs ?? 60_000;
     const signal = AbortSignal.timeout(timeoutMs);
+    const origin = new URL(url).origin;
     let current = new URL(url);
     let previous: URL | undefined;
     let response: Response;
@@ -192,6 +220,7 @@ export async function downloadVerified(
           signal,
           timeoutMs,
           headers: resume ? { range: `bytes=${have}-`, "if-range": validator ?? "" } : {},
+          ...(options.sign != null && current.origin === origin ? { sign: options.sign } : {}),
         });
       } catch (error) {
         if (error instanceof OutboundFetchError && error.reason === "private-address") {
@@ -217,6 +246,10 @@ export async function downloadVerified(
       await response.body?.cancel();
       waitMs = retryAfterMs(response.headers.get("retry-after")) ?? 0;
       throw new DownloadError(current.href, `HTTP ${response.status}`, true);
+    }
+    if (response.status === 401 || response.status === 403) {
+      const detail = (await response.text().catch(() => "")).slice(0, 300);
+      throw new NotAuthorizedError(current.href, response.status, detail);
     }
     if (response.status === 416) {
       // The server cannot give the rest: start over.

@@ -6,6 +6,7 @@
  * @module
  */
 import type { OutboundFetch } from "../outbound/checked-fetch.ts";
+import { createCheckedDocumentLoader } from "../outbound/document-loader.ts";
 import { createHash, randomUUID } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir, hostname } from "node:os";
@@ -25,7 +26,7 @@ import {
   type RunOutcome,
   type TaskService,
 } from "../domain/task-service.ts";
-import { DigestMismatchError, downloadVerified } from "./download.ts";
+import { DigestMismatchError, downloadVerified, NotAuthorizedError } from "./download.ts";
 import { runCommand } from "./run-command.ts";
 
 const logger = getLogger(["taskweb", "worker"]);
@@ -71,6 +72,13 @@ export interface WorkerOptions {
   readonly shutdownGraceMs: number;
   /** The cluster's checked fetch; artifact downloads go through it. */
   readonly fetch: OutboundFetch;
+  /**
+   * The cluster's request signer (its RSA key, RFC 9421): remote inputs (the artifact
+   * document and its content, resumes included) are fetched signed, towards the artifact's
+   * own origin only, so that a private artifact of a cluster this one follows is served.
+   * Without it, inputs are fetched unsigned.
+   */
+  readonly signer?: () => Promise<(request: Request) => Promise<Request>>;
   readonly workDir: string | undefined;
   readonly loaders: () => Promise<{
     documentLoader: DocumentLoader;
@@ -83,6 +91,18 @@ export interface WorkerOptions {
     event: "started" | "resolved";
     state?: string;
   }) => void;
+}
+
+/** `fetch`, with a 401 or 403 answer thrown as {@link NotAuthorizedError}. */
+function refusingUnauthorized(fetch: OutboundFetch): OutboundFetch {
+  return async (url, init) => {
+    const response = await fetch(url, init);
+    if (response.status === 401 || response.status === 403) {
+      const detail = (await response.text().catch(() => "")).slice(0, 300);
+      throw new NotAuthorizedError(String(url), response.status, detail);
+    }
+    return response;
+  };
 }
 
 /** Collects a run's artifacts folder. */
@@ -180,6 +200,7 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
       .selectAll()
       .where("task_id", "=", taskId)
       .execute();
+    const sign = inputs.length > 0 ? await options.signer?.() : undefined;
     for (const input of inputs) {
       const dest = join(inputsDir, ...input.path.split("/"));
       const localTask = urls.localTaskId(input.task_url);
@@ -206,7 +227,11 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
       if (meta == null) {
         // Not announced to us (we missed it): ask the artifact's own cluster.
         const loaders = await options.loaders();
-        const { document } = await loaders.documentLoader(input.artifact_url);
+        const documentLoader =
+          sign != null
+            ? createCheckedDocumentLoader(refusingUnauthorized(options.fetch), { sign })
+            : loaders.documentLoader;
+        const { document } = await documentLoader(input.artifact_url);
         const parsed = parseArtifactObject(
           await compactWithTaskwebContext(document, loaders.contextLoader),
         );
@@ -224,6 +249,7 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
       await downloadVerified(meta.content_url, dest, {
         expected: { sha256: meta.sha256, size: Number(meta.size) },
         fetch: options.fetch,
+        ...(sign != null ? { sign } : {}),
       });
     }
   }
@@ -294,12 +320,13 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
         await fetchInputs(taskId, inputsDir);
       } catch (error) {
         const digest = error instanceof DigestMismatchError;
+        const refused = error instanceof NotAuthorizedError;
         logger.warn("Inputs of {taskId} failed: {error}", { taskId, error: String(error) });
         outcome = {
           state: "exception",
           reason: digest ? "input-digest-mismatch" : "resource-unavailable",
           exitCode: null,
-          log: `[taskweb] ${digest ? "refused an input whose digest does not match" : "could not fetch inputs"}: ${
+          log: `[taskweb] ${digest ? "refused an input whose digest does not match" : refused ? "input not authorized" : "could not fetch inputs"}: ${
             error instanceof Error ? error.message : String(error)
           }\n`,
           artifacts: [],

@@ -4,10 +4,13 @@
  * rejected follower leaves nothing behind; a blocked cluster's Follow is answered with a
  * Reject, and its activities are refused and change nothing — a task waiting on the blocked
  * cluster's task stays waiting after that task completes. A private artifact is served only
- * to a signed GET from an accepted follower (authorized fetch).
+ * to a signed GET from an accepted follower (authorized fetch); a follower's task with such an
+ * artifact as input runs on its exact bytes (the worker fetches signed as its cluster), while
+ * a cluster that does not follow the owner is refused and served none of them.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { randomBytes } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { createHash, randomBytes } from "node:crypto";
+import type { Response as EResponse } from "express";
 import { signRequest } from "@fedify/fedify";
 import { testBackends } from "../support/backends.ts";
 import { clusterRsaKey } from "../support/signing.ts";
@@ -25,19 +28,22 @@ import {
 describe("federation policy on embedded", () => {
   let a: TestCluster;
   let b: TestCluster;
+  /** A cluster that follows no one. */
+  let c: TestCluster;
 
   beforeAll(async () => {
     const [embedded] = testBackends();
     if (embedded == null) throw new Error("no embedded backend");
-    [a, b] = await Promise.all([
+    [a, b, c] = await Promise.all([
       startTestCluster(embedded, "owner", { config: { followerAcceptance: "approval" } }),
       startTestCluster(embedded, "peer"),
+      startTestCluster(embedded, "stranger"),
     ]);
     // The owner follows the peer (the peer accepts every follow).
     await follow(a.current(), b.current());
   });
   afterAll(async () => {
-    await Promise.all([a?.destroy(), b?.destroy()]);
+    await Promise.all([a?.destroy(), b?.destroy(), c?.destroy()]);
   });
 
   const followingState = async (from: TestCluster, to: TestCluster) =>
@@ -154,6 +160,127 @@ describe("federation policy on embedded", () => {
     expect(await peerGet(content, true)).toEqual({ status: 200, text: REPORT });
     expect((await peerGet(document, true)).status).toBe(200);
     expect((await peerGet(content, false)).status).toBe(401);
+  }, 120_000);
+
+  /** One answer of the owner to a request for a path containing `needle`, with its signature. */
+  interface Served {
+    readonly signature: string;
+    readonly status: number;
+    readonly body: Buffer;
+  }
+
+  /**
+   * Records what the owner answers to requests whose path contains `needle` (status, body and
+   * signature headers), by wrapping `write` and `end` of its app's responses; call the
+   * returned function to stop.
+   */
+  function recordServed(needle: string, served: Served[]): () => void {
+    const proto = a.current().app!.response as unknown as Record<string, unknown>;
+    const parent = Object.getPrototypeOf(proto) as Record<string, (...args: unknown[]) => unknown>;
+    const chunksOf = new WeakMap<object, Buffer[]>();
+    const keep = (res: EResponse, chunk: unknown) => {
+      if (chunk == null || typeof chunk === "function") return;
+      const list = chunksOf.get(res) ?? [];
+      list.push(typeof chunk === "string" ? Buffer.from(chunk) : Buffer.from(chunk as Uint8Array));
+      chunksOf.set(res, list);
+    };
+    proto.write = function (this: EResponse, ...args: unknown[]) {
+      keep(this, args[0]);
+      return parent.write!.apply(this, args);
+    };
+    proto.end = function (this: EResponse, ...args: unknown[]) {
+      keep(this, args[0]);
+      if (decodeURIComponent(this.req.originalUrl).includes(needle)) {
+        served.push({
+          signature: `${String(this.req.headers["signature-input"] ?? "")} ${String(this.req.headers.signature ?? "")}`,
+          status: this.statusCode,
+          body: Buffer.concat(chunksOf.get(this) ?? []),
+        });
+      }
+      return parent.end!.apply(this, args);
+    };
+    return () => {
+      delete proto.write;
+      delete proto.end;
+    };
+  }
+
+  it("runs a follower's task on a private input's exact bytes, and refuses a stranger's", async () => {
+    const A = a.current();
+    const B = b.current();
+    const C = c.current();
+    expect((await followerRow(a, b))?.state).toBe("accepted");
+    expect(await followerRow(a, c)).toBeUndefined();
+    const served: Served[] = [];
+    const stopRecording = recordServed("private/data.bin", served);
+    onTestFinished(stopRecording);
+    const data = randomBytes(16 * 1024);
+    await A.tasks.createTask({
+      taskId: "produce",
+      payload: {
+        command: [
+          "sh",
+          "-c",
+          `mkdir -p "$TASKWEB_ARTIFACTS/private" && printf '%s' '${data.toString("base64")}' | base64 -d > "$TASKWEB_ARTIFACTS/private/data.bin"`,
+        ],
+      },
+    });
+    expect(await waitForResolution(A, "produce")).toBe("completed");
+    const produced = await A.database.db
+      .selectFrom("artifacts")
+      .select(["content", "sha256", "private"])
+      .where("task_id", "=", "produce")
+      .where("name", "=", "private/data.bin")
+      .executeTakeFirstOrThrow();
+    expect(produced.private).toBe(true);
+    expect(Buffer.from(produced.content).equals(data)).toBe(true);
+    const sha256 = createHash("sha256").update(data).digest("hex");
+    expect(produced.sha256).toBe(sha256);
+
+    const input = { task: A.urls.task("produce"), artifact: "private/data.bin", path: "data.bin" };
+    const copy = ["sh", "-c", 'cp "$TASKWEB_INPUTS/data.bin" "$TASKWEB_ARTIFACTS/seen.bin"'];
+    await Promise.all([
+      B.tasks.createTask({ taskId: "consume", inputs: [input], payload: { command: copy } }),
+      C.tasks.createTask({ taskId: "consume", inputs: [input], payload: { command: copy } }),
+    ]);
+
+    // The follower saw the exact bytes.
+    expect(await waitForResolution(B, "consume")).toBe("completed");
+    const seen = await B.database.db
+      .selectFrom("artifacts")
+      .select(["content", "sha256"])
+      .where("task_id", "=", "consume")
+      .where("name", "=", "seen.bin")
+      .executeTakeFirstOrThrow();
+    expect(Buffer.from(seen.content).equals(data)).toBe(true);
+    expect(seen.sha256).toBe(sha256);
+
+    // The stranger's task is refused with a reason that says why, and never ran its command.
+    expect(await waitForResolution(C, "consume")).toBe("exception");
+    const refused = await C.tasks.getTask("consume");
+    const run = refused!.runs.at(-1)!;
+    expect(run.reason_resolved).toBe("resource-unavailable");
+    expect(run.log).toContain("input not authorized");
+    expect(run.log).toContain("HTTP 403");
+    const cArtifacts = await C.database.db
+      .selectFrom("artifacts")
+      .select("name")
+      .where("task_id", "=", "consume")
+      .execute();
+    expect(cArtifacts).toEqual([]);
+
+    // The producer answered the follower's signed requests with the bytes, and the
+    // stranger's signed requests with 403 and none of them.
+    const byB = served.filter((s) => s.signature.includes(B.urls.origin));
+    const byC = served.filter((s) => s.signature.includes(C.urls.origin));
+    expect(byB.some((s) => s.status === 200 && s.body.equals(data))).toBe(true);
+    expect(byC.length).toBeGreaterThan(0);
+    for (const s of byC) {
+      expect(s.status).toBe(403);
+      expect(s.body.includes(data.subarray(0, 64))).toBe(false);
+    }
+    // Every request for it was signed: nothing went out unsigned and got through.
+    for (const s of served) expect(s.signature.trim()).not.toBe("");
   }, 120_000);
 
   it("answers a blocked cluster's Follow with a Reject and refuses its activities", async () => {

@@ -1,18 +1,20 @@
 /**
  * The downloader against a real HTTP server on loopback that drops connections mid-body,
  * answers 503, redirects, ignores Range and serves wrong bytes: it ends with the right file
- * or a clear error, and never leaves a partial file.
+ * or a clear error, and never leaves a partial file. A signed download signs every request
+ * to its own origin, resumes included, and none to another origin.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from "vitest";
 import {
   DigestMismatchError,
   DownloadError,
   downloadVerified,
+  NotAuthorizedError,
   type DownloadProgress,
 } from "../../server/worker/download.ts";
 import { parseAllowlist } from "../../server/outbound/address-policy.ts";
@@ -29,6 +31,7 @@ interface Seen {
   readonly path: string;
   readonly range: string | undefined;
   readonly ifRange: string | undefined;
+  readonly signature: string | undefined;
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse, nth: number) => void;
@@ -70,6 +73,7 @@ describe("downloadVerified", () => {
         path,
         range: req.headers.range,
         ifRange: req.headers["if-range"] as string | undefined,
+        signature: req.headers.signature as string | undefined,
       });
       const nth = seen.filter((s) => s.path === path).length;
       const handler = handlers.get(path);
@@ -184,6 +188,63 @@ describe("downloadVerified", () => {
     await expect(downloadVerified(`${base}/loop`, dest, options)).rejects.toThrow(
       /more than 5 redirects/,
     );
+    await expectNothingLeft();
+  });
+
+  it("signs every request to the file's origin, resumes included, and none elsewhere", async () => {
+    const signedFor: { url: string; range: string | null }[] = [];
+    const sign = (request: Request) => {
+      signedFor.push({ url: request.url, range: request.headers.get("range") });
+      const headers = new Headers(request.headers);
+      headers.set("signature", `test ${request.url}`);
+      return Promise.resolve(new Request(request.url, { method: request.method, headers }));
+    };
+    handlers.set("/signed", (req, res, nth) => {
+      if (nth === 1) dropAfter(res, 100_000);
+      else serveContent(req, res);
+    });
+    const dest = join(dir, "out.bin");
+    await downloadVerified(`${base}/signed`, dest, { ...options, sign });
+    await expectFile(dest);
+    expect(seen.map((s) => s.signature)).toEqual([`test ${base}/signed`, `test ${base}/signed`]);
+    expect(seen[1]?.range).toMatch(/^bytes=\d+-$/);
+    expect(signedFor[1]?.range).toBe(seen[1]?.range);
+    await rm(dest);
+
+    // A redirect to another origin is followed unsigned; one back to the origin is signed.
+    const other = createServer((req, res) => {
+      seen.push({
+        path: `other${req.url}`,
+        range: undefined,
+        ifRange: undefined,
+        signature: req.headers.signature as string | undefined,
+      });
+      res.writeHead(302, { location: `${base}/back` }).end();
+    });
+    await new Promise<void>((resolve) => other.listen(0, "127.0.0.1", resolve));
+    onTestFinished(() => new Promise<void>((resolve) => other.close(() => resolve())));
+    const port = (other.address() as { port: number }).port;
+    handlers.set("/away", (_req, res) =>
+      res.writeHead(302, { location: `http://127.0.0.1:${port}/elsewhere` }).end(),
+    );
+    handlers.set("/back", (req, res) => serveContent(req, res));
+    seen.length = 0;
+    await downloadVerified(`${base}/away`, dest, { ...options, sign });
+    await expectFile(dest);
+    expect(seen.map((s) => [s.path, s.signature])).toEqual([
+      ["/away", `test ${base}/away`],
+      ["other/elsewhere", undefined],
+      ["/back", `test ${base}/back`],
+    ]);
+  });
+
+  it("does not retry a 401 or 403: the file is not served to this cluster", async () => {
+    handlers.set("/private", (_req, res) => res.writeHead(403).end("not a follower"));
+    const dest = join(dir, "out.bin");
+    const refused = downloadVerified(`${base}/private`, dest, options);
+    await expect(refused).rejects.toThrow(NotAuthorizedError);
+    await expect(refused).rejects.toThrow(/not authorized \(HTTP 403\).*not a follower/);
+    expect(seen).toHaveLength(1);
     await expectNothingLeft();
   });
 
