@@ -20,6 +20,7 @@ import {
   generateSecretsKey,
   type SecretCipher,
 } from "./domain/secret-cipher.ts";
+import { createHookService, HOOK_QUEUE, type HookService } from "./domain/hooks.ts";
 import { createSecretStore, type SecretStore } from "./domain/secrets.ts";
 import { createTaskService, QUEUES, type TaskService } from "./domain/task-service.ts";
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
@@ -63,7 +64,14 @@ export type ClusterEvent =
   | { readonly type: "inbox-ignored"; readonly reason: InboxIgnoral }
   | { readonly type: "published"; readonly activityId: string }
   /** Every active task of the group has resolved; a `TaskGroupResolved` is in the outbox. */
-  | { readonly type: "task-group-resolved"; readonly taskGroupId: string };
+  | { readonly type: "task-group-resolved"; readonly taskGroupId: string }
+  /** A hook fire created its task group. */
+  | {
+      readonly type: "hook-fired";
+      readonly hookId: string;
+      readonly fireId: string;
+      readonly taskGroupId: string;
+    };
 
 /** When this process's runs started, to time them when they resolve. */
 const runStarts = new WeakMap<ClusterMetrics, Map<string, number>>();
@@ -113,6 +121,7 @@ export interface RunningCluster {
   readonly jobs: JobQueue;
   readonly tasks: TaskService;
   readonly secrets: SecretStore;
+  readonly hooks: HookService;
   readonly federation: ClusterFederation;
   /** The HTTP server's port (0 for a worker-only process). */
   readonly port: number;
@@ -270,9 +279,20 @@ export async function startCluster(
     });
     await checkSecretsKey(secrets);
 
+    const hooks = createHookService({
+      db: database.db,
+      jobs,
+      tasks,
+      urls,
+      onFired: (fire) => {
+        logger.info("Hook {hookId} fired: task group {taskGroupId}.", fire);
+        emit({ type: "hook-fired", ...fire });
+      },
+    });
     const inbox = createTaskwebInbox({
       db: database.db,
       tasks,
+      hooks,
       onOutcome: (outcome) => emit({ type: "inbox", outcome }),
     });
     const loaders = async () => {
@@ -310,6 +330,7 @@ export async function startCluster(
         jobs,
         tasks,
         secrets,
+        hooks,
         urls,
         name: config.name,
         version: VERSION,
@@ -330,6 +351,7 @@ export async function startCluster(
 
     const reconcile = async () => {
       await tasks.runEffects(await tasks.recoverEffects());
+      await hooks.recover();
     };
 
     if (roles.worker) {
@@ -390,6 +412,15 @@ export async function startCluster(
           { concurrency: 4 },
         ),
       );
+      consumers.push(
+        await jobs.process<{ hookId: string; coalesceKey: string }>(
+          HOOK_QUEUE,
+          async (job) => {
+            await hooks.closeWindow(job.data.hookId, job.data.coalesceKey);
+          },
+          { concurrency: 2 },
+        ),
+      );
       const deliveries = new AbortController();
       const delivering = fed.federation.startQueue(null, {
         signal: deliveries.signal,
@@ -439,6 +470,7 @@ export async function startCluster(
       jobs,
       tasks,
       secrets,
+      hooks,
       federation: fed,
       port,
       reconcile,

@@ -13,6 +13,7 @@ import { setUpLogging } from "./logging.ts";
 import { apiRequest, type ApiTarget } from "./api-client.ts";
 import { registerGraphCommands } from "./graph.ts";
 import { registerSecretCommands } from "./secret.ts";
+import { registerHookCommands } from "./hook.ts";
 import { registerArtifactCommands } from "./artifact.ts";
 import { readFile } from "node:fs/promises";
 
@@ -305,6 +306,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     },
     readStdin,
     stdinIsTerminal: process.stdin.isTTY === true,
+  });
+  registerHookCommands(program, {
+    clientOptions,
+    apiTarget,
+    run: (exitCode) => {
+      result = exitCode;
+    },
   });
 
   try {

@@ -16,8 +16,10 @@ import {
   type ArtifactObject,
   type TaskObject,
 } from "../../protocol/index.ts";
+import type { HookService, HookWork } from "../domain/hooks.ts";
 import {
   emptyEffects,
+  mergeEffects,
   type Effects,
   type RemoteArtifactReport,
   type RemoteTaskReport,
@@ -40,6 +42,8 @@ export type InboxOutcome =
 export interface TaskwebInboxOptions {
   readonly db: Kysely<DatabaseSchema>;
   readonly tasks: TaskService;
+  /** Hooks matched against every applied activity, in the same transaction. */
+  readonly hooks?: HookService;
   readonly onOutcome?: (outcome: InboxOutcome) => void;
 }
 
@@ -129,7 +133,7 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
       });
       return;
     }
-    const effects = await db.transaction().execute(async (trx): Promise<Effects | undefined> => {
+    const applied = await db.transaction().execute(async (trx) => {
       const inserted = await trx
         .insertInto("inbox_processed")
         .values({
@@ -141,19 +145,31 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
         .returning("activity_id")
         .executeTakeFirst();
       if (inserted == null) return undefined;
+      let effects: Effects;
       if (value.kind === "ArtifactPublished") {
         await tasks.applyRemoteArtifact(artifactReport(value.actor, value.artifact), trx);
-        return emptyEffects();
+        effects = emptyEffects();
+      } else if (value.kind === "TaskGroupResolved") {
+        // Recorded as processed; no local task waits on a remote group (subgraphs will).
+        effects = emptyEffects();
+      } else {
+        effects = await tasks.applyRemoteTask(taskReport(value.actor, value.task, "activity"), trx);
       }
-      // Recorded as processed; no local task waits on a remote group (subgraphs will).
-      if (value.kind === "TaskGroupResolved") return emptyEffects();
-      return await tasks.applyRemoteTask(taskReport(value.actor, value.task, "activity"), trx);
+      // Hooks fire in this transaction: a redelivered activity stops at the insert above.
+      const hookWork: HookWork | undefined = await options.hooks?.matchInTransaction(trx, value);
+      return { effects, hookWork };
     });
-    if (effects == null) {
+    if (applied == null) {
       report({ outcome: "ignored", reason: "duplicate", detail: value.id });
       return;
     }
-    await tasks.runEffects(effects);
+    const { effects, hookWork } = applied;
+    if (hookWork != null && options.hooks != null) {
+      mergeEffects(hookWork.effects, effects);
+      await options.hooks.afterCommit(hookWork);
+    } else {
+      await tasks.runEffects(effects);
+    }
     report({ outcome: "applied", activityId: value.id, kind: value.kind });
   };
 }

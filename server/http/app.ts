@@ -13,6 +13,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Kysely } from "kysely";
 import { ApiError } from "../domain/errors.ts";
 import { artifactDocument, taskDocument, taskGroupDocument } from "../domain/task-documents.ts";
+import type { HookService } from "../domain/hooks.ts";
 import type { SecretStore } from "../domain/secrets.ts";
 import type { TaskService, TaskState } from "../domain/task-service.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
@@ -22,6 +23,7 @@ import type { DatabaseSchema } from "../store/schema.ts";
 import { fedifyMiddleware } from "./fedify-adapter.ts";
 import type { ClusterMetrics } from "./metrics.ts";
 import { graphRoutes } from "./graph-routes.ts";
+import { hookRoutes } from "./hook-routes.ts";
 import { requireScopes } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
@@ -40,6 +42,7 @@ export interface AppOptions {
   readonly jobs: JobQueue;
   readonly tasks: TaskService;
   readonly secrets: SecretStore;
+  readonly hooks: HookService;
   readonly urls: ClusterUrls;
   readonly name: string;
   readonly version: string;
@@ -459,6 +462,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.use(graphRoutes({ db, tasks, urls }));
   api.use(secretRoutes({ secrets: options.secrets }));
+  api.use(hookRoutes({ hooks: options.hooks }));
   app.use("/api/v1", api);
 
   app.get(

@@ -200,6 +200,49 @@ export interface SecretsTable {
   updated_at: Timestamp;
 }
 
+/** A hook; see migration 0009 and server/domain/hooks.ts. */
+export interface HooksTable {
+  hook_id: string;
+  description: string;
+  filter: Json<Record<string, unknown>>;
+  coalesce: Json<Record<string, unknown> | null>;
+  /** Values of the template's declared parameters. */
+  parameters: Json<Record<string, string>>;
+  /** The newest version in `hook_templates`, the one new fires use. */
+  template_version: number;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+/** One version of a hook's graph template. */
+export interface HookTemplatesTable {
+  hook_id: string;
+  version: number;
+  template: Json<Record<string, unknown>>;
+  created_at: CreatedAt;
+}
+
+/** One activity a hook matched, and what became of it. */
+export interface HookFiresTable {
+  fire_id: string;
+  hook_id: string;
+  activity_id: string;
+  actor_id: string;
+  template_version: number;
+  /** Fires of a hook with equal keys coalesce; "" when the hook does not coalesce by key. */
+  coalesce_key: string;
+  state: "pending" | "fired" | "superseded" | "failed";
+  /** The event parameters the template is instantiated with. */
+  event: Json<Record<string, string>>;
+  task_group_id: string | null;
+  superseded_by: string | null;
+  error: string | null;
+  received_at: CreatedAt;
+  seq: Generated<BigIntColumn>;
+  due_at: Timestamp | null;
+  fired_at: Timestamp | null;
+}
+
 /** Every table, for `Kysely<DatabaseSchema>`. */
 export interface DatabaseSchema {
   cluster_keys: ClusterKeysTable;
@@ -218,4 +261,7 @@ export interface DatabaseSchema {
   remote_tasks: RemoteTasksTable;
   remote_artifacts: RemoteArtifactsTable;
   secrets: SecretsTable;
+  hooks: HooksTable;
+  hook_templates: HookTemplatesTable;
+  hook_fires: HookFiresTable;
 }
