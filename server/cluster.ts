@@ -21,6 +21,7 @@ import {
   type SecretCipher,
 } from "./domain/secret-cipher.ts";
 import { createHookService, HOOK_QUEUE, type HookService } from "./domain/hooks.ts";
+import { createAuthService, type AuthService } from "./domain/auth.ts";
 import { createSecretStore, type SecretStore } from "./domain/secrets.ts";
 import { createTaskService, QUEUES, type TaskService } from "./domain/task-service.ts";
 import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.ts";
@@ -122,6 +123,8 @@ export interface RunningCluster {
   readonly tasks: TaskService;
   readonly secrets: SecretStore;
   readonly hooks: HookService;
+  /** API clients, roles, grants to remote clusters, deny rules. */
+  readonly auth: AuthService;
   readonly federation: ClusterFederation;
   /** The HTTP server's port (0 for a worker-only process). */
   readonly port: number;
@@ -257,6 +260,7 @@ export async function startCluster(
     cleanups.push(() => database.close());
     await migrateToLatest(database.db);
     const adminToken = await resolveAdminToken(config);
+    const auth = createAuthService({ db: database.db, adminToken });
 
     const jobs =
       config.redisUrl != null
@@ -334,7 +338,7 @@ export async function startCluster(
         urls,
         name: config.name,
         version: VERSION,
-        adminToken,
+        auth,
         federation: fed,
         databaseKind: database.kind,
         metrics,
@@ -471,6 +475,7 @@ export async function startCluster(
       tasks,
       secrets,
       hooks,
+      auth,
       federation: fed,
       port,
       reconcile,

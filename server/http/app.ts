@@ -3,7 +3,7 @@
  * documents of tasks, artifacts and activities, artifact bytes, health checks and the UI.
  * @module
  */
-import { timingSafeEqual, createHash } from "node:crypto";
+import { createHash } from "node:crypto";
 import express, {
   type NextFunction,
   type Request as ERequest,
@@ -11,6 +11,7 @@ import express, {
 } from "express";
 import { getLogger } from "@logtape/logtape";
 import type { Kysely } from "kysely";
+import type { AuthService } from "../domain/auth.ts";
 import { ApiError } from "../domain/errors.ts";
 import { artifactDocument, taskDocument, taskGroupDocument } from "../domain/task-documents.ts";
 import type { HookService } from "../domain/hooks.ts";
@@ -24,7 +25,7 @@ import { fedifyMiddleware } from "./fedify-adapter.ts";
 import type { ClusterMetrics } from "./metrics.ts";
 import { graphRoutes } from "./graph-routes.ts";
 import { hookRoutes } from "./hook-routes.ts";
-import { requireScopes } from "./scopes.ts";
+import { requireScopes, requestAuth, setRequestAuth } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
 import { renderHome } from "./ui.ts";
@@ -46,11 +47,12 @@ export interface AppOptions {
   readonly urls: ClusterUrls;
   readonly name: string;
   readonly version: string;
-  readonly adminToken: string;
+  /** Authenticates API clients and checks their scopes. */
+  readonly auth: AuthService;
   readonly federation: ClusterFederation;
   readonly guard: Omit<InboxGuardOptions, "origin">;
   readonly databaseKind: string;
-  /** Served at `GET /metrics` (Prometheus text), to holders of the API token. */
+  /** Served at `GET /metrics` (Prometheus text), to clients with `taskweb:metrics:read`. */
   readonly metrics?: ClusterMetrics;
 }
 
@@ -63,11 +65,20 @@ function route(handler: Handler) {
   };
 }
 
-function tokenMatches(given: string, expected: string): boolean {
-  const a = createHash("sha256").update(given).digest();
-  const b = createHash("sha256").update(expected).digest();
-  return timingSafeEqual(a, b);
+function bearerToken(req: ERequest): string {
+  const header = req.headers.authorization ?? "";
+  return header.startsWith("Bearer ") ? header.slice(7).trim() : "";
 }
+
+const AUTHENTICATION_FAILED: Record<string, string> = {
+  missing: "Send an API token as 'Authorization: Bearer <token>'.",
+  unknown:
+    "The token in 'Authorization: Bearer <token>' is not valid: use the cluster's API token or a client's current token (taskweb client create, taskweb client rotate).",
+  expired:
+    "The token in 'Authorization: Bearer <token>' belongs to a client that has expired; ask an administrator for a new client.",
+  disabled:
+    "The token in 'Authorization: Bearer <token>' belongs to a disabled client; ask an administrator to enable it or create another.",
+};
 
 function param(req: ERequest, name: string): string {
   const value = (req.params as Record<string, string | string[] | undefined>)[name];
@@ -87,19 +98,31 @@ export function createApp(options: AppOptions): express.Express {
   app.disable("x-powered-by");
   app.set("etag", false);
 
+  const { auth } = options;
+  /** Sets `res.locals.auth` from the bearer token, or ends the request with 401. */
+  const authenticate = (req: ERequest, res: EResponse, next: NextFunction): void => {
+    auth.authenticate(bearerToken(req)).then((result) => {
+      if (!result.ok) {
+        next(new ApiError("AuthenticationFailed", AUTHENTICATION_FAILED[result.reason] ?? ""));
+        return;
+      }
+      const { clientId, principal } = result.client;
+      setRequestAuth(res, {
+        clientId,
+        principal,
+        missingScopes: (required) => auth.missingScopes(principal, required),
+      });
+      next();
+    }, next);
+  };
+
   const metrics = options.metrics;
   if (metrics != null) {
     app.get(
       "/metrics",
-      route(async (req, res) => {
-        const header = req.headers.authorization ?? "";
-        const token = header.startsWith("Bearer ") ? header.slice(7) : "";
-        if (token === "" || !tokenMatches(token, options.adminToken)) {
-          throw new ApiError(
-            "AuthenticationFailed",
-            "Send the cluster's API token as 'Authorization: Bearer <token>' (Prometheus: authorization.credentials).",
-          );
-        }
+      authenticate,
+      requireScopes("taskweb:metrics:read"),
+      route(async (_req, res) => {
         res.setHeader("Content-Type", metrics.registry.contentType);
         res.end(await metrics.registry.metrics());
       }),
@@ -228,29 +251,52 @@ export function createApp(options: AppOptions): express.Express {
     }),
   );
 
-  // The REST API, for clients holding the cluster's token.
+  // The REST API, for API clients; every route declares the scopes it needs.
   const api = express.Router();
-  api.use((req, _res, next) => {
-    const header = req.headers.authorization ?? "";
-    const token = header.startsWith("Bearer ") ? header.slice(7) : "";
-    if (token === "" || !tokenMatches(token, options.adminToken)) {
-      next(
-        new ApiError(
-          "AuthenticationFailed",
-          "Send the cluster's API token as 'Authorization: Bearer <token>'.",
-        ),
-      );
-      return;
-    }
-    next();
-  });
+  api.use(authenticate);
   api.use(express.json({ limit: "1mb" }));
-  api.get("/whoami", requireScopes(), (_req, res) => {
-    // The cluster's API token is the only client so far, and it holds every scope.
-    res.json({ clientId: "admin", scopes: ["*"] });
-  });
+  api.get(
+    "/whoami",
+    requireScopes(),
+    route(async (_req, res) => {
+      const caller = requestAuth(res);
+      if (caller == null)
+        throw new ApiError("AuthenticationFailed", AUTHENTICATION_FAILED.missing ?? "");
+      res.json({ clientId: caller.clientId, scopes: await auth.grantedScopes(caller.principal) });
+    }),
+  );
+  api.post(
+    "/whoami/satisfies",
+    requireScopes(),
+    route(async (req, res) => {
+      const caller = requestAuth(res);
+      if (caller == null)
+        throw new ApiError("AuthenticationFailed", AUTHENTICATION_FAILED.missing ?? "");
+      const checks = (req.body as { checks?: unknown } | undefined)?.checks;
+      const usage =
+        'Send {"checks": {"<name>": ["<scope>", …], …}} with at most 100 checks; the answer is {"<name>": true | false, …}.';
+      if (typeof checks !== "object" || checks === null || Array.isArray(checks)) {
+        throw new ApiError("InputError", usage);
+      }
+      const entries = Object.entries(checks as Record<string, unknown>);
+      if (entries.length > 100) throw new ApiError("InputError", usage);
+      const answer: Record<string, boolean> = {};
+      for (const [name, scopes] of entries) {
+        if (
+          !Array.isArray(scopes) ||
+          !scopes.every((s) => typeof s === "string") ||
+          scopes.length > 100
+        ) {
+          throw new ApiError("InputError", `checks.${name}: ${usage}`);
+        }
+        answer[name] = (await caller.missingScopes(scopes as string[])).length === 0;
+      }
+      res.json(answer);
+    }),
+  );
   api.get(
     "/cluster",
+    requireScopes("taskweb:cluster:read"),
     route(async (_req, res) => {
       res.json({
         name,
@@ -264,6 +310,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.post(
     "/tasks",
+    requireScopes("taskweb:task:create"),
     route(async (req, res) => {
       const result = await tasks.createTask(req.body);
       const view = await tasks.getTask(result.taskId);
@@ -277,6 +324,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.get(
     "/tasks",
+    requireScopes("taskweb:task:list"),
     route(async (req, res) => {
       const state =
         typeof req.query.state === "string" ? (req.query.state as TaskState) : undefined;
@@ -290,6 +338,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.get(
     "/tasks/:taskId",
+    requireScopes("taskweb:task:read:<taskId>"),
     route(async (req, res) => {
       const found = await tasks.getTask(param(req, "taskId"));
       if (found == null) throw new ApiError("ResourceNotFound", "No such task on this cluster.");
@@ -310,6 +359,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.post(
     "/tasks/:taskId/cancel",
+    requireScopes("taskweb:task:cancel:<taskId>"),
     route(async (req, res) => {
       const taskId = param(req, "taskId");
       const result = await tasks.cancelTask(taskId);
@@ -318,6 +368,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.post(
     "/tasks/:taskId/activate",
+    requireScopes("taskweb:task:activate:<taskId>"),
     route(async (req, res) => {
       const taskId = param(req, "taskId");
       res.json({ taskId, ...(await tasks.activateTask(taskId)) });
@@ -325,6 +376,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.post(
     "/tasks/:taskId/resolve",
+    requireScopes("taskweb:task:resolve:<taskId>"),
     route(async (req, res) => {
       const taskId = param(req, "taskId");
       const body: unknown = req.body;
@@ -355,6 +407,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.post(
     "/tasks/:taskId/rerun",
+    requireScopes("taskweb:task:rerun:<taskId>"),
     route(async (req, res) => {
       const taskId = param(req, "taskId");
       const result = await tasks.rerunTask(taskId);
@@ -363,6 +416,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.get(
     "/tasks/:taskId/runs/:runId/log",
+    requireScopes("taskweb:task:read:<taskId>"),
     route(async (req, res) => {
       const taskId = param(req, "taskId");
       const runId = Number(param(req, "runId"));
@@ -410,6 +464,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.post(
     "/following",
+    requireScopes("taskweb:follow:manage"),
     route(async (req, res) => {
       const actor = (req.body as { actor?: unknown } | undefined)?.actor;
       if (typeof actor !== "string") {
@@ -436,6 +491,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.delete(
     "/following",
+    requireScopes("taskweb:follow:manage"),
     route(async (req, res) => {
       const actor = typeof req.query.actor === "string" ? req.query.actor : "";
       const removed = await options.federation.unfollow(actor);
@@ -446,6 +502,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.get(
     "/following",
+    requireScopes("taskweb:follow:read"),
     route(async (_req, res) => {
       res.json({
         following: await db.selectFrom("following").selectAll().orderBy("actor_id").execute(),
@@ -454,6 +511,7 @@ export function createApp(options: AppOptions): express.Express {
   );
   api.get(
     "/followers",
+    requireScopes("taskweb:follower:read"),
     route(async (_req, res) => {
       res.json({
         followers: await db.selectFrom("followers").selectAll().orderBy("actor_id").execute(),

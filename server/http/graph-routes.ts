@@ -15,6 +15,7 @@ import { parseTaskGraphSource, readTaskGroup, TASK_GRAPH_LIMITS } from "../domai
 import type { TaskService } from "../domain/task-service.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
+import { requireScopes } from "./scopes.ts";
 
 /** Media types under which a task graph is read as YAML. */
 export const YAML_MEDIA_TYPES: readonly string[] = [
@@ -77,6 +78,7 @@ export function graphRoutes(options: GraphRoutesOptions): express.Router {
 
   router.post(
     "/task-groups",
+    requireScopes("taskweb:task-group:create"),
     yamlBody,
     route(async (req, res) => {
       let graph: unknown;
@@ -111,6 +113,7 @@ export function graphRoutes(options: GraphRoutesOptions): express.Router {
 
   router.get(
     "/task-groups/:taskGroupId",
+    requireScopes("taskweb:task-group:read:<taskGroupId>"),
     route(async (req, res) => {
       const taskGroupId = String(req.params.taskGroupId);
       const view = await readTaskGroup(db, taskGroupId);

@@ -11,6 +11,7 @@ import express, {
 } from "express";
 import { ApiError } from "../domain/errors.ts";
 import type { SecretStore } from "../domain/secrets.ts";
+import { requireScopes } from "./scopes.ts";
 
 /** Options for {@link secretRoutes}. */
 export interface SecretRoutesOptions {
@@ -57,6 +58,7 @@ export function secretRoutes(options: SecretRoutesOptions): express.Router {
 
   router.put(
     "/secrets/*name",
+    requireScopes("taskweb:secret:set:<name>"),
     route(async (req, res) => {
       if (!req.is("application/json")) {
         throw new ApiError(
@@ -71,6 +73,7 @@ export function secretRoutes(options: SecretRoutesOptions): express.Router {
 
   router.get(
     "/secrets",
+    requireScopes("taskweb:secret:list"),
     route(async (_req, res) => {
       res.json({ secrets: await secrets.list() });
     }),
@@ -78,6 +81,7 @@ export function secretRoutes(options: SecretRoutesOptions): express.Router {
 
   router.delete(
     "/secrets/*name",
+    requireScopes("taskweb:secret:delete:<name>"),
     route(async (req, res) => {
       const name = secretName(req);
       if (!(await secrets.remove(name))) {

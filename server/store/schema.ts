@@ -147,6 +147,8 @@ export interface ArtifactsTable {
   content: Uint8Array;
   created_at: CreatedAt;
   expires_at: Timestamp;
+  /** Served only to accepted followers with a signed request; see migration 0005. */
+  private: Generated<boolean>;
 }
 
 export interface OutboxTable {
@@ -197,6 +199,57 @@ export interface SecretsTable {
   ciphertext: Uint8Array;
   auth_tag: Uint8Array;
   created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+/** An API client; see migration 0005 and server/domain/auth.ts. */
+export interface AuthClientsTable {
+  client_id: string;
+  description: Generated<string>;
+  /** Hex SHA-256 of the token; the token is shown once and never stored. */
+  token_hash: string;
+  scopes: Json<string[]>;
+  expires_at: Timestamp | null;
+  disabled: Generated<boolean>;
+  created_at: CreatedAt;
+  rotated_at: Timestamp | null;
+  last_used_at: Timestamp | null;
+}
+
+/** A role: `assume:<role_id>` grants its scopes; see server/domain/scopes.ts. */
+export interface AuthRolesTable {
+  role_id: string;
+  description: Generated<string>;
+  scopes: Json<string[]>;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+/** A scope granted to a principal that is not a client, such as `actor:<url>`. */
+export interface AuthGrantsTable {
+  principal: string;
+  scope: string;
+  created_at: CreatedAt;
+}
+
+/** A scope pattern refused to every principal `principal` (a pattern, `*` suffix) covers. */
+export interface AuthDenyRulesTable {
+  principal: string;
+  scope: string;
+  created_at: CreatedAt;
+}
+
+/** The federation allowlist and blocklist: actor URLs or origins. */
+export interface FederationActorRulesTable {
+  list: "allow" | "block";
+  pattern: string;
+  created_at: CreatedAt;
+}
+
+/** Federation settings changed at run time, such as the follower acceptance mode. */
+export interface FederationSettingsTable {
+  key: string;
+  value: string;
   updated_at: Timestamp;
 }
 
@@ -261,6 +314,12 @@ export interface DatabaseSchema {
   remote_tasks: RemoteTasksTable;
   remote_artifacts: RemoteArtifactsTable;
   secrets: SecretsTable;
+  auth_clients: AuthClientsTable;
+  auth_roles: AuthRolesTable;
+  auth_grants: AuthGrantsTable;
+  auth_deny_rules: AuthDenyRulesTable;
+  federation_actor_rules: FederationActorRulesTable;
+  federation_settings: FederationSettingsTable;
   hooks: HooksTable;
   hook_templates: HookTemplatesTable;
   hook_fires: HookFiresTable;
