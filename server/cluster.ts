@@ -28,6 +28,13 @@ import { createClusterUrls, type ClusterUrls } from "./federation/cluster-urls.t
 import { dereferenceRemoteTask } from "./federation/dereference.ts";
 import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
 import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
+import {
+  createOfferService,
+  OFFER_ACCEPT_SCOPE,
+  OFFER_CALLBACK_QUEUE,
+  type OfferOutcome,
+  type OfferService,
+} from "./federation/offers.ts";
 import { createApp } from "./http/app.ts";
 import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
 import { createMemoryKeyCache, type InboxIgnoral, type InboxRefusal } from "./http/inbox-guard.ts";
@@ -66,6 +73,8 @@ export type ClusterEvent =
   | { readonly type: "published"; readonly activityId: string }
   /** Every active task of the group has resolved; a `TaskGroupResolved` is in the outbox. */
   | { readonly type: "task-group-resolved"; readonly taskGroupId: string }
+  /** What became of an `Offer` of a task graph this cluster received. */
+  | { readonly type: "offer"; readonly outcome: OfferOutcome }
   /** A hook fire created its task group. */
   | {
       readonly type: "hook-fired";
@@ -123,6 +132,7 @@ export interface RunningCluster {
   readonly tasks: TaskService;
   readonly secrets: SecretStore;
   readonly hooks: HookService;
+  readonly offers: OfferService;
   /** API clients, roles, grants to remote clusters, deny rules. */
   readonly auth: AuthService;
   readonly federation: ClusterFederation;
@@ -275,6 +285,12 @@ export async function startCluster(
       onTaskGroupResolved: (taskGroupId) => {
         logger.info("Task group {taskGroupId} resolved.", { taskGroupId });
         emit({ type: "task-group-resolved", taskGroupId });
+        offers.groupResolved(taskGroupId).catch((error: unknown) =>
+          logger.warn("Offer callback of {taskGroupId} not queued: {error}", {
+            taskGroupId,
+            error: String(error),
+          }),
+        );
       },
     });
     const secrets = createSecretStore({
@@ -293,10 +309,21 @@ export async function startCluster(
         emit({ type: "hook-fired", ...fire });
       },
     });
+    const offers = createOfferService({
+      db: database.db,
+      tasks,
+      jobs,
+      urls,
+      name: config.name,
+      context: () => fed.context(),
+      policy: (actorId) => auth.satisfies(`actor:${actorId}`, [OFFER_ACCEPT_SCOPE]),
+      onOutcome: (outcome) => emit({ type: "offer", outcome }),
+    });
     const inbox = createTaskwebInbox({
       db: database.db,
       tasks,
       hooks,
+      offers,
       onOutcome: (outcome) => emit({ type: "inbox", outcome }),
     });
     const loaders = async () => {
@@ -323,6 +350,9 @@ export async function startCluster(
       manuallyStartQueue: true,
       onActivity: inbox,
       onFollowAccepted: catchUpOrigin,
+      onAnswer: async (kind, actorId, objectId, detail) => {
+        await offers.answered(kind, actorId, objectId, detail);
+      },
       ...(options.deliveryRetry != null ? { deliveryRetry: options.deliveryRetry } : {}),
     });
 
@@ -335,6 +365,7 @@ export async function startCluster(
         tasks,
         secrets,
         hooks,
+        offers,
         urls,
         name: config.name,
         version: VERSION,
@@ -356,6 +387,7 @@ export async function startCluster(
     const reconcile = async () => {
       await tasks.runEffects(await tasks.recoverEffects());
       await hooks.recover();
+      await offers.recover();
     };
 
     if (roles.worker) {
@@ -425,6 +457,15 @@ export async function startCluster(
           { concurrency: 2 },
         ),
       );
+      consumers.push(
+        await jobs.process<{ taskGroupId: string }>(
+          OFFER_CALLBACK_QUEUE,
+          async (job) => {
+            await offers.sendCallback(job.data.taskGroupId);
+          },
+          { concurrency: 2 },
+        ),
+      );
       const deliveries = new AbortController();
       const delivering = fed.federation.startQueue(null, {
         signal: deliveries.signal,
@@ -475,6 +516,7 @@ export async function startCluster(
       tasks,
       secrets,
       hooks,
+      offers,
       auth,
       federation: fed,
       port,

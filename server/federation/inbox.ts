@@ -12,6 +12,7 @@ import jsonld from "jsonld";
 import type { Kysely } from "kysely";
 import {
   CONTEXT,
+  isTaskGraphOffer,
   parseActivity,
   type ArtifactObject,
   type TaskObject,
@@ -26,6 +27,7 @@ import {
   type TaskService,
 } from "../domain/task-service.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
+import type { OfferService } from "./offers.ts";
 
 const logger = getLogger(["taskweb", "inbox"]);
 
@@ -44,6 +46,8 @@ export interface TaskwebInboxOptions {
   readonly tasks: TaskService;
   /** Hooks matched against every applied activity, in the same transaction. */
   readonly hooks?: HookService;
+  /** Receives `Offer`s of task graphs and admits the callbacks of our own offers. */
+  readonly offers?: OfferService;
   readonly onOutcome?: (outcome: InboxOutcome) => void;
 }
 
@@ -106,6 +110,10 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
       report({ outcome: "ignored", reason: "unparsable", detail: String(error) });
       return;
     }
+    if (options.offers != null && isTaskGraphOffer(compacted)) {
+      await options.offers.receive(compacted, activity.actorId?.href);
+      return;
+    }
     const parsed = parseActivity(compacted);
     if (!parsed.ok) {
       report({
@@ -125,7 +133,11 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
       .select("state")
       .where("actor_id", "=", value.actor)
       .executeTakeFirst();
-    if (following?.state !== "accepted") {
+    // A cluster that accepted one of our offers sends its group's resolution, followed or not.
+    const offered =
+      value.kind === "TaskGroupResolved" &&
+      (await options.offers?.isOfferedGroup(value.actor, value.taskGroup.id)) === true;
+    if (following?.state !== "accepted" && !offered) {
       report({
         outcome: "ignored",
         reason: "not-followed",
@@ -150,8 +162,20 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
         await tasks.applyRemoteArtifact(artifactReport(value.actor, value.artifact), trx);
         effects = emptyEffects();
       } else if (value.kind === "TaskGroupResolved") {
-        // Recorded as processed; no local task waits on a remote group (subgraphs will).
-        effects = emptyEffects();
+        // A task may wait on a remote group by its URL: the group counts as completed when
+        // every task of it completed, and as failed otherwise.
+        const g = value.taskGroup;
+        effects = await tasks.applyRemoteTask(
+          {
+            taskUrl: g.id,
+            actorId: value.actor,
+            state: g.completedCount === g.taskCount ? "completed" : "failed",
+            resolvedAt: g.resolved,
+            artifacts: [],
+            source: "activity",
+          },
+          trx,
+        );
       } else {
         effects = await tasks.applyRemoteTask(taskReport(value.actor, value.task, "activity"), trx);
       }

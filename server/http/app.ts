@@ -15,6 +15,7 @@ import type { AuthService } from "../domain/auth.ts";
 import { ApiError } from "../domain/errors.ts";
 import { artifactDocument, taskDocument, taskGroupDocument } from "../domain/task-documents.ts";
 import type { HookService } from "../domain/hooks.ts";
+import type { OfferService } from "../federation/offers.ts";
 import type { SecretStore } from "../domain/secrets.ts";
 import type { TaskService, TaskState } from "../domain/task-service.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
@@ -25,6 +26,7 @@ import { fedifyMiddleware } from "./fedify-adapter.ts";
 import type { ClusterMetrics } from "./metrics.ts";
 import { graphRoutes } from "./graph-routes.ts";
 import { hookRoutes } from "./hook-routes.ts";
+import { offerRoutes } from "./offer-routes.ts";
 import { requireScopes, requestAuth, setRequestAuth } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
@@ -44,6 +46,7 @@ export interface AppOptions {
   readonly tasks: TaskService;
   readonly secrets: SecretStore;
   readonly hooks: HookService;
+  readonly offers: OfferService;
   readonly urls: ClusterUrls;
   readonly name: string;
   readonly version: string;
@@ -521,6 +524,7 @@ export function createApp(options: AppOptions): express.Express {
   api.use(graphRoutes({ db, tasks, urls }));
   api.use(secretRoutes({ secrets: options.secrets }));
   api.use(hookRoutes({ hooks: options.hooks }));
+  api.use(offerRoutes({ offers: options.offers, urls }));
   app.use("/api/v1", api);
 
   app.get(

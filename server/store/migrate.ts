@@ -11,7 +11,7 @@ import * as m0002 from "./migrations/0002-inactive-tasks.ts";
 import * as m0003 from "./migrations/0003-priorities-breakpoints-groups.ts";
 import * as m0004 from "./migrations/0004-secrets.ts";
 import * as m0005 from "./migrations/0005-auth.ts";
-import * as m0009 from "./migrations/0009-hooks.ts";
+import * as m0009 from "./migrations/0009-hooks-and-offers.ts";
 
 const MIGRATIONS: Record<string, Migration> = {
   "0001-initial": m0001,
@@ -19,7 +19,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0003-priorities-breakpoints-groups": m0003,
   "0004-secrets": m0004,
   "0005-auth": m0005,
-  "0009-hooks": m0009,
+  "0009-hooks-and-offers": m0009,
 };
 
 /** Thrown when a migration fails; the database is left at the last migration that passed. */

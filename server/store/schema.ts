@@ -296,6 +296,30 @@ export interface HookFiresTable {
   fired_at: Timestamp | null;
 }
 
+/** An offer of a task graph this cluster sent; see migration 0009. */
+export interface OffersSentTable {
+  offer_id: string;
+  target_actor: string;
+  task_group_id: string;
+  graph: Json<Record<string, unknown>>;
+  state: "pending" | "accepted" | "rejected";
+  /** The group's URL on the target cluster, from its Accept. */
+  task_group_url: string | null;
+  reason: string | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+/** An offer of a task graph this cluster accepted (a rejected one leaves no row). */
+export interface OffersReceivedTable {
+  offer_id: string;
+  actor_id: string;
+  task_group_id: string;
+  /** The last TaskGroupResolved sent back to the offering cluster. */
+  callback_activity_id: string | null;
+  created_at: CreatedAt;
+}
+
 /** Every table, for `Kysely<DatabaseSchema>`. */
 export interface DatabaseSchema {
   cluster_keys: ClusterKeysTable;
@@ -323,4 +347,6 @@ export interface DatabaseSchema {
   hooks: HooksTable;
   hook_templates: HookTemplatesTable;
   hook_fires: HookFiresTable;
+  offers_sent: OffersSentTable;
+  offers_received: OffersReceivedTable;
 }

@@ -4,6 +4,10 @@
  * one matching activity, made in the transaction that records the activity as processed,
  * so a redelivered activity finds its fire and fires nothing more. A coalesced fire waits
  * (`pending`, until `due_at`) and is fired or superseded by a newer one.
+ *
+ * Offers of task graphs: `offers_sent` on the offering cluster (its answer, and the task
+ * group's URL on the other cluster once accepted), `offers_received` on the cluster that
+ * accepted one (which group it created, and the last `TaskGroupResolved` sent back).
  * Never edit once landed: add a new numbered migration.
  */
 import { type Kysely, sql } from "kysely";
@@ -55,6 +59,31 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .createIndex("hook_fires_pending")
     .on("hook_fires")
     .columns(["hook_id", "coalesce_key", "state"])
+    .execute();
+  await db.schema
+    .createTable("offers_sent")
+    .addColumn("offer_id", "text", (c) => c.primaryKey())
+    .addColumn("target_actor", "text", (c) => c.notNull())
+    .addColumn("task_group_id", "text", (c) => c.notNull())
+    .addColumn("graph", "jsonb", (c) => c.notNull())
+    .addColumn("state", "text", (c) => c.notNull())
+    .addColumn("task_group_url", "text")
+    .addColumn("reason", "text")
+    .addColumn("created_at", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn("updated_at", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
+    .execute();
+  await db.schema
+    .createIndex("offers_sent_group")
+    .on("offers_sent")
+    .columns(["target_actor", "task_group_url"])
+    .execute();
+  await db.schema
+    .createTable("offers_received")
+    .addColumn("offer_id", "text", (c) => c.primaryKey())
+    .addColumn("actor_id", "text", (c) => c.notNull())
+    .addColumn("task_group_id", "text", (c) => c.notNull().unique())
+    .addColumn("callback_activity_id", "text")
+    .addColumn("created_at", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
     .execute();
 }
 
