@@ -29,6 +29,11 @@ import { dereferenceRemoteTask } from "./federation/dereference.ts";
 import { createClusterFederation, type ClusterFederation } from "./federation/federation.ts";
 import { createTaskwebInbox, type InboxOutcome } from "./federation/inbox.ts";
 import {
+  createAdmittedBodies,
+  createRelayService,
+  type RelayService,
+} from "./federation/relays.ts";
+import {
   createOfferService,
   OFFER_ACCEPT_SCOPE,
   OFFER_CALLBACK_QUEUE,
@@ -133,6 +138,7 @@ export interface RunningCluster {
   readonly secrets: SecretStore;
   readonly hooks: HookService;
   readonly offers: OfferService;
+  readonly relays: RelayService;
   /** API clients, roles, grants to remote clusters, deny rules. */
   readonly auth: AuthService;
   readonly federation: ClusterFederation;
@@ -319,11 +325,16 @@ export async function startCluster(
       policy: (actorId) => auth.satisfies(`actor:${actorId}`, [OFFER_ACCEPT_SCOPE]),
       onOutcome: (outcome) => emit({ type: "offer", outcome }),
     });
+    const relays = createRelayService({ db: database.db, urls });
+    const admitted = createAdmittedBodies();
     const inbox = createTaskwebInbox({
       db: database.db,
       tasks,
       hooks,
       offers,
+      relays,
+      relayLoaders: () => loaders(),
+      admittedBody: (id) => admitted.take(id),
       onOutcome: (outcome) => emit({ type: "inbox", outcome }),
     });
     const loaders = async () => {
@@ -366,6 +377,7 @@ export async function startCluster(
         secrets,
         hooks,
         offers,
+        relays,
         urls,
         name: config.name,
         version: VERSION,
@@ -379,6 +391,7 @@ export async function startCluster(
           keyCache,
           onRefused: (reason) => emit({ type: "inbox-refused", reason }),
           onIgnored: (reason) => emit({ type: "inbox-ignored", reason }),
+          onAdmitted: (json) => admitted.remember(json),
         },
       });
       server.on("request", app);
@@ -517,6 +530,7 @@ export async function startCluster(
       secrets,
       hooks,
       offers,
+      relays,
       auth,
       federation: fed,
       port,

@@ -28,12 +28,26 @@ import {
 } from "../domain/task-service.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import type { OfferService } from "./offers.ts";
+import {
+  taskwebForm,
+  verifyRelayedActivity,
+  type RelayLoaders,
+  type RelayService,
+} from "./relays.ts";
+
+type ParsedActivity = Extract<ReturnType<typeof parseActivity>, { ok: true }>["value"];
 
 const logger = getLogger(["taskweb", "inbox"]);
 
 /** Why an activity that passed signature checks was not acted on. */
 export type IgnoredReason =
-  "unparsable" | "invalid" | "actor-mismatch" | "not-followed" | "duplicate";
+  | "unparsable"
+  | "invalid"
+  | "actor-mismatch"
+  | "not-followed"
+  | "duplicate"
+  /** A relayed activity whose proof or publication did not check out. */
+  | "relay-refused";
 
 /** Outcome of one activity, reported to {@link TaskwebInboxOptions.onOutcome}. */
 export type InboxOutcome =
@@ -48,6 +62,12 @@ export interface TaskwebInboxOptions {
   readonly hooks?: HookService;
   /** Receives `Offer`s of task graphs and admits the callbacks of our own offers. */
   readonly offers?: OfferService;
+  /** Re-publishes the activities of relay sources as `Announce`s. */
+  readonly relays?: RelayService;
+  /** Loaders to verify relayed activities with; without them relays are refused. */
+  readonly relayLoaders?: (ctx: Context<null>) => Promise<RelayLoaders>;
+  /** The body of an admitted request as its sender sent it, by activity id. */
+  readonly admittedBody?: (activityId: string) => Record<string, unknown> | undefined;
   readonly onOutcome?: (outcome: InboxOutcome) => void;
 }
 
@@ -102,49 +122,15 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
     options.onOutcome?.(o);
   };
 
-  return async (ctx: Context<null>, activity: Activity): Promise<void> => {
-    let compacted: Record<string, unknown>;
-    try {
-      compacted = await compactWithTaskwebContext(await activity.toJsonLd(), ctx.contextLoader);
-    } catch (error) {
-      report({ outcome: "ignored", reason: "unparsable", detail: String(error) });
-      return;
-    }
-    if (options.offers != null && isTaskGraphOffer(compacted)) {
-      await options.offers.receive(compacted, activity.actorId?.href);
-      return;
-    }
-    const parsed = parseActivity(compacted);
-    if (!parsed.ok) {
-      report({
-        outcome: "ignored",
-        reason: "invalid",
-        detail: `${parsed.reason.code}: ${parsed.reason.message}`,
-      });
-      return;
-    }
-    const value = parsed.value;
-    if (value.actor !== activity.actorId?.href) {
-      report({ outcome: "ignored", reason: "actor-mismatch", detail: value.id });
-      return;
-    }
-    const following = await db
-      .selectFrom("following")
-      .select("state")
-      .where("actor_id", "=", value.actor)
-      .executeTakeFirst();
-    // A cluster that accepted one of our offers sends its group's resolution, followed or not.
-    const offered =
-      value.kind === "TaskGroupResolved" &&
-      (await options.offers?.isOfferedGroup(value.actor, value.taskGroup.id)) === true;
-    if (following?.state !== "accepted" && !offered) {
-      report({
-        outcome: "ignored",
-        reason: "not-followed",
-        detail: `${value.actor} is not followed`,
-      });
-      return;
-    }
+  /**
+   * Applies a parsed activity whose sender is trusted: dedupe record, effects, hooks and,
+   * for a relay source, the Announce re-publishing it, all in one transaction.
+   */
+  const apply = async (
+    value: ParsedActivity,
+    raw: Record<string, unknown>,
+    relayed?: { announceId: string; relayedBy: string },
+  ): Promise<void> => {
     const applied = await db.transaction().execute(async (trx) => {
       const inserted = await trx
         .insertInto("inbox_processed")
@@ -179,6 +165,21 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
       } else {
         effects = await tasks.applyRemoteTask(taskReport(value.actor, value.task, "activity"), trx);
       }
+      if (relayed != null) {
+        await trx
+          .insertInto("relayed_activities")
+          .values({
+            activity_id: value.id,
+            announce_id: relayed.announceId,
+            relayed_by: relayed.relayedBy,
+            original_actor: value.actor,
+            activity: JSON.stringify(raw),
+          })
+          .execute();
+      } else {
+        const announced = await options.relays?.announceInTransaction(trx, value.actor, raw);
+        if (announced != null) effects.publish.push(announced);
+      }
       // Hooks fire in this transaction: a redelivered activity stops at the insert above.
       const hookWork: HookWork | undefined = await options.hooks?.matchInTransaction(trx, value);
       return { effects, hookWork };
@@ -195,5 +196,106 @@ export function createTaskwebInbox(options: TaskwebInboxOptions) {
       await tasks.runEffects(effects);
     }
     report({ outcome: "applied", activityId: value.id, kind: value.kind });
+  };
+
+  const isFollowed = async (actorId: string): Promise<boolean> => {
+    const following = await db
+      .selectFrom("following")
+      .select("state")
+      .where("actor_id", "=", actorId)
+      .executeTakeFirst();
+    return following?.state === "accepted";
+  };
+
+  /** An `Announce` from a followed cluster relaying another cluster's signed activity. */
+  const receiveRelayed = async (
+    ctx: Context<null>,
+    raw: Record<string, unknown>,
+    signer: string | undefined,
+  ): Promise<void> => {
+    if (signer == null || raw.actor !== signer || typeof raw.id !== "string") {
+      report({ outcome: "ignored", reason: "actor-mismatch", detail: String(raw.id) });
+      return;
+    }
+    if (!(await isFollowed(signer))) {
+      report({ outcome: "ignored", reason: "not-followed", detail: `${signer} is not followed` });
+      return;
+    }
+    const loaders = options.relayLoaders?.(ctx);
+    if (loaders == null) {
+      report({ outcome: "ignored", reason: "invalid", detail: "relays are not accepted here" });
+      return;
+    }
+    const verified = await verifyRelayedActivity(raw, await loaders);
+    if (!verified.ok) {
+      report({
+        outcome: "ignored",
+        reason: "relay-refused",
+        detail: `${verified.reason}: ${verified.detail}`,
+      });
+      return;
+    }
+    const compacted = taskwebForm(verified.original);
+    const parsed = parseActivity(compacted);
+    if (!parsed.ok || parsed.value.actor !== verified.original.actor) {
+      report({
+        outcome: "ignored",
+        reason: "invalid",
+        detail: parsed.ok ? "actor changed" : `${parsed.reason.code}: ${parsed.reason.message}`,
+      });
+      return;
+    }
+    await apply(parsed.value, verified.original, { announceId: raw.id, relayedBy: signer });
+  };
+
+  return async (ctx: Context<null>, activity: Activity): Promise<void> => {
+    let raw: Record<string, unknown>;
+    let sent: Record<string, unknown> | undefined;
+    let compacted: Record<string, unknown>;
+    try {
+      sent = activity.id == null ? undefined : options.admittedBody?.(activity.id.href);
+      raw = (await activity.toJsonLd()) as Record<string, unknown>;
+      if (raw.type === "Announce") {
+        // The embedded original as its sender sent it: its proof covers those bytes.
+        await receiveRelayed(ctx, sent ?? raw, activity.actorId?.href);
+        return;
+      }
+      compacted = await compactWithTaskwebContext(raw, ctx.contextLoader);
+    } catch (error) {
+      report({ outcome: "ignored", reason: "unparsable", detail: String(error) });
+      return;
+    }
+    if (options.offers != null && isTaskGraphOffer(compacted)) {
+      await options.offers.receive(compacted, activity.actorId?.href);
+      return;
+    }
+    const parsed = parseActivity(compacted);
+    if (!parsed.ok) {
+      report({
+        outcome: "ignored",
+        reason: "invalid",
+        detail: `${parsed.reason.code}: ${parsed.reason.message}`,
+      });
+      return;
+    }
+    const value = parsed.value;
+    if (value.actor !== activity.actorId?.href) {
+      report({ outcome: "ignored", reason: "actor-mismatch", detail: value.id });
+      return;
+    }
+    // A cluster that accepted one of our offers sends its group's resolution, followed or not.
+    const offered =
+      value.kind === "TaskGroupResolved" &&
+      (await options.offers?.isOfferedGroup(value.actor, value.taskGroup.id)) === true;
+    if (!offered && !(await isFollowed(value.actor))) {
+      report({
+        outcome: "ignored",
+        reason: "not-followed",
+        detail: `${value.actor} is not followed`,
+      });
+      return;
+    }
+    // Relayed as sent, with its proof, when this cluster relays the sender.
+    await apply(value, sent ?? raw);
   };
 }

@@ -16,6 +16,7 @@ import { ApiError } from "../domain/errors.ts";
 import { artifactDocument, taskDocument, taskGroupDocument } from "../domain/task-documents.ts";
 import type { HookService } from "../domain/hooks.ts";
 import type { OfferService } from "../federation/offers.ts";
+import type { RelayService } from "../federation/relays.ts";
 import type { SecretStore } from "../domain/secrets.ts";
 import type { TaskService, TaskState } from "../domain/task-service.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
@@ -27,6 +28,7 @@ import type { ClusterMetrics } from "./metrics.ts";
 import { graphRoutes } from "./graph-routes.ts";
 import { hookRoutes } from "./hook-routes.ts";
 import { offerRoutes } from "./offer-routes.ts";
+import { relayRoutes } from "./relay-routes.ts";
 import { requireScopes, requestAuth, setRequestAuth } from "./scopes.ts";
 import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { secretRoutes } from "./secret-routes.ts";
@@ -47,6 +49,7 @@ export interface AppOptions {
   readonly secrets: SecretStore;
   readonly hooks: HookService;
   readonly offers: OfferService;
+  readonly relays: RelayService;
   readonly urls: ClusterUrls;
   readonly name: string;
   readonly version: string;
@@ -525,6 +528,7 @@ export function createApp(options: AppOptions): express.Express {
   api.use(secretRoutes({ secrets: options.secrets }));
   api.use(hookRoutes({ hooks: options.hooks }));
   api.use(offerRoutes({ offers: options.offers, urls }));
+  api.use(relayRoutes({ relays: options.relays }));
   app.use("/api/v1", api);
 
   app.get(

@@ -320,6 +320,23 @@ export interface OffersReceivedTable {
   created_at: CreatedAt;
 }
 
+/** A followed cluster whose activities this cluster relays (`Announce`s); see migration 0009. */
+export interface RelaySourcesTable {
+  actor_id: string;
+  created_at: CreatedAt;
+}
+
+/** An activity accepted through a relay, kept with its original proof (its provenance). */
+export interface RelayedActivitiesTable {
+  activity_id: string;
+  announce_id: string;
+  relayed_by: string;
+  original_actor: string;
+  /** The original activity as signed by its cluster, `proof` included. */
+  activity: Json<Record<string, unknown>>;
+  received_at: CreatedAt;
+}
+
 /** Every table, for `Kysely<DatabaseSchema>`. */
 export interface DatabaseSchema {
   cluster_keys: ClusterKeysTable;
@@ -349,4 +366,6 @@ export interface DatabaseSchema {
   hook_fires: HookFiresTable;
   offers_sent: OffersSentTable;
   offers_received: OffersReceivedTable;
+  relay_sources: RelaySourcesTable;
+  relayed_activities: RelayedActivitiesTable;
 }

@@ -3,9 +3,9 @@
  * loopback. C runs it only when B's actor holds `taskweb:offer:accept` on C; B's task that
  * waits on the remote group runs once C sends the group's TaskGroupResolved back.
  */
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningCluster } from "../../server/cluster.ts";
-import { describeEachBackend } from "../support/backends.ts";
+import { testBackends } from "../support/backends.ts";
 import {
   snapshot,
   startTestCluster,
@@ -48,7 +48,11 @@ async function everything(C: RunningCluster) {
   };
 }
 
-describeEachBackend("offers of task graphs", (backend) => {
+// The embedded backend only: these paths share the inbox and queue code that the hooks and
+// two-clusters suites run on PostgreSQL + Redis too, and CI time is shared.
+const backend = testBackends()[0]!;
+
+describe(`offers of task graphs on ${backend.name}`, () => {
   let b: TestCluster;
   let c: TestCluster;
   let B: RunningCluster;

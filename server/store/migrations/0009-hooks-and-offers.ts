@@ -8,6 +8,10 @@
  * Offers of task graphs: `offers_sent` on the offering cluster (its answer, and the task
  * group's URL on the other cluster once accepted), `offers_received` on the cluster that
  * accepted one (which group it created, and the last `TaskGroupResolved` sent back).
+ *
+ * Relays: `relay_sources` lists the followed clusters whose activities this cluster
+ * re-publishes (`Announce`, embedding the signed original); `relayed_activities` keeps, on
+ * a follower, each original it accepted through a relay, with its proof (the provenance).
  * Never edit once landed: add a new numbered migration.
  */
 import { type Kysely, sql } from "kysely";
@@ -84,6 +88,20 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn("task_group_id", "text", (c) => c.notNull().unique())
     .addColumn("callback_activity_id", "text")
     .addColumn("created_at", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
+    .execute();
+  await db.schema
+    .createTable("relay_sources")
+    .addColumn("actor_id", "text", (c) => c.primaryKey())
+    .addColumn("created_at", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
+    .execute();
+  await db.schema
+    .createTable("relayed_activities")
+    .addColumn("activity_id", "text", (c) => c.primaryKey())
+    .addColumn("announce_id", "text", (c) => c.notNull())
+    .addColumn("relayed_by", "text", (c) => c.notNull())
+    .addColumn("original_actor", "text", (c) => c.notNull())
+    .addColumn("activity", "jsonb", (c) => c.notNull())
+    .addColumn("received_at", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
     .execute();
 }
 
