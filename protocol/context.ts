@@ -72,6 +72,9 @@ export const TASKWEB_CONTEXT = deepFreeze({
   completedCount: "tw:completedCount",
   failedCount: "tw:failedCount",
   exceptionCount: "tw:exceptionCount",
+  // Since v1.2: offers of task graphs (see spec/v1/offers-and-relays.md).
+  TaskGraph: "tw:TaskGraph",
+  taskGraph: { "@id": "tw:taskGraph", "@type": "@json" },
 } as const);
 
 /** The `@context` array of a taskweb document: ActivityStreams, then the taskweb terms. */
@@ -110,13 +113,16 @@ export const TASK_GROUP_TERMS: readonly TaskwebTermName[] = [
   "exceptionCount",
 ];
 
+/** The terms added in v1.2 for offers of task graphs; an `Offer` of a graph must define them. */
+export const OFFER_TERMS: readonly TaskwebTermName[] = ["TaskGraph", "taskGraph"];
+
 /**
  * The v1.0 terms, which every taskweb document's `@context` must define. Terms added by a
  * later minor version are required only in documents that use them, so that a v1.0 peer's
  * documents stay valid.
  */
 export const CORE_TERMS: readonly TaskwebTermName[] = TERM_NAMES.filter(
-  (term) => !TASK_GROUP_TERMS.includes(term),
+  (term) => !TASK_GROUP_TERMS.includes(term) && !OFFER_TERMS.includes(term),
 );
 
 interface NormalisedDefinition {

@@ -24,8 +24,11 @@ export {
   TASKWEB_NAMESPACE,
   CORE_TERMS,
   TASK_GROUP_TERMS,
+  OFFER_TERMS,
   checkTaskwebContext,
 } from "./context.ts";
+export { buildTaskGraphOffer, isTaskGraphOffer, parseTaskGraphOffer } from "./offers.ts";
+export type { TaskGraphOffer, TaskGraphOfferInit, TaskGraphOfferJson } from "./offers.ts";
 export type { TaskwebContext, TaskwebTermName } from "./context.ts";
 export { PARSE_FAILURE_CODES } from "./result.ts";
 export type { ParseFailure, ParseFailureCode, ParseResult } from "./result.ts";

@@ -22,6 +22,7 @@ import {
   generateSecretsKey,
   type SecretCipher,
 } from "./domain/secret-cipher.ts";
+import { createHookService, HOOK_QUEUE, type HookService } from "./domain/hooks.ts";
 import { createAuthService, type AuthService } from "./domain/auth.ts";
 import { createFollowPolicy, type FollowPolicy } from "./federation/follow-policy.ts";
 import { createSecretStore, type SecretStore } from "./domain/secrets.ts";
@@ -41,6 +42,18 @@ import {
   type InboxOutcome,
 } from "./federation/inbox.ts";
 import { CATCH_UP_QUEUE, catchUpOutbox } from "./federation/outbox-catch-up.ts";
+import {
+  createAdmittedBodies,
+  createRelayService,
+  type RelayService,
+} from "./federation/relays.ts";
+import {
+  createOfferService,
+  OFFER_ACCEPT_SCOPE,
+  OFFER_CALLBACK_QUEUE,
+  type OfferOutcome,
+  type OfferService,
+} from "./federation/offers.ts";
 import { createApp } from "./http/app.ts";
 import { createClusterMetrics, type ClusterMetrics } from "./http/metrics.ts";
 import { createMemoryKeyCache, type InboxIgnoral, type InboxRefusal } from "./http/inbox-guard.ts";
@@ -86,7 +99,16 @@ export type ClusterEvent =
   | { readonly type: "inbox-ignored"; readonly reason: InboxIgnoral }
   | { readonly type: "published"; readonly activityId: string }
   /** Every active task of the group has resolved; a `TaskGroupResolved` is in the outbox. */
-  | { readonly type: "task-group-resolved"; readonly taskGroupId: string };
+  | { readonly type: "task-group-resolved"; readonly taskGroupId: string }
+  /** What became of an `Offer` of a task graph this cluster received. */
+  | { readonly type: "offer"; readonly outcome: OfferOutcome }
+  /** A hook fire created its task group. */
+  | {
+      readonly type: "hook-fired";
+      readonly hookId: string;
+      readonly fireId: string;
+      readonly taskGroupId: string;
+    };
 
 /** Refusals that are a failed verification (the others come before any verification). */
 const VERIFICATION_REFUSALS: ReadonlySet<InboxRefusal> = new Set([
@@ -156,6 +178,9 @@ export interface RunningCluster {
   readonly jobs: JobQueue;
   readonly tasks: TaskService;
   readonly secrets: SecretStore;
+  readonly hooks: HookService;
+  readonly offers: OfferService;
+  readonly relays: RelayService;
   /** API clients, roles, grants to remote clusters, deny rules. */
   readonly auth: AuthService;
   /** Who may follow this cluster, and who is blocked. */
@@ -367,6 +392,12 @@ export async function startCluster(
       onTaskGroupResolved: (taskGroupId) => {
         logger.info("Task group {taskGroupId} resolved.", { taskGroupId });
         emit({ type: "task-group-resolved", taskGroupId });
+        offers.groupResolved(taskGroupId).catch((error: unknown) =>
+          logger.warn("Offer callback of {taskGroupId} not queued: {error}", {
+            taskGroupId,
+            error: String(error),
+          }),
+        );
       },
     });
     const secrets = createSecretStore({
@@ -375,11 +406,41 @@ export async function startCluster(
     });
     await checkSecretsKey(secrets);
 
-    const inbox = createTaskwebInbox({
+    const hooks = createHookService({
+      db: database.db,
+      jobs,
+      tasks,
+      urls,
+      onFired: (fire) => {
+        logger.info("Hook {hookId} fired: task group {taskGroupId}.", fire);
+        emit({ type: "hook-fired", ...fire });
+      },
+    });
+    const offers = createOfferService({
       db: database.db,
       tasks,
-      onOutcome: (outcome) => emit({ type: "inbox", outcome }),
+      jobs,
+      urls,
+      name: config.name,
+      context: () => fed.context(),
+      policy: (actorId) => auth.satisfies(`actor:${actorId}`, [OFFER_ACCEPT_SCOPE]),
+      onOutcome: (outcome) => emit({ type: "offer", outcome }),
     });
+    const relays = createRelayService({ db: database.db, urls });
+    const admitted = createAdmittedBodies();
+    // The inbox and catch-up paging apply activities the same way: hooks fire, relays
+    // re-publish, offered groups' resolutions count, whichever way an activity came.
+    const inboxOptions = {
+      db: database.db,
+      tasks,
+      hooks,
+      offers,
+      relays,
+      relayLoaders: () => loaders(),
+      admittedBody: (id: string) => admitted.take(id),
+      onOutcome: (outcome: InboxOutcome) => emit({ type: "inbox", outcome }),
+    };
+    const inbox = createTaskwebInbox(inboxOptions);
     // Every outbound request of this process goes through this one checked fetch.
     const allowlist = parseAllowlist(config.privateAddressAllowlist);
     const outbound = createOutboundFetch({
@@ -396,11 +457,7 @@ export async function startCluster(
         contextLoader: ctx.contextLoader,
       };
     };
-    const applyActivity = createActivityApplier({
-      db: database.db,
-      tasks,
-      onOutcome: (outcome) => emit({ type: "inbox", outcome }),
-    });
+    const applyActivity = createActivityApplier(inboxOptions);
     const catchUpOrigin = async (actorId: string) => {
       await jobs.enqueue(CATCH_UP_QUEUE, actorId, { actorId }, { attempts: 1 });
       const pending = await tasks.unresolvedRemoteDependencies(new URL(actorId).origin);
@@ -442,6 +499,9 @@ export async function startCluster(
       onFollowAccepted: catchUpOrigin,
       onFollowed: (inbox) => onFollowed(inbox),
       followPolicy,
+      onAnswer: async (kind, actorId, objectId, detail) => {
+        await offers.answered(kind, actorId, objectId, detail);
+      },
       ...(options.deliveryRetry != null ? { deliveryRetry: options.deliveryRetry } : {}),
       ...(options.tracerProvider != null ? { tracerProvider: options.tracerProvider } : {}),
       // Counted, not emitted as events: deliveries are per process and frequent.
@@ -499,6 +559,9 @@ export async function startCluster(
         jobs,
         tasks,
         secrets,
+        hooks,
+        offers,
+        relays,
         urls,
         name: config.name,
         version: VERSION,
@@ -519,6 +582,7 @@ export async function startCluster(
           refusedLimiter: createRateLimiter(config.inboxRefusedRateLimit),
           fetchBudget: config.inboxFetchBudget,
           onVerified: () => metrics?.inboxVerification("verified"),
+          onAdmitted: (json) => admitted.remember(json),
         },
       });
       server.on("request", app);
@@ -536,6 +600,8 @@ export async function startCluster(
         // One try: the timer tries again, and a followee that is down would fill the log.
         await jobs.enqueue(CATCH_UP_QUEUE, f.actor_id, { actorId: f.actor_id }, { attempts: 1 });
       }
+      await hooks.recover();
+      await offers.recover();
     };
 
     if (roles.worker) {
@@ -616,6 +682,24 @@ export async function startCluster(
           },
         ),
       );
+      consumers.push(
+        await jobs.process<{ hookId: string; coalesceKey: string }>(
+          HOOK_QUEUE,
+          async (job) => {
+            await hooks.closeWindow(job.data.hookId, job.data.coalesceKey);
+          },
+          { concurrency: 2 },
+        ),
+      );
+      consumers.push(
+        await jobs.process<{ taskGroupId: string }>(
+          OFFER_CALLBACK_QUEUE,
+          async (job) => {
+            await offers.sendCallback(job.data.taskGroupId);
+          },
+          { concurrency: 2 },
+        ),
+      );
       const deliveries = new AbortController();
       const delivering = fed.federation.startQueue(null, {
         signal: deliveries.signal,
@@ -678,6 +762,9 @@ export async function startCluster(
       jobs,
       tasks,
       secrets,
+      hooks,
+      offers,
+      relays,
       auth,
       followPolicy,
       app,

@@ -16,6 +16,7 @@ import { registerKeyCommands } from "./keys.ts";
 import { registerSecretCommands } from "./secret.ts";
 import { registerAccessCommands } from "./client.ts";
 import { registerFollowerCommands } from "./followers.ts";
+import { registerHookCommands } from "./hook.ts";
 import { registerArtifactCommands } from "./artifact.ts";
 import { registerFollowCommands } from "./follow.ts";
 import { registerTaskLogsCommand } from "./task-logs.ts";
@@ -390,6 +391,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   });
   registerAccessCommands(program, { clientOptions, apiTarget, run: (c) => void (result = c) });
   registerFollowerCommands(program, { clientOptions, apiTarget, run: (c) => void (result = c) });
+  registerHookCommands(program, {
+    clientOptions,
+    apiTarget,
+    run: (exitCode) => {
+      result = exitCode;
+    },
+  });
 
   try {
     await program.parseAsync(argv, { from: "user" });

@@ -67,6 +67,16 @@ export function emptyEffects(): Effects {
   return { dispatch: [], publish: [], dereference: [], groupsResolved: [], resolved: [] };
 }
 
+/** Adds the queue work of `from` to `into` (both caused by one transaction). */
+export function mergeEffects(into: Effects, from: Effects): Effects {
+  into.dispatch.push(...from.dispatch);
+  into.publish.push(...from.publish);
+  into.dereference.push(...from.dereference);
+  into.groupsResolved.push(...from.groupsResolved);
+  into.resolved.push(...from.resolved);
+  return into;
+}
+
 /** The queue priority of a task priority: `highest` is handed out first. */
 export function jobPriority(priority: TaskPriority): number {
   return TASK_PRIORITIES.indexOf(priority) + 1;
@@ -899,6 +909,27 @@ export function createTaskService(options: TaskServiceOptions) {
         if (error instanceof TaskGroupRaceError) return await attempt();
         throw error;
       }
+    },
+
+    /**
+     * Creates a whole task graph inside the caller's transaction (a hook firing in the same
+     * transaction as the inbox's dedupe record). The returned effects are the caller's to
+     * run after commit, with {@link runEffects}.
+     * @throws {ApiError} as {@link createTaskGroup}; the caller rolls back (or to a savepoint).
+     */
+    async createTaskGroupInTransaction(
+      trx: Trx,
+      input: unknown,
+    ): Promise<{ result: CreateTaskGroupResult; effects: Effects }> {
+      const check = checkTaskGraph(input, { localTaskId: (url) => urls.localTaskId(url) });
+      const effects = emptyEffects();
+      const result = await writeTaskGroup(trx, check, {
+        urls,
+        evaluate: (taskIds) => evaluateMany(trx, effects, taskIds),
+        dereference: (url) => effects.dereference.push(url),
+      });
+      await settleGroups(trx, effects);
+      return { result, effects };
     },
 
     /** Claims a pending run for `workerId`; undefined when another worker has it or it is gone. */

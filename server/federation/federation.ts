@@ -94,6 +94,16 @@ export interface ClusterFederationOptions {
   readonly keyGraceMs?: number;
   /** Handles taskweb activities that Fedify verified (see `inbox.ts`). */
   readonly onActivity: (ctx: Context<null>, activity: Activity) => Promise<void>;
+  /**
+   * Called for an Accept or Reject that answers no Follow of ours (an answer to an offer),
+   * with the signer as `actorId`.
+   */
+  readonly onAnswer?: (
+    kind: "accept" | "reject",
+    actorId: string,
+    objectId: string,
+    detail: { result?: string | undefined; reason?: string | undefined },
+  ) => Promise<void>;
   /** Called once a cluster this one follows accepted the follow. */
   readonly onFollowAccepted: (actorId: string) => Promise<void>;
   /** Called when a cluster (re)follows this one, with its delivery inbox. */
@@ -507,7 +517,10 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         .where("actor_id", "=", actorId)
         .returning("actor_id")
         .executeTakeFirst();
-      if (updated == null) return;
+      if (updated == null) {
+        await options.onAnswer?.("accept", actorId, followId, { result: accept.resultId?.href });
+        return;
+      }
       logger.info("{actor} accepted our follow.", { actor: actorId });
       await options.onFollowAccepted(actorId);
     })
@@ -515,12 +528,19 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       const followId = reject.objectId?.href;
       const actorId = reject.actorId?.href;
       if (followId == null || actorId == null) return;
-      await db
+      const updated = await db
         .updateTable("following")
         .set({ state: "rejected", updated_at: new Date() })
         .where("follow_id", "=", followId)
         .where("actor_id", "=", actorId)
-        .execute();
+        .returning("actor_id")
+        .executeTakeFirst();
+      if (updated == null) {
+        const summary = reject.summary;
+        await options.onAnswer?.("reject", actorId, followId, {
+          reason: summary == null ? undefined : String(summary),
+        });
+      }
     })
     .on(Undo, async (_ctx, undo) => {
       const actorId = undo.actorId?.href;

@@ -144,6 +144,11 @@ export function createMemoryKeyCache(maxEntries = 1000): KeyCache {
 
 /** Options for {@link inboxGuard}. */
 export interface InboxGuardOptions {
+  /**
+   * Told the body of every request that passed the checks, as sent (before any JSON-LD
+   * processing): relays embed originals byte for byte as their proofs cover them.
+   */
+  readonly onAdmitted?: (json: Record<string, unknown>) => void;
   readonly origin: string;
   /** Loads keys (an authenticated loader, for peers that require signed fetches). */
   readonly documentLoader: () => DocumentLoader;
@@ -422,6 +427,7 @@ export function inboxGuard(options: InboxGuardOptions) {
         return;
       }
       (req as ERequest & { rawBody?: Uint8Array }).rawBody = body;
+      options.onAdmitted?.(json as Record<string, unknown>);
       next();
     }
   };

@@ -294,6 +294,90 @@ export interface DeliveryPeersTable {
   gone_at: Timestamp | null;
 }
 
+/** A hook; see migration 0009 and server/domain/hooks.ts. */
+export interface HooksTable {
+  hook_id: string;
+  description: string;
+  filter: Json<Record<string, unknown>>;
+  coalesce: Json<Record<string, unknown> | null>;
+  /** Values of the template's declared parameters. */
+  parameters: Json<Record<string, string>>;
+  /** The newest version in `hook_templates`, the one new fires use. */
+  template_version: number;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+/** One version of a hook's graph template. */
+export interface HookTemplatesTable {
+  hook_id: string;
+  version: number;
+  template: Json<Record<string, unknown>>;
+  created_at: CreatedAt;
+}
+
+/** One activity a hook matched, and what became of it. */
+export interface HookFiresTable {
+  fire_id: string;
+  hook_id: string;
+  activity_id: string;
+  actor_id: string;
+  template_version: number;
+  /** Fires of a hook with equal keys coalesce; "" when the hook does not coalesce by key. */
+  coalesce_key: string;
+  state: "pending" | "fired" | "superseded" | "failed";
+  /** The event parameters the template is instantiated with. */
+  event: Json<Record<string, string>>;
+  task_group_id: string | null;
+  superseded_by: string | null;
+  error: string | null;
+  received_at: CreatedAt;
+  seq: Generated<BigIntColumn>;
+  due_at: Timestamp | null;
+  fired_at: Timestamp | null;
+}
+
+/** An offer of a task graph this cluster sent; see migration 0009. */
+export interface OffersSentTable {
+  offer_id: string;
+  target_actor: string;
+  task_group_id: string;
+  graph: Json<Record<string, unknown>>;
+  state: "pending" | "accepted" | "rejected";
+  /** The group's URL on the target cluster, from its Accept. */
+  task_group_url: string | null;
+  reason: string | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+/** An offer of a task graph this cluster accepted (a rejected one leaves no row). */
+export interface OffersReceivedTable {
+  offer_id: string;
+  actor_id: string;
+  task_group_id: string;
+  /** The last TaskGroupResolved sent back to the offering cluster. */
+  callback_activity_id: string | null;
+  created_at: CreatedAt;
+}
+
+/** A followed cluster whose activities this cluster relays (`Announce`s); see migration 0009. */
+export interface RelaySourcesTable {
+  actor_id: string;
+  created_at: CreatedAt;
+}
+
+/** An activity accepted through a relay, kept with its original proof (its provenance). */
+export interface RelayedActivitiesTable {
+  activity_id: string;
+  announce_id: string;
+  relayed_by: string;
+  original_actor: string;
+  /** The original activity as signed by its cluster, `proof` included. */
+  activity: Json<Record<string, unknown>>;
+  received_at: CreatedAt;
+}
+
 /** Every table, for `Kysely<DatabaseSchema>`. */
 export interface DatabaseSchema {
   cluster_keys: ClusterKeysTable;
@@ -320,4 +404,11 @@ export interface DatabaseSchema {
   federation_settings: FederationSettingsTable;
   deliveries: DeliveriesTable;
   delivery_peers: DeliveryPeersTable;
+  hooks: HooksTable;
+  hook_templates: HookTemplatesTable;
+  hook_fires: HookFiresTable;
+  offers_sent: OffersSentTable;
+  offers_received: OffersReceivedTable;
+  relay_sources: RelaySourcesTable;
+  relayed_activities: RelayedActivitiesTable;
 }

@@ -10,6 +10,7 @@ import {
   buildTaskCompleted,
   buildTaskFailed,
   buildTaskGroupResolved,
+  buildTaskGraphOffer,
   checkTaskwebContext,
   parseActivity,
 } from "../../protocol/index.ts";
@@ -87,6 +88,8 @@ const TERMS = [
   "completedCount",
   "failedCount",
   "exceptionCount",
+  "TaskGraph",
+  "taskGraph",
 ];
 
 describe("TASKWEB_CONTEXT", () => {
@@ -101,12 +104,17 @@ describe("TASKWEB_CONTEXT", () => {
     }
   });
 
-  it("coerces only URL-valued terms, to @id", () => {
+  it("coerces only URL-valued terms, to @id, and the offered graph to a JSON literal", () => {
     const coerced = Object.entries(TASKWEB_CONTEXT)
       .filter(([, definition]) => typeof definition === "object" && "@type" in definition)
-      .map(([term]) => term)
+      .map(([term, definition]) => [term, (definition as { "@type": string })["@type"]])
       .sort();
-    expect(coerced).toEqual(["dependencies", "task", "taskGroup"]);
+    expect(coerced).toEqual([
+      ["dependencies", "@id"],
+      ["task", "@id"],
+      ["taskGraph", "@json"],
+      ["taskGroup", "@id"],
+    ]);
   });
 
   it("is the second entry of CONTEXT, after ActivityStreams", () => {
@@ -133,6 +141,13 @@ describe("TASKWEB_CONTEXT", () => {
           exceptionCount: 1,
           resolved: "2026-11-23T11:00:00.000Z",
         },
+      }),
+      buildTaskGraphOffer({
+        id: `${A}/offers/1`,
+        actor: A,
+        target: "https://hw.example/clusters/hw",
+        published: fields.published,
+        taskGraph: { taskGroupId: "g", tasks: [{ taskId: "t", payload: { command: ["true"] } }] },
       }),
     ];
     const seen = new Set<string>();
