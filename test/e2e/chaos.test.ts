@@ -166,7 +166,7 @@ describeServerBackend("chaos across three clusters", (backend) => {
         TASKWEB_ADMIN_TOKEN: TEST_TOKEN,
         TASKWEB_PUBLIC_URL: publicUrl,
         TASKWEB_NAME: name,
-        TASKWEB_ALLOW_PRIVATE_ADDRESS: "1",
+        TASKWEB_PRIVATE_ADDRESS_ALLOWLIST: "127.0.0.1/32",
         WORKER_CONCURRENCY: "4",
         TASKWEB_CLAIM_LEASE_MS: "2000",
         // Every reconcile dereferences each remote task still waited on: not too often.
