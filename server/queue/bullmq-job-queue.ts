@@ -239,6 +239,8 @@ class BullMqConsumer implements JobConsumer {
   readonly #report: (error: unknown) => void;
   readonly #onClosed: () => void;
   #closed: Promise<void> | undefined;
+  /** Jobs being handled now. */
+  #active = 0;
 
   constructor(
     name: string,
@@ -255,8 +257,13 @@ class BullMqConsumer implements JobConsumer {
     this.#worker = new Worker<Envelope>(
       bullMqQueueName(name),
       async (bullJob) => {
-        // attemptsMade counts the tries that already failed.
-        await handler(toJob(bullJob));
+        this.#active++;
+        try {
+          // attemptsMade counts the tries that already failed.
+          await handler(toJob(bullJob));
+        } finally {
+          this.#active--;
+        }
       },
       { connection, prefix, concurrency: options.concurrency },
     );
@@ -282,7 +289,9 @@ class BullMqConsumer implements JobConsumer {
       const reachable = this.#connection.status === "ready";
       if (!reachable) this.#connection.disconnect();
       try {
-        await this.#worker.close(!reachable);
+        // With no job in hand there is nothing to wait for; a graceful close would still wait
+        // on the blocking connection, which after Redis came back may never answer.
+        await this.#worker.close(!reachable || this.#active === 0);
       } catch (error) {
         this.#report(error);
       }
