@@ -16,6 +16,7 @@
  *
  *   npm run bench -- graph-10k [--runs 3] [--backend embedded] [--resolve --workers 2]
  */
+import { measureFloor, type Floor } from "./floor.ts";
 import { checkTaskGraph, parseTaskGraphSource } from "../server/domain/task-graph.ts";
 import {
   graphBody,
@@ -138,6 +139,8 @@ export interface Graph10kResult {
     | undefined;
   /** The highest RSS of this process since it started (getrusage). */
   readonly processMaxRssMiB: number;
+  /** The floor's parts on this backend, measured in the same run. */
+  readonly floor: Floor;
 }
 
 /** Submits the graph on a cluster without workers, then lets one with workers run it. */
@@ -155,8 +158,10 @@ export async function graph10k(
   const { clusters, cleanup } = await startBenchClusters(backend, ["graph"], {
     roles: { web: true, worker: false },
   });
+  let floor: Floor;
   try {
     const cluster = clusters[0]!;
+    floor = await measureFloor(cluster, 100);
     const localTaskId = (url: string) => cluster.urls.localTaskId(url);
     for (let i = 0; i < options.runs; i++) {
       const graph = ciGraph(`check-${i}`);
@@ -208,6 +213,7 @@ export async function graph10k(
     ),
     resolve,
     processMaxRssMiB: processMaxRssMiB(),
+    floor,
   });
 }
 

@@ -85,7 +85,7 @@ const BENCHMARKS: Record<string, Benchmark> = {
     (backend, { runs, workers, concurrency }, report) =>
       throughput(backend, { tasks: runs, workers, concurrency }, report),
     (r) =>
-      `${r.configuration}: ${r.tasksPerSecond} tasks/s (submitted at ${r.submittedPerSecond}/s)`,
+      `${r.configuration}: ${r.tasksPerSecond} tasks/s (submitted at ${r.submittedPerSecond}/s; floor ${r.floorTasksPerSecondPerSlot}/s per slot)`,
   ),
   fanout: benchmark<FanoutResult>(
     5,

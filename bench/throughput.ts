@@ -10,6 +10,7 @@
  *
  *   npm run bench -- throughput [--runs 500] [--workers 1,2,4] [--concurrency 4]
  */
+import { measureFloor, type Floor } from "./floor.ts";
 import {
   graphBody,
   groupRunTimes,
@@ -55,6 +56,12 @@ export interface ThroughputResult {
   readonly states: Readonly<Record<string, number>>;
   /** A run's claim → resolution in its worker: work dir, spawn `true`, resolve transaction. */
   readonly runMs: ReturnType<typeof summarize>;
+  readonly floor: Floor;
+  /**
+   * One worker slot's ceiling from the floor: a task needs at least one queue hop and two
+   * commits (its claim and its resolution); the child process and publication come on top.
+   */
+  readonly floorTasksPerSecondPerSlot: number;
 }
 
 /** Tasks run before the measured group, so that processes are warm (JIT, pools, caches). */
@@ -107,6 +114,7 @@ async function measureConfiguration(
     const submitMs = run.submitted - run.sent;
     const totalMs = run.lastResolved - run.sent;
     const round = (n: number) => Math.round(n * 10) / 10;
+    const floor = await measureFloor(cluster.web, 100);
     return {
       benchmark: "throughput",
       backend,
@@ -126,6 +134,8 @@ async function measureConfiguration(
       tasksPerSecond: round((tasks / totalMs) * 1000),
       states: run.states,
       runMs: summarize(run.runMs),
+      floor,
+      floorTasksPerSecondPerSlot: round(1000 / (floor.queueHopMs + 2 * floor.databaseCommitMs)),
     };
   } finally {
     await cluster.cleanup();
