@@ -571,6 +571,29 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
 
   // An activity is signed once (its Object Integrity Proof and Linked Data signature), however
   // many inboxes it goes to; each delivery only adds its own HTTP signature.
+  /** Sends `row`'s follower an Accept or a Reject of the Follow it sent. */
+  const answerFollow = async (
+    row: { actor_id: string; inbox: string; shared_inbox: string | null; follow_id: string },
+    Answer: typeof Accept | typeof Reject,
+  ): Promise<void> => {
+    const ctx = context();
+    await ctx.sendActivity(
+      { identifier: name },
+      recipientOf(row),
+      new Answer({
+        id: new URL(
+          `${urls.actor}#${Answer === Accept ? "accepts" : "rejects"}/${crypto.randomUUID()}`,
+        ),
+        actor: ctx.getActorUri(name),
+        object: new Follow({
+          id: new URL(row.follow_id),
+          actor: new URL(row.actor_id),
+          object: new URL(urls.actor),
+        }),
+      }),
+    );
+  };
+
   const signedBodies = new Map<string, Promise<string>>();
   const acceptedSpecs = new Map<string, HttpSignatureSpec>();
   const signedBody = (activityJson: Record<string, unknown>): Promise<string> => {
@@ -675,20 +698,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         .returning(["actor_id", "inbox", "shared_inbox", "follow_id"])
         .executeTakeFirst();
       if (row == null) return false;
-      const ctx = context();
-      await ctx.sendActivity(
-        { identifier: name },
-        recipientOf(row),
-        new Accept({
-          id: new URL(`${urls.actor}#accepts/${crypto.randomUUID()}`),
-          actor: ctx.getActorUri(name),
-          object: new Follow({
-            id: new URL(row.follow_id),
-            actor: new URL(row.actor_id),
-            object: new URL(urls.actor),
-          }),
-        }),
-      );
+      await answerFollow(row, Accept);
       await options.onFollowed?.(row.shared_inbox ?? row.inbox);
       logger.info("{follower} now follows this cluster (approved).", { follower: actorId });
       return true;
@@ -700,20 +710,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         .returning(["actor_id", "inbox", "shared_inbox", "follow_id"])
         .executeTakeFirst();
       if (row == null) return false;
-      const ctx = context();
-      await ctx.sendActivity(
-        { identifier: name },
-        recipientOf(row),
-        new Reject({
-          id: new URL(`${urls.actor}#rejects/${crypto.randomUUID()}`),
-          actor: ctx.getActorUri(name),
-          object: new Follow({
-            id: new URL(row.follow_id),
-            actor: new URL(row.actor_id),
-            object: new URL(urls.actor),
-          }),
-        }),
-      );
+      await answerFollow(row, Reject);
       logger.info("Rejected the follow of {follower}.", { follower: actorId });
       return true;
     },

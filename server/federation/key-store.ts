@@ -26,10 +26,30 @@ async function generateKeyPair(algorithm: (typeof ALGORITHMS)[number]): Promise<
     ["sign", "verify"],
   );
 }
-import { sql, type Kysely } from "kysely";
+import { sql, type Kysely, type Transaction } from "kysely";
 import type { DatabaseSchema } from "../store/schema.ts";
 
 const ALGORITHMS = ["RSASSA-PKCS1-v1_5", "Ed25519"] as const;
+
+/** Generates an active key pair of `algorithm` for `identifier` and stores it. */
+async function insertNewKey(
+  trx: Transaction<DatabaseSchema>,
+  identifier: string,
+  algorithm: (typeof ALGORITHMS)[number],
+) {
+  const pair = await generateKeyPair(algorithm);
+  return await trx
+    .insertInto("cluster_keys")
+    .values({
+      identifier,
+      algorithm,
+      private_jwk: JSON.stringify(await exportJwk(pair.privateKey)),
+      public_jwk: JSON.stringify(await exportJwk(pair.publicKey)),
+      retired_at: null,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
 
 /**
  * Loads the key pairs of `identifier`, creating them if there are none: the active RSA and
@@ -52,21 +72,7 @@ export async function loadOrCreateKeyPairs(
       .orderBy("id")
       .execute();
     const missing = ALGORITHMS.filter((a) => !existing.some((row) => row.algorithm === a));
-    for (const algorithm of missing) {
-      const pair = await generateKeyPair(algorithm);
-      const inserted = await trx
-        .insertInto("cluster_keys")
-        .values({
-          identifier,
-          algorithm,
-          private_jwk: JSON.stringify(await exportJwk(pair.privateKey)),
-          public_jwk: JSON.stringify(await exportJwk(pair.publicKey)),
-          retired_at: null,
-        })
-        .returningAll()
-        .executeTakeFirstOrThrow();
-      existing.push(inserted);
-    }
+    for (const algorithm of missing) existing.push(await insertNewKey(trx, identifier, algorithm));
     return existing;
   });
   const pairs: CryptoKeyPair[] = [];
@@ -123,19 +129,7 @@ export async function rotateKeyPairs(
       .execute();
     const activated: number[] = [];
     for (const algorithm of ALGORITHMS) {
-      const pair = await generateKeyPair(algorithm);
-      const row = await trx
-        .insertInto("cluster_keys")
-        .values({
-          identifier,
-          algorithm,
-          private_jwk: JSON.stringify(await exportJwk(pair.privateKey)),
-          public_jwk: JSON.stringify(await exportJwk(pair.publicKey)),
-          retired_at: null,
-        })
-        .returning("id")
-        .executeTakeFirstOrThrow();
-      activated.push(row.id);
+      activated.push((await insertNewKey(trx, identifier, algorithm)).id);
     }
     return { activated, replaced: replaced.map((r) => r.id), rotatedAt };
   });
