@@ -102,6 +102,17 @@ export function taskReport(
   };
 }
 
+/**
+ * The URL of the task or task group an activity reports on (an artifact's task for an
+ * `ArtifactPublished`): what a task's page matches against its remote dependencies and inputs.
+ */
+export function reportedObjectId(value: ParsedActivity): string | null {
+  if ("task" in value) return value.task.id;
+  if ("artifact" in value) return value.artifact.task;
+  if ("taskGroup" in value) return value.taskGroup.id;
+  return null;
+}
+
 /** Re-compacts received JSON-LD with taskweb's context so its terms have their short names. */
 export async function compactWithTaskwebContext(
   json: unknown,
@@ -176,6 +187,7 @@ function createInboxCore(options: TaskwebInboxOptions) {
           activity_id: value.id,
           actor_id: value.actor,
           types: JSON.stringify([value.kind]),
+          object_id: reportedObjectId(value),
         })
         .onConflict((oc) => oc.column("activity_id").doNothing())
         .returning("activity_id")

@@ -285,7 +285,7 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
       const taskId = String(req.params.taskId);
       const task = await db
         .selectFrom("tasks")
-        .select("task_id")
+        .select(["task_id", "task_group_id"])
         .where("task_id", "=", taskId)
         .executeTakeFirst();
       if (task == null) throw new ApiError("ResourceNotFound", "No such task on this cluster.");
@@ -307,6 +307,46 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
         .where("remote", "=", true)
         .execute();
       const depUrls = remoteDeps.map((d) => d.dependency);
+      const inputs = await db
+        .selectFrom("task_inputs")
+        .select("task_url")
+        .where("task_id", "=", taskId)
+        .execute();
+      const inputUrls = inputs.map((i) => i.task_url).filter((u) => !depUrls.includes(u));
+      // The received activities about this task: those that reported on a remote task it
+      // depends on or takes an input from (recorded as the inbox applied them), and the one
+      // that fired the hook which created its task group.
+      const objects = [...depUrls, ...inputUrls];
+      const fires = await db
+        .selectFrom("hook_fires")
+        .select("activity_id")
+        .where("task_group_id", "=", task.task_group_id)
+        .execute();
+      const firedBy = new Set(fires.map((f) => f.activity_id));
+      const received =
+        objects.length === 0 && firedBy.size === 0
+          ? []
+          : await db
+              .selectFrom("inbox_processed as p")
+              .leftJoin("relayed_activities as r", "r.activity_id", "p.activity_id")
+              .select([
+                "p.activity_id",
+                "p.actor_id",
+                "p.types",
+                "p.received_at",
+                "p.object_id",
+                "r.relayed_by",
+              ])
+              .where((eb) =>
+                eb.or([
+                  ...(objects.length === 0 ? [] : [eb("p.object_id", "in", objects)]),
+                  ...(firedBy.size === 0 ? [] : [eb("p.activity_id", "in", [...firedBy])]),
+                ]),
+              )
+              .orderBy("p.received_at")
+              .orderBy("p.activity_id")
+              .limit(WEBAPP_LIMITS.activities)
+              .execute();
       const receivedTasks =
         depUrls.length === 0
           ? []
@@ -317,7 +357,7 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
               .orderBy("updated_at")
               .execute();
       const receivedArtifacts =
-        depUrls.length === 0
+        objects.length === 0
           ? []
           : await db
               .selectFrom("remote_artifacts")
@@ -330,7 +370,7 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
                 "size",
                 "updated_at",
               ])
-              .where("task_url", "in", depUrls)
+              .where("task_url", "in", objects)
               .orderBy("updated_at")
               .execute();
       res.json({
@@ -343,7 +383,22 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
             publishedAt: iso(a.published_at),
             fannedOutAt: iso(a.fanned_out_at),
           })),
-        received: [
+        received: received.map((r) => ({
+          activityId: r.activity_id,
+          types: r.types,
+          actor: r.actor_id,
+          receivedAt: iso(r.received_at),
+          object: r.object_id,
+          // Why it is listed: it fired the hook that created the task's group, or it
+          // reported on a remote task the task depends on, or takes an input from.
+          about: firedBy.has(r.activity_id)
+            ? ("hook" as const)
+            : depUrls.includes(r.object_id ?? "")
+              ? ("dependency" as const)
+              : ("input" as const),
+          relayedBy: r.relayed_by ?? null,
+        })),
+        remote: [
           ...receivedTasks.map((r) => ({
             kind: "task-state" as const,
             taskUrl: r.task_url,

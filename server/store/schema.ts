@@ -171,6 +171,8 @@ export interface InboxProcessedTable {
   actor_id: string;
   types: Json<string[]>;
   received_at: CreatedAt;
+  /** The task (or task group) URL the activity reported on; null when none (an Offer). */
+  object_id: string | null;
 }
 
 export interface RemoteTasksTable {

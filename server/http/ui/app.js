@@ -596,7 +596,13 @@ async function taskView(taskId) {
     definition,
   );
 
-  try {
+  const typeOf = (types) => types.filter((t) => t !== "Activity").join(", ");
+  const ABOUT = {
+    dependency: "about its remote dependency",
+    input: "about the task of its input",
+    hook: "fired the hook that created its task group; about",
+  };
+  const loadActivities = async () => {
     const a = await api(`${path}/activities`);
     activities.replaceChildren(
       h("h3", {}, "Sent"),
@@ -608,8 +614,8 @@ async function taskView(taskId) {
             a.sent.map((s) =>
               h(
                 "li",
-                {},
-                h("code", {}, s.types.filter((t) => t !== "Activity").join(", ")),
+                { "data-activity-id": s.activityId },
+                h("code", {}, typeOf(s.types)),
                 " ",
                 h("a", { href: s.activityId }, s.activityId),
                 ` published ${when(s.publishedAt)}`,
@@ -617,13 +623,34 @@ async function taskView(taskId) {
               ),
             ),
           ),
-      h("h3", {}, "Received (about its remote dependencies)"),
+      h("h3", {}, "Received"),
       a.received.length === 0
         ? h("p", { class: "muted" }, "None.")
         : h(
             "ul",
-            {},
+            { class: "activities-received" },
             a.received.map((r) =>
+              h(
+                "li",
+                { "data-activity-id": r.activityId, "data-about": r.about },
+                h("code", {}, typeOf(r.types)),
+                " ",
+                h("a", { href: r.activityId }, r.activityId),
+                " from ",
+                h("a", { href: r.actor, class: "actor" }, r.actor),
+                r.relayedBy ? ` (relayed by ${r.relayedBy})` : "",
+                `, received ${when(r.receivedAt)}; ${ABOUT[r.about] ?? "about"} `,
+                r.object ? h("a", { href: r.object }, r.object) : "—",
+              ),
+            ),
+          ),
+      h("h3", {}, "Last known state of its remote dependencies and inputs"),
+      a.remote.length === 0
+        ? h("p", { class: "muted" }, "None.")
+        : h(
+            "ul",
+            { class: "remote-states" },
+            a.remote.map((r) =>
               h(
                 "li",
                 {},
@@ -636,6 +663,9 @@ async function taskView(taskId) {
             ),
           ),
     );
+  };
+  try {
+    await loadActivities();
   } catch (error) {
     failed(activities, error);
   }
@@ -647,7 +677,10 @@ async function taskView(taskId) {
       (name, data) => {
         if (name !== "task" || data.taskId !== taskId) return;
         clearTimeout(pending);
-        pending = setTimeout(() => void render().catch(() => {}), 150);
+        pending = setTimeout(() => {
+          void render().catch(() => {});
+          void loadActivities().catch(() => {});
+        }, 150);
       },
       (status) => {
         // A token that may read this task but not follow every task's changes: read the
