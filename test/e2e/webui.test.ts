@@ -143,6 +143,90 @@ describeServerBackend("web app", (backend) => {
     );
   }
 
+  /**
+   * Controls Playwright's accessibility queries find without a name: for each role, every
+   * element `getByRole` finds minus those whose accessible name is not empty. `{}` when
+   * every control is named.
+   */
+  async function unnamedByRole(on: Page = page): Promise<Record<string, number>> {
+    const unnamed: Record<string, number> = {};
+    for (const role of ["button", "link", "checkbox", "textbox", "combobox", "radio"] as const) {
+      const all = await on.getByRole(role).count();
+      const named = await on.getByRole(role, { name: /\S/ }).count();
+      if (all !== named) unnamed[role] = all - named;
+    }
+    return unnamed;
+  }
+
+  /** Graph nodes whose fill is not the legend's color for their state, and the colors seen. */
+  async function nodeColors(on: Page = page): Promise<{
+    mismatches: string[];
+    byState: Record<string, string>;
+  }> {
+    return await on.evaluate(() => {
+      const mismatches: string[] = [];
+      const byState: Record<string, string> = {};
+      for (const node of document.querySelectorAll("svg.graph a.node")) {
+        const state = [...node.classList].find((c) => c.startsWith("state-")) ?? "";
+        const swatch = document.querySelector(`.legend .swatch.${state}`);
+        const fill = getComputedStyle(node.querySelector("rect.node-box")!).fill;
+        byState[state.slice("state-".length)] = fill;
+        if (swatch == null || getComputedStyle(swatch).backgroundColor !== fill) {
+          mismatches.push(`${node.getAttribute("data-task-id")}: ${state} ${fill}`);
+        }
+      }
+      return { mismatches, byState };
+    });
+  }
+
+  /** A node's box in the page. */
+  async function nodeBox(taskId: string) {
+    const box = await page
+      .locator(`svg.graph a.node[data-task-id="${taskId}"] rect.node-box`)
+      .boundingBox();
+    expect(box).not.toBeNull();
+    return box!;
+  }
+
+  /**
+   * How many pixels the page is wider than the window (sideways scrolling; 0 when none), and
+   * the outermost elements that stick out, to say what to fix.
+   */
+  async function sidewaysOverflow(on: Page): Promise<{ overflow: number; outside: string[] }> {
+    return await on.evaluate(() => {
+      const width = document.documentElement.clientWidth;
+      const outside = [...document.querySelectorAll("main *")]
+        .filter((el) => el.closest(".scroll, .graph-box") == null)
+        .filter((el) => el.getBoundingClientRect().right > width + 1)
+        .filter((el) => (el.parentElement?.getBoundingClientRect().right ?? 0) <= width + 1)
+        .map((el) => el.outerHTML.slice(0, 100));
+      return {
+        overflow: document.documentElement.scrollWidth - width,
+        outside: outside.slice(0, 5),
+      };
+    });
+  }
+
+  /** Starts summing layout shifts not caused by the user's own input. */
+  async function measureShifts(on: Page = page): Promise<void> {
+    await on.evaluate(() => {
+      const w = window as unknown as { shift: number };
+      w.shift = 0;
+      new PerformanceObserver((list) => {
+        for (const entry of list.getEntries() as unknown as {
+          value: number;
+          hadRecentInput: boolean;
+        }[]) {
+          if (!entry.hadRecentInput) w.shift += entry.value;
+        }
+      }).observe({ type: "layout-shift" });
+    });
+  }
+
+  async function shifted(on: Page = page): Promise<number> {
+    return await on.evaluate(() => (window as unknown as { shift: number }).shift);
+  }
+
   async function seenStates(): Promise<{
     seen: Record<string, string[]>;
     marker: string;
@@ -192,6 +276,19 @@ describeServerBackend("web app", (backend) => {
     await watchGroup("ui-live", 3);
     const inactive = page.locator('svg.graph a.node[data-task-id="ui-live-build"]');
     expect(await inactive.getAttribute("aria-label")).toBe("Build, inactive");
+    // Laid out by rank: Build above the two tasks that depend on it, which sit side by side.
+    const [build, test, lint] = [
+      await nodeBox("ui-live-build"),
+      await nodeBox("ui-live-test"),
+      await nodeBox("ui-live-lint"),
+    ];
+    expect(test.y).toBeGreaterThan(build.y + build.height);
+    expect(lint.y).toBe(test.y);
+    expect(Math.abs(lint.x - test.x)).toBeGreaterThanOrEqual(test.width);
+    // Colored by state, in the legend's colors.
+    const before = await nodeColors();
+    expect(before.mismatches).toEqual([]);
+    expect(before.byState.inactive).not.toBe(before.byState.unscheduled);
     await page.screenshot({ path: `${SHOTS}graph-inactive.png` });
 
     // Backfill from the page: the inactive task is activated and everything runs.
@@ -219,8 +316,13 @@ describeServerBackend("web app", (backend) => {
     });
     // The table beside the graph followed too, and now offers a rerun.
     await page.getByRole("button", { name: "Rerun Build" }).waitFor();
+    const after = await nodeColors();
+    expect(after.mismatches).toEqual([]);
+    expect(Object.keys(after.byState)).toEqual(["completed"]);
+    expect(after.byState.completed).not.toBe(before.byState.unscheduled);
     await page.screenshot({ path: `${SHOTS}graph-completed.png` });
     expect(await unnamedControls()).toEqual([]);
+    expect(await unnamedByRole()).toEqual({});
 
     // Task detail: the artifact with its size, digest and a working download link.
     await page.getByRole("link", { name: "Build", exact: true }).first().click();
@@ -237,6 +339,11 @@ describeServerBackend("web app", (backend) => {
     const href = await page.getByRole("link", { name: "public/app.txt" }).getAttribute("href");
     const download = await fetch(href!);
     expect(await download.text()).toBe("app 1.0\n");
+    // Its definition and its one run.
+    expect(await page.locator("pre.definition").innerText()).toContain("$TASKWEB_ARTIFACTS/public");
+    expect(await page.locator("table.runs tbody tr").allInnerTexts()).toEqual([
+      expect.stringMatching(/^0\s+completed\s+/),
+    ]);
     // The activities this cluster sent about the task: its artifact and its completion,
     // not the completions of the tasks that depend on it.
     const sent = await page.locator("ul.activities-sent > li").allInnerTexts();
@@ -246,6 +353,7 @@ describeServerBackend("web app", (backend) => {
     ]);
     await page.screenshot({ path: `${SHOTS}task-detail.png`, fullPage: true });
     expect(await unnamedControls()).toEqual([]);
+    expect(await unnamedByRole()).toEqual({});
 
     // The same graph on a phone: the page fits its width, the graph scrolls inside its box.
     const phone = await context.newPage();
@@ -358,6 +466,11 @@ describeServerBackend("web app", (backend) => {
       (await taskStates("ui-log"))["ui-log-slow"] === "running" ? true : undefined,
     );
     await page.goto(`${origin}/#/tasks/ui-log-slow`);
+    await page.locator('main[data-route="tasks"][data-ready]').waitFor();
+    await measureShifts();
+    await page.evaluate(() => {
+      (window as unknown as { marker: string }).marker = "the same page";
+    });
     const log = page.locator("pre.log");
     await expect.poll(() => log.innerText(), { timeout: 10_000 }).toContain("first-line");
     // Seen while the run was still running, and the rest arrives without a reload.
@@ -365,6 +478,34 @@ describeServerBackend("web app", (backend) => {
     await expect.poll(() => log.innerText(), { timeout: 15_000 }).toContain("second-line");
     expect(stateWhenSeen).toBe("running");
     await page.screenshot({ path: `${SHOTS}task-log.png`, fullPage: true });
+
+    // Rerun from the page once it completed, then cancel the new run while it runs.
+    const rerun = page.getByRole("button", { name: "Rerun Slow" });
+    await rerun.waitFor({ timeout: 15_000 });
+    // The log and the sections below it kept their places while the run ended.
+    expect(await shifted()).toBeLessThan(0.01);
+    await rerun.click();
+    const cancel = page.getByRole("button", { name: "Cancel Slow" });
+    await cancel.waitFor({ timeout: 15_000 });
+    await cancel.click();
+    await expect
+      .poll(() => page.locator("h1 .badge").getAttribute("data-state"), { timeout: 15_000 })
+      .toBe("exception");
+    const runs = await db()
+      .selectFrom("runs")
+      .select(["run_id", "state", "reason_created", "reason_resolved"])
+      .where("task_id", "=", "ui-log-slow")
+      .orderBy("run_id")
+      .execute();
+    expect(runs).toMatchObject([
+      { run_id: 0, state: "completed" },
+      { run_id: 1, state: "exception", reason_created: "rerun", reason_resolved: "canceled" },
+    ]);
+    await page.locator("table.runs tbody tr").nth(1).waitFor();
+    expect(await page.evaluate(() => (window as unknown as { marker: string }).marker)).toBe(
+      "the same page",
+    );
+    await page.screenshot({ path: `${SHOTS}task-canceled.png`, fullPage: true });
   });
 
   it("draws a remote dependency as a node of the other cluster with its last known state", async () => {
@@ -437,9 +578,134 @@ describeServerBackend("web app", (backend) => {
     expect(await get("/task-groups/ui-remote/events")).toMatchObject({
       tasks: [{ taskId: "ui-remote-deploy", state: "completed" }],
     });
+
+    // The task's page lists the activity it received from the other cluster, by its id.
+    const upstreamSent = await up.database.db
+      .selectFrom("outbox")
+      .select(["activity_id", "types", "activity"])
+      .orderBy("seq")
+      .execute();
+    const completion = upstreamSent.find(
+      (a) => a.types.includes("TaskCompleted") && JSON.stringify(a.activity).includes(remoteUrl),
+    );
+    expect(completion).toBeDefined();
+    await page.getByRole("link", { name: "Deploy", exact: true }).first().click();
+    await page.locator('main[data-route="tasks"][data-ready]').waitFor();
+    const received = page.locator(
+      `ul.activities-received > li[data-activity-id="${completion!.activity_id}"]`,
+    );
+    await received.waitFor();
+    expect(await page.locator("ul.activities-received > li").count()).toBe(1);
+    const line = await received.innerText();
+    expect(line).toContain(`TaskCompleted ${completion!.activity_id} from ${up.urls.actor}`);
+    expect(line).toContain(`about its remote dependency ${remoteUrl}`);
+    expect(
+      await received.getByRole("link", { name: up.urls.actor, exact: true }).getAttribute("href"),
+    ).toBe(up.urls.actor);
+    expect(await page.locator("ul.remote-states").innerText()).toContain(
+      `State completed (by activity) of ${remoteUrl}`,
+    );
+    await page.screenshot({ path: `${SHOTS}task-received.png`, fullPage: true });
+    expect(await unnamedByRole()).toEqual({});
   });
 
-  it("shows the task groups, and approves a follow request from the federation view", async () => {
+  it("shows a hook on the other cluster's artifact and the task group it fired", async () => {
+    const up = upstream.current();
+    const created = await fetch(`${origin}/api/v1/hooks/ui-on-report`, {
+      method: "PUT",
+      headers: { Authorization: `Bearer ${TEST_TOKEN}`, "Content-Type": "application/json" },
+      body: JSON.stringify({
+        description: "checks every report of the upstream",
+        filter: { cluster: up.urls.actor, artifactName: "reports/*" },
+        template: {
+          tasks: [
+            {
+              taskId: "check",
+              name: "Check report",
+              inputs: [
+                { task: "{{event.task}}", artifact: "{{event.artifact.name}}", path: "r.txt" },
+              ],
+              payload: { command: ["sh", "-c", 'cat "$TASKWEB_INPUTS/r.txt"'], maxRunTime: 60 },
+            },
+          ],
+        },
+      }),
+    });
+    expect(created.status).toBe(201);
+    await page.goto(`${origin}/#/federation`);
+    await page.locator('main[data-route="federation"][data-ready]').waitFor();
+    const hook = page.locator('ul.hooks > li[data-hook-id="ui-on-report"]');
+    expect(await hook.innerText()).toContain("Not fired yet.");
+    expect(await hook.locator("p.filter").innerText()).toBe(
+      `On: cluster ${up.urls.actor}, activity ArtifactPublished, artifactName reports/*`,
+    );
+
+    // The upstream publishes a matching artifact: the follower's hook fires.
+    await submit(
+      {
+        taskGroupId: "up-report",
+        tasks: [
+          {
+            taskId: "up-report",
+            name: "Report",
+            payload: {
+              command: [
+                "sh",
+                "-c",
+                'mkdir -p "$TASKWEB_ARTIFACTS/reports"; echo all-good > "$TASKWEB_ARTIFACTS/reports/day.txt"',
+              ],
+              maxRunTime: 60,
+            },
+          },
+        ],
+      },
+      up.urls.origin,
+    );
+    const fire = await waitFor("the hook to fire", async () => {
+      const row = await db()
+        .selectFrom("hook_fires")
+        .selectAll()
+        .where("hook_id", "=", "ui-on-report")
+        .executeTakeFirst();
+      return row?.state === "fired" && row.task_group_id != null ? row : undefined;
+    });
+    const groupId = fire.task_group_id!;
+    await page.reload();
+    await page.locator('main[data-route="federation"][data-ready]').waitFor();
+    const fired = hook.locator(`ul.fires > li[data-fire-id="${fire.fire_id}"]`);
+    await fired.waitFor();
+    expect(await hook.locator("ul.fires > li").count()).toBe(1);
+    expect(await fired.getAttribute("data-state")).toBe("fired");
+    expect(await fired.innerText()).toContain(`on ${up.urls.actor}'s ArtifactPublished`);
+    expect(await fired.getByRole("link", { name: "ArtifactPublished" }).getAttribute("href")).toBe(
+      fire.activity_id,
+    );
+    const groupLink = fired.getByRole("link", { name: groupId, exact: true });
+    expect(await groupLink.getAttribute("href")).toBe(`#/groups/${encodeURIComponent(groupId)}`);
+    await hook.scrollIntoViewIfNeeded();
+    await page.screenshot({ path: `${SHOTS}federation-hooks.png`, fullPage: true });
+    expect(await unnamedByRole()).toEqual({});
+
+    // The link opens the fired group; its task ran on the upstream's artifact.
+    await groupLink.click();
+    await page.locator('main[data-route="groups"][data-ready]').waitFor();
+    const node = page.locator(`svg.graph a.node[data-task-id="${groupId}-check"]`);
+    await node.waitFor();
+    await expect.poll(() => node.getAttribute("data-state"), { timeout: 30_000 }).toBe("completed");
+    // Its page names the activity that fired the hook, received from the upstream.
+    await page.getByRole("link", { name: "Check report", exact: true }).click();
+    await page.locator('main[data-route="tasks"][data-ready]').waitFor();
+    const why = page.locator(
+      `ul.activities-received > li[data-activity-id="${fire.activity_id}"][data-about="hook"]`,
+    );
+    await why.waitFor();
+    expect(await why.innerText()).toContain(
+      `ArtifactPublished ${fire.activity_id} from ${up.urls.actor}`,
+    );
+    await expect.poll(() => page.locator("pre.log").innerText()).toContain("all-good");
+  });
+
+  it("shows the task groups; rejects and approves follow requests, and shows followers, following and delivery health", async () => {
     await page.goto(`${origin}/#/`);
     await page.locator('main[data-route=""][data-ready]').waitFor();
     for (const id of ["ui-live", "ui-gate", "ui-edit", "ui-log", "ui-remote"]) {
@@ -447,6 +713,7 @@ describeServerBackend("web app", (backend) => {
     }
     await page.screenshot({ path: `${SHOTS}task-groups.png`, fullPage: true });
     expect(await unnamedControls()).toEqual([]);
+    expect(await unnamedByRole()).toEqual({});
 
     // The upstream asks to follow this cluster, which approves followers by hand.
     const up = upstream.current();
@@ -462,26 +729,106 @@ describeServerBackend("web app", (backend) => {
     await waitFor("the follow request", async () =>
       (await followerState()) === "pending" ? true : undefined,
     );
+    const upstreamFollowing = async () =>
+      (
+        await up.database.db
+          .selectFrom("following")
+          .select("state")
+          .where("actor_id", "=", cluster.current().urls.actor)
+          .executeTakeFirst()
+      )?.state;
     await page.goto(`${origin}/#/federation`);
     await page.locator('main[data-route="federation"][data-ready]').waitFor();
     await page.getByRole("heading", { name: "Delivery health per peer" }).waitFor();
-    const approve = page.getByRole("button", { name: `Approve ${up.urls.actor}` });
-    await approve.waitFor();
+    // The first request is rejected from the page, the second approved.
+    const reject = page.getByRole("button", { name: `Reject ${up.urls.actor}` });
+    await reject.waitFor();
     await page.screenshot({ path: `${SHOTS}federation.png`, fullPage: true });
     expect(await unnamedControls()).toEqual([]);
+    expect(await unnamedByRole()).toEqual({});
+    await reject.click();
+    await waitFor("the upstream to be rejected", async () =>
+      (await upstreamFollowing()) === "rejected" ? true : undefined,
+    );
+    // A rejected request leaves no follower behind.
+    expect(await followerState()).toBeUndefined();
+    await reject.waitFor({ state: "detached" });
+    await up.federation.follow(cluster.current().urls.actor);
+    await waitFor("the second follow request", async () =>
+      (await followerState()) === "pending" ? true : undefined,
+    );
+    await page.reload();
+    await page.locator('main[data-route="federation"][data-ready]').waitFor();
+    const approve = page.getByRole("button", { name: `Approve ${up.urls.actor}` });
     await approve.click();
-    await waitFor("the upstream to be accepted", async () => {
-      const following = await up.database.db
-        .selectFrom("following")
-        .select("state")
-        .where("actor_id", "=", cluster.current().urls.actor)
-        .executeTakeFirst();
-      return following?.state === "accepted" ? true : undefined;
-    });
+    await waitFor("the upstream to be accepted", async () =>
+      (await upstreamFollowing()) === "accepted" ? true : undefined,
+    );
     expect(await followerState()).toBe("accepted");
     await page.getByRole("button", { name: `Approve ${up.urls.actor}` }).waitFor({
       state: "detached",
     });
+    const section = (name: string) => page.locator(`[data-section="${name}"]`);
+    await expect
+      .poll(() => section("followers").innerText())
+      .toContain(`${up.urls.actor} (accepted)`);
+    expect(await section("following").innerText()).toContain(`${up.urls.actor} (accepted)`);
+    expect(await section("pending").innerText()).toBe("None.");
+
+    // A completion this cluster sends its new follower shows in the delivery health.
+    await submit({
+      taskGroupId: "ui-deliver",
+      tasks: [{ taskId: "ui-deliver", payload: { command: ["true"], maxRunTime: 60 } }],
+    });
+    const delivered = await waitFor("a delivery to the upstream", async () => {
+      const row = await db()
+        .selectFrom("deliveries")
+        .select(["inbox", "delivered_at"])
+        .where("delivered_at", "is not", null)
+        .executeTakeFirst();
+      return row ?? undefined;
+    });
+    expect(new URL(delivered.inbox).origin).toBe(up.urls.origin);
+    await page.reload();
+    await page.locator('main[data-route="federation"][data-ready]').waitFor();
+    const peer = section("deliveries").locator("table.peers tbody tr", {
+      hasText: delivered.inbox,
+    });
+    const cells = await peer.locator("td").allInnerTexts();
+    expect(cells[0]).toBe(delivered.inbox);
+    expect(cells[1]).not.toBe("—");
+    expect(cells.slice(3, 5)).toEqual(["0", "closed"]);
+    await page.screenshot({ path: `${SHOTS}federation-followed.png`, fullPage: true });
+  });
+
+  it("fits a phone's width on every view, with every control named", async () => {
+    const phone = await context.newPage();
+    await phone.setViewportSize({ width: 390, height: 844 });
+    await signInWith(phone, origin, TEST_TOKEN);
+    const views = [
+      ["task-groups", "#/", ""],
+      ["graph", "#/groups/ui-live", "groups"],
+      ["task", "#/tasks/ui-live-build", "tasks"],
+      ["task-received", "#/tasks/ui-remote-deploy", "tasks"],
+      ["federation", "#/federation", "federation"],
+      ["submit", "#/submit", "submit"],
+    ] as const;
+    const problems: Record<string, unknown> = {};
+    for (const [name, hash, route] of views) {
+      await phone.goto(`${origin}/${hash}`);
+      await phone.locator(`main[data-route="${route}"][data-ready]`).waitFor();
+      if (route === "groups") await phone.locator("svg.graph a.node").nth(2).waitFor();
+      if (route === "tasks")
+        await phone.locator("ul.activities-sent, ul.activities-received").first().waitFor();
+      const { overflow, outside } = await sidewaysOverflow(phone);
+      const unnamed = await unnamedByRole(phone);
+      if (overflow > 0 || Object.keys(unnamed).length > 0) {
+        problems[name] = { overflow, outside, unnamed };
+      }
+      await phone.screenshot({ path: `${SHOTS}phone-${name}.png`, fullPage: true });
+    }
+    expect(problems).toEqual({});
+    await phone.close();
   });
 
   it("shows a client only what its scopes allow, and the cluster refuses a forged request", async () => {
@@ -588,6 +935,18 @@ describeServerBackend("web app", (backend) => {
     expect(await tab.locator("svg.graph").count()).toBe(0);
     expect(await tab.locator("main button").count()).toBe(0);
     await tab.screenshot({ path: `${SHOTS}no-scopes.png` });
+    // Nor anything of the federation: no follower, no request to approve, no hook.
+    await tab.goto(`${origin}/#/federation`);
+    await tab.locator('main[data-route="federation"][data-ready]').waitFor();
+    expect(await tab.locator("main button").count()).toBe(0);
+    expect(await tab.locator("main [data-section]").allInnerTexts()).toEqual([
+      "Your token may not read follow requests.",
+      "Your token may not read this cluster's followers.",
+      "Your token may not read the clusters this one follows.",
+      "Your token may not read delivery health.",
+      "Your token may not read hooks.",
+    ]);
+    await tab.screenshot({ path: `${SHOTS}no-scopes-federation.png` });
     await other.close();
     expect(await taskStates("ui-scoped")).toEqual({
       "ui-scoped-approve": "running",

@@ -422,7 +422,7 @@ async function taskView(taskId) {
   const log = h("pre", { class: "log", tabindex: 0, "aria-label": "Log of the latest run" });
   const logTitle = h("h2", {}, "Log");
   const artifacts = h("div", { class: "scroll" });
-  const activities = h("div", {});
+  const activities = h("div", { class: "activities" });
   const definition = h("pre", { class: "definition", tabindex: 0 });
   let following;
   let lastKey;
@@ -475,7 +475,7 @@ async function taskView(taskId) {
         ? h("p", { class: "muted" }, "No runs yet.")
         : h(
             "table",
-            {},
+            { class: "runs" },
             h(
               "thead",
               {},
@@ -826,11 +826,11 @@ async function federationView() {
     hooks: LIST_HOOKS,
   });
   const sections = {
-    pending: h("div", {}),
-    followers: h("div", {}),
-    following: h("div", {}),
-    deliveries: h("div", {}),
-    hooks: h("div", {}),
+    pending: h("div", { "data-section": "pending" }),
+    followers: h("div", { "data-section": "followers" }),
+    following: h("div", { "data-section": "following" }),
+    deliveries: h("div", { "data-section": "deliveries" }),
+    hooks: h("div", { "data-section": "hooks" }),
   };
   view.replaceChildren(
     h("h1", {}, "Federation"),
@@ -1006,26 +1006,35 @@ async function federationView() {
           items.push(
             h(
               "li",
-              {},
+              { "data-hook-id": hook.hookId },
               h("code", {}, hook.hookId),
               hook.description ? ` ${hook.description}` : "",
+              h(
+                "p",
+                { class: "muted filter" },
+                "On: ",
+                Object.entries(hook.filter ?? {})
+                  .map(([k, v]) => `${k} ${typeof v === "string" ? v : JSON.stringify(v)}`)
+                  .join(", ") || "every activity of a followed cluster",
+              ),
               problem != null
                 ? h("p", { class: "muted" }, problem)
                 : fires.length === 0
                   ? h("p", { class: "muted" }, "Not fired yet.")
                   : h(
                       "ul",
-                      {},
+                      { class: "fires" },
                       fires.map((f) =>
                         h(
                           "li",
-                          {},
-                          `${f.state} ${when(f.firedAt ?? f.receivedAt)} on ${f.cluster}'s activity`,
+                          { "data-fire-id": f.fireId, "data-state": f.state },
+                          `${f.state} ${when(f.firedAt ?? f.receivedAt)} on ${f.cluster}'s `,
+                          h("a", { href: f.activityId }, f.event?.["event.kind"] ?? "activity"),
                           f.taskGroupId
                             ? h(
                                 "span",
                                 {},
-                                ": ",
+                                ": task group ",
                                 h(
                                   "a",
                                   { href: `#/groups/${encodeURIComponent(f.taskGroupId)}` },
@@ -1041,7 +1050,9 @@ async function federationView() {
           );
         }
         sections.hooks.replaceChildren(
-          items.length === 0 ? h("p", { class: "muted" }, "No hooks.") : h("ul", {}, items),
+          items.length === 0
+            ? h("p", { class: "muted" }, "No hooks.")
+            : h("ul", { class: "hooks" }, items),
         );
       } catch (error) {
         failed(sections.hooks, error);
