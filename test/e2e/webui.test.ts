@@ -602,6 +602,13 @@ describeServerBackend("web app", (backend) => {
     expect(
       await received.getByRole("link", { name: up.urls.actor, exact: true }).getAttribute("href"),
     ).toBe(up.urls.actor);
+    // Its dependency links to the task in the other cluster's web app.
+    expect(
+      await page
+        .locator("dl.summary")
+        .getByRole("link", { name: remoteUrl, exact: true })
+        .getAttribute("href"),
+    ).toBe(`${up.urls.origin}/#/tasks/up-build`);
     expect(await page.locator("ul.remote-states").innerText()).toContain(
       `State completed (by activity) of ${remoteUrl}`,
     );
@@ -711,6 +718,18 @@ describeServerBackend("web app", (backend) => {
     for (const id of ["ui-live", "ui-gate", "ui-edit", "ui-log", "ui-remote"]) {
       await page.getByRole("link", { name: id, exact: true }).waitFor();
     }
+    // A group submitted meanwhile appears without a reload.
+    await page.evaluate(() => {
+      (window as unknown as { marker: string }).marker = "the list";
+    });
+    await submit({
+      taskGroupId: "ui-appears",
+      tasks: [{ taskId: "ui-appears", payload: { command: ["true"], maxRunTime: 60 } }],
+    });
+    await page.getByRole("link", { name: "ui-appears", exact: true }).waitFor({ timeout: 15_000 });
+    expect(await page.evaluate(() => (window as unknown as { marker: string }).marker)).toBe(
+      "the list",
+    );
     await page.screenshot({ path: `${SHOTS}task-groups.png`, fullPage: true });
     expect(await unnamedControls()).toEqual([]);
     expect(await unnamedByRole()).toEqual({});

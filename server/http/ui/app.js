@@ -21,7 +21,7 @@ import {
   token,
   whoami,
 } from "./api.js";
-import { displayState, drawGraph, stateWords } from "./graph.js";
+import { displayState, drawGraph, remoteWebAppLink, stateWords } from "./graph.js";
 import {
   CREATE_GROUP,
   LIST_GROUPS,
@@ -462,7 +462,11 @@ async function taskView(taskId) {
                   "li",
                   {},
                   d.remote
-                    ? h("a", { href: d.dependency, rel: "noopener noreferrer" }, d.dependency)
+                    ? h(
+                        "a",
+                        { href: remoteWebAppLink(d.dependency), rel: "noopener noreferrer" },
+                        d.dependency,
+                      )
                     : h("a", { href: `#/tasks/${encodeURIComponent(d.dependency)}` }, d.dependency),
                   d.resolution ? ` (${d.resolution})` : "",
                 ),

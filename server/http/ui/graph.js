@@ -43,6 +43,18 @@ function subtitle(node) {
   return stateWords(node);
 }
 
+/**
+ * The other cluster's own web app, at its origin, opened on the task (or task group) whose
+ * federated id is `url`.
+ */
+export function remoteWebAppLink(url) {
+  const parsed = new URL(url);
+  const segments = parsed.pathname.split("/");
+  const id = decodeURIComponent(segments.at(-1) ?? "");
+  const view = segments.at(-2) === "task-groups" ? "groups" : "tasks";
+  return `${parsed.origin}/#/${view}/${encodeURIComponent(id)}`;
+}
+
 /** What a screen reader says for a node. */
 function accessibleName(node) {
   const where = node.kind === "remote" ? `Remote task on ${node.remote.origin}: ` : "";
@@ -105,10 +117,7 @@ export function drawGraph(container, graph) {
     const x = box.x - NODE_WIDTH / 2;
     const y = box.y - NODE_HEIGHT / 2;
     let href = `#/tasks/${encodeURIComponent(id)}`;
-    if (node.kind === "remote") {
-      // The other cluster's own web app, at its origin, opened on that task.
-      href = `${node.remote.origin}/#/tasks/${encodeURIComponent(node.name)}`;
-    }
+    if (node.kind === "remote") href = remoteWebAppLink(node.remote.url);
     const link = el("a", {
       href,
       class: `node node-${node.kind} state-${displayState(node)}`,
