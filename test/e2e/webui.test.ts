@@ -820,10 +820,29 @@ describeServerBackend("web app", (backend) => {
     await page.screenshot({ path: `${SHOTS}federation-followed.png`, fullPage: true });
   });
 
-  it("fits a phone's width on every view, with every control named", async () => {
+  it("fits a phone's width on every view, without layout shifts, with every control named", async () => {
     const phone = await context.newPage();
     await phone.setViewportSize({ width: 390, height: 844 });
+    // Layout shifts from the first paint on, summed per view.
+    await phone.addInitScript(() => {
+      const w = window as unknown as { shift: number };
+      w.shift = 0;
+      new PerformanceObserver((list) => {
+        for (const entry of list.getEntries() as unknown as {
+          value: number;
+          hadRecentInput: boolean;
+        }[]) {
+          if (!entry.hadRecentInput) w.shift += entry.value;
+        }
+      }).observe({ type: "layout-shift", buffered: true });
+    });
     await signInWith(phone, origin, TEST_TOKEN);
+    // A slow mobile link: every API call waits before it is sent, so a view that drew
+    // before its data arrived would be seen moving.
+    await phone.route("**/api/v1/**", async (route) => {
+      await new Promise((r) => setTimeout(r, 120));
+      await route.continue();
+    });
     const views = [
       ["task-groups", "#/", ""],
       ["graph", "#/groups/ui-live", "groups"],
@@ -834,15 +853,20 @@ describeServerBackend("web app", (backend) => {
     ] as const;
     const problems: Record<string, unknown> = {};
     for (const [name, hash, route] of views) {
+      await phone.evaluate(() => {
+        (window as unknown as { shift: number }).shift = 0;
+      });
       await phone.goto(`${origin}/${hash}`);
       await phone.locator(`main[data-route="${route}"][data-ready]`).waitFor();
       if (route === "groups") await phone.locator("svg.graph a.node").nth(2).waitFor();
       if (route === "tasks")
         await phone.locator("ul.activities-sent, ul.activities-received").first().waitFor();
+      // A view is ready once everything it loads is in; nothing it added moved anything.
+      const shift = await shifted(phone);
       const { overflow, outside } = await sidewaysOverflow(phone);
       const unnamed = await unnamedByRole(phone);
-      if (overflow > 0 || Object.keys(unnamed).length > 0) {
-        problems[name] = { overflow, outside, unnamed };
+      if (overflow > 0 || shift >= 0.001 || Object.keys(unnamed).length > 0) {
+        problems[name] = { overflow, outside, shift, unnamed };
       }
       await phone.screenshot({ path: `${SHOTS}phone-${name}.png`, fullPage: true });
     }

@@ -222,6 +222,8 @@ async function groupsView() {
           )),
     );
   };
+  // The rows first: the table is shown filled, nothing below it moves when they arrive.
+  await refresh();
   view.replaceChildren(
     h(
       "div",
@@ -251,7 +253,6 @@ async function groupsView() {
       ),
     ),
   );
-  await refresh();
   let pending;
   onLeave(
     subscribe("/events", (name) => {
@@ -582,24 +583,6 @@ async function taskView(taskId) {
       }
     }
   };
-  onLeave(() => following?.abort());
-  await render();
-  view.replaceChildren(
-    header,
-    actions,
-    summary,
-    h("h2", {}, "Runs"),
-    runs,
-    logTitle,
-    log,
-    h("h2", {}, "Artifacts"),
-    artifacts,
-    h("h2", {}, "Activities"),
-    activities,
-    h("h2", {}, "Definition"),
-    definition,
-  );
-
   const typeOf = (types) => types.filter((t) => t !== "Activity").join(", ");
   const ABOUT = {
     dependency: "about its remote dependency",
@@ -668,11 +651,29 @@ async function taskView(taskId) {
           ),
     );
   };
+  onLeave(() => following?.abort());
+  await render();
   try {
     await loadActivities();
   } catch (error) {
     failed(activities, error);
   }
+  view.replaceChildren(
+    header,
+    actions,
+    summary,
+    h("h2", {}, "Runs"),
+    runs,
+    logTitle,
+    log,
+    h("h2", {}, "Artifacts"),
+    artifacts,
+    h("h2", {}, "Activities"),
+    activities,
+    h("h2", {}, "Definition"),
+    definition,
+  );
+
   let pending;
   let polling;
   onLeave(
@@ -836,19 +837,6 @@ async function federationView() {
     deliveries: h("div", { "data-section": "deliveries" }),
     hooks: h("div", { "data-section": "hooks" }),
   };
-  view.replaceChildren(
-    h("h1", {}, "Federation"),
-    h("h2", {}, "Pending follow requests"),
-    sections.pending,
-    h("h2", {}, "Followers"),
-    sections.followers,
-    h("h2", {}, "Following"),
-    sections.following,
-    h("h2", {}, "Delivery health per peer"),
-    sections.deliveries,
-    h("h2", {}, "Hooks"),
-    sections.hooks,
-  );
   const actorList = (rows) =>
     rows.length === 0
       ? h("p", { class: "muted" }, "None.")
@@ -1064,6 +1052,20 @@ async function federationView() {
     }
   };
   await load();
+  // Shown once every section is in, so that none pushes the next down as it arrives.
+  view.replaceChildren(
+    h("h1", {}, "Federation"),
+    h("h2", {}, "Pending follow requests"),
+    sections.pending,
+    h("h2", {}, "Followers"),
+    sections.followers,
+    h("h2", {}, "Following"),
+    sections.following,
+    h("h2", {}, "Delivery health per peer"),
+    sections.deliveries,
+    h("h2", {}, "Hooks"),
+    sections.hooks,
+  );
 }
 
 // ---------------------------------------------------------------------------------------
