@@ -916,6 +916,14 @@ describeServerBackend("web app", (backend) => {
     const other = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const tab = await other.newPage();
 
+    // A token the cluster does not know signs nobody in.
+    await tab.goto(`${origin}/#/signin`);
+    await tab.getByLabel("API token").fill("not-a-token-of-this-cluster");
+    await tab.getByRole("button", { name: "Sign in" }).click();
+    await expect.poll(() => tab.getByRole("alert").innerText()).toContain("That token was refused");
+    expect(await tab.evaluate(() => sessionStorage.getItem("taskweb.token"))).toBeNull();
+    expect(await tab.getByRole("heading", { name: "Sign in" }).isVisible()).toBe(true);
+
     // Read-only: everything visible, not one action.
     await signInWith(tab, origin, viewer.token);
     await tab.getByRole("link", { name: "ui-scoped", exact: true }).waitFor();
