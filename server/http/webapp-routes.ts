@@ -307,16 +307,9 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
         .where("remote", "=", true)
         .execute();
       const depUrls = remoteDeps.map((d) => d.dependency);
-      const inputs = await db
-        .selectFrom("task_inputs")
-        .select("task_url")
-        .where("task_id", "=", taskId)
-        .execute();
-      const inputUrls = inputs.map((i) => i.task_url).filter((u) => !depUrls.includes(u));
       // The received activities about this task: those that reported on a remote task it
-      // depends on or takes an input from (recorded as the inbox applied them), and the one
-      // that fired the hook which created its task group.
-      const objects = [...depUrls, ...inputUrls];
+      // depends on (an input's task is a dependency too), as the inbox recorded them when it
+      // applied them, and the one that fired the hook which created its task group.
       const fires = await db
         .selectFrom("hook_fires")
         .select("activity_id")
@@ -324,7 +317,7 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
         .execute();
       const firedBy = new Set(fires.map((f) => f.activity_id));
       const received =
-        objects.length === 0 && firedBy.size === 0
+        depUrls.length === 0 && firedBy.size === 0
           ? []
           : await db
               .selectFrom("inbox_processed as p")
@@ -339,7 +332,7 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
               ])
               .where((eb) =>
                 eb.or([
-                  ...(objects.length === 0 ? [] : [eb("p.object_id", "in", objects)]),
+                  ...(depUrls.length === 0 ? [] : [eb("p.object_id", "in", depUrls)]),
                   ...(firedBy.size === 0 ? [] : [eb("p.activity_id", "in", [...firedBy])]),
                 ]),
               )
@@ -357,7 +350,7 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
               .orderBy("updated_at")
               .execute();
       const receivedArtifacts =
-        objects.length === 0
+        depUrls.length === 0
           ? []
           : await db
               .selectFrom("remote_artifacts")
@@ -370,7 +363,7 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
                 "size",
                 "updated_at",
               ])
-              .where("task_url", "in", objects)
+              .where("task_url", "in", depUrls)
               .orderBy("updated_at")
               .execute();
       res.json({
@@ -390,12 +383,8 @@ export function webappRoutes(options: WebappRoutesOptions): express.Router {
           receivedAt: iso(r.received_at),
           object: r.object_id,
           // Why it is listed: it fired the hook that created the task's group, or it
-          // reported on a remote task the task depends on, or takes an input from.
-          about: firedBy.has(r.activity_id)
-            ? ("hook" as const)
-            : depUrls.includes(r.object_id ?? "")
-              ? ("dependency" as const)
-              : ("input" as const),
+          // reported on a remote task the task depends on.
+          about: firedBy.has(r.activity_id) ? ("hook" as const) : ("dependency" as const),
           relayedBy: r.relayed_by ?? null,
         })),
         remote: [

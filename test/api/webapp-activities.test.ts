@@ -24,7 +24,7 @@ interface Received {
   actor: string;
   receivedAt: string;
   object: string | null;
-  about: "dependency" | "input" | "hook";
+  about: "dependency" | "hook";
   relayedBy: string | null;
 }
 

@@ -586,7 +586,6 @@ async function taskView(taskId) {
   const typeOf = (types) => types.filter((t) => t !== "Activity").join(", ");
   const ABOUT = {
     dependency: "about its remote dependency",
-    input: "about the task of its input",
     hook: "fired the hook that created its task group; about",
   };
   const loadActivities = async () => {
@@ -631,7 +630,7 @@ async function taskView(taskId) {
               ),
             ),
           ),
-      h("h3", {}, "Last known state of its remote dependencies and inputs"),
+      h("h3", {}, "Last known state of its remote dependencies"),
       a.remote.length === 0
         ? h("p", { class: "muted" }, "None.")
         : h(
