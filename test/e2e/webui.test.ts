@@ -448,7 +448,7 @@ describeServerBackend("web app", (backend) => {
     expect((await taskStates("ui-edit"))["ui-edit-two"]).toBe("unscheduled");
   });
 
-  it("follows a running task's log", async () => {
+  it("follows a running task's log, then reruns it and cancels the rerun from its page", async () => {
     await submit({
       taskGroupId: "ui-log",
       tasks: [
