@@ -12,9 +12,15 @@
  */
 import type { DocumentLoader } from "@fedify/vocab-runtime";
 import type { KeyObject } from "node:crypto";
-import { ed25519FromMultibase, verifyProof } from "../../conformance/proof.ts";
 import type { Kysely, Transaction } from "kysely";
-import { CONTEXT, newSlugId, sameOrigin, TASKWEB_NAMESPACE } from "../../protocol/index.ts";
+import {
+  CONTEXT,
+  ed25519FromMultibase,
+  newSlugId,
+  sameOrigin,
+  TASKWEB_NAMESPACE,
+  verifyProof,
+} from "../../protocol/index.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import type { ClusterUrls } from "./cluster-urls.ts";
 

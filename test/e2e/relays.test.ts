@@ -5,8 +5,7 @@
  */
 import { createPrivateKey, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addProof } from "../../conformance/proof.ts";
-import { buildArtifactPublished } from "../../protocol/index.ts";
+import { addProof, buildArtifactPublished } from "../../protocol/index.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { testBackends } from "../support/backends.ts";
 import {

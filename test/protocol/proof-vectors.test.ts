@@ -20,7 +20,7 @@ import {
   decodeBase58btc,
   ed25519FromMultibase,
   verifyProof,
-} from "../../conformance/proof.ts";
+} from "../../protocol/index.ts";
 
 interface ProofCase {
   description: string;
