@@ -367,6 +367,13 @@ export interface RelaySourcesTable {
   created_at: CreatedAt;
 }
 
+/** The Announce that re-published an original activity of a relay source; see migration 0013. */
+export interface RelayAnnouncesTable {
+  activity_id: string;
+  announce_id: string;
+  created_at: CreatedAt;
+}
+
 /** An activity accepted through a relay, kept with its original proof (its provenance). */
 export interface RelayedActivitiesTable {
   activity_id: string;
@@ -411,4 +418,5 @@ export interface DatabaseSchema {
   offers_received: OffersReceivedTable;
   relay_sources: RelaySourcesTable;
   relayed_activities: RelayedActivitiesTable;
+  relay_announces: RelayAnnouncesTable;
 }
