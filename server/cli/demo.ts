@@ -63,7 +63,7 @@ async function waitFor<T>(
   }
 }
 
-/** A shell command writing `text` (a shell word list, expanded) to an artifact. */
+/** A payload running `script` with `sh -c`. */
 function sh(script: string): { command: string[] } {
   return { command: ["sh", "-c", script] };
 }
@@ -211,11 +211,11 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   };
   let stopWatching = () => {};
   try {
-    say(
-      `Starting ${Object.keys(ROLES).length} clusters on loopback (embedded PGlite + queue each)…`,
-    );
     const roles = Object.keys(ROLES) as Role[];
-    const started_ = await Promise.all(
+    say(
+      `Starting ${roles.length} clusters on loopback, each with its own embedded PGlite database and queue (each runs its migrations first)…`,
+    );
+    const entries = await Promise.all(
       roles.map(async (name) => {
         const cluster = await startCluster(
           readConfig(
@@ -231,11 +231,11 @@ export async function runDemo(options: DemoOptions): Promise<number> {
           { roles: { web: true, worker: true } },
         );
         running.push(cluster);
+        say(`  ${name.padEnd(7)} (${ROLES[name]}) is up: ${cluster.urls.actor}`);
         return [name, cluster] as const;
       }),
     );
-    const c = Object.fromEntries(started_) as Clusters;
-    for (const r of roles) say(`${r.padEnd(7)} (${ROLES[r]}) is ${c[r].urls.actor}`);
+    const c = Object.fromEntries(entries) as Clusters;
 
     // Progress: every task state change on every cluster, as it happens.
     const seen = new Map<string, string>();
