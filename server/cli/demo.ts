@@ -97,7 +97,7 @@ function hardwareHook(source: RunningCluster, label: string): Omit<HookDefinitio
       activity: "ArtifactPublished",
       artifactName: "public/*.img",
     },
-    coalesce: { windowSeconds: 2, key: "{{event.task}}" },
+    coalesce: { windowSeconds: 3, key: "{{event.task}}" },
     template: {
       parameters: {
         source: { description: "whose build this is" },
@@ -292,7 +292,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       }),
     );
 
-    say("hw: hooks on ci's and release's builds (flash + test; images of one build coalesce, 2 s)");
+    say("hw: hooks on ci's and release's builds (flash + test; images of one build coalesce, 3 s)");
     await c.hw.hooks.put("ci-builds", hardwareHook(c.ci, "ci"));
     await c.hw.hooks.put("release-builds", hardwareHook(c.release, "release"));
     say("ci, release: hooks on hw's reports of their builds (gate on the result)");
