@@ -10,7 +10,7 @@
 import { generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { ACTIVITYSTREAMS_CONTEXT_URL } from "../protocol/index.ts";
+import { ACTIVITYSTREAMS_CONTEXT_URL, base58btc } from "../protocol/index.ts";
 import { postRfc9421, type ReceivedRequest, type RsaSigner } from "./signing.ts";
 
 /** Names of the actors the suite plays. */
@@ -66,24 +66,6 @@ export interface Peer {
   /** Stop accepting the target's follows automatically (they are still recorded). */
   autoAccept: boolean;
   close(): Promise<void>;
-}
-
-const BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-
-/** Base58-btc of `bytes` (for Multikey). */
-export function base58btc(bytes: Uint8Array): string {
-  let n = 0n;
-  for (const b of bytes) n = n * 256n + BigInt(b);
-  let out = "";
-  while (n > 0n) {
-    out = (BASE58[Number(n % 58n)] ?? "") + out;
-    n /= 58n;
-  }
-  for (const b of bytes) {
-    if (b !== 0) break;
-    out = `1${out}`;
-  }
-  return out;
 }
 
 function makeActor(base: string, name: PeerName): PeerActor {

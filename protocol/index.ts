@@ -100,6 +100,15 @@ export {
 } from "./digest.ts";
 export type { Sha256Hasher } from "./digest.ts";
 export { originOf, parseHttpUrl, sameOrigin } from "./origin.ts";
+export {
+  addProof,
+  base58btc,
+  decodeBase58btc,
+  ed25519FromMultibase,
+  jcs,
+  verifyProof,
+} from "./proof.ts";
+export type { AddProofOptions } from "./proof.ts";
 export { isTaskId, newSlugId } from "./ids.ts";
 
 /**

@@ -7,9 +7,12 @@
 import { Ajv2020 } from "ajv/dist/2020.js";
 import type { ErrorObject, ValidateFunction } from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
+import announceSchema from "./schemas/v1/announce.json" with { type: "json" };
 import artifactPublishedSchema from "./schemas/v1/artifact-published.json" with { type: "json" };
 import artifactSchema from "./schemas/v1/artifact.json" with { type: "json" };
 import defsSchema from "./schemas/v1/defs.json" with { type: "json" };
+import offerAnswerSchema from "./schemas/v1/offer-answer.json" with { type: "json" };
+import offerSchema from "./schemas/v1/offer.json" with { type: "json" };
 import taskCompletedSchema from "./schemas/v1/task-completed.json" with { type: "json" };
 import taskFailedSchema from "./schemas/v1/task-failed.json" with { type: "json" };
 import taskGroupResolvedSchema from "./schemas/v1/task-group-resolved.json" with { type: "json" };
@@ -30,6 +33,9 @@ export const SCHEMA_NAMES = [
   "artifact-published",
   "task-group",
   "task-group-resolved",
+  "offer",
+  "offer-answer",
+  "announce",
 ] as const;
 
 /** One of {@link SCHEMA_NAMES}. */
@@ -43,6 +49,9 @@ const SCHEMAS: Readonly<Record<SchemaName, object>> = {
   "artifact-published": artifactPublishedSchema,
   "task-group": taskGroupSchema,
   "task-group-resolved": taskGroupResolvedSchema,
+  offer: offerSchema,
+  "offer-answer": offerAnswerSchema,
+  announce: announceSchema,
 };
 
 /**

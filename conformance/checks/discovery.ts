@@ -3,9 +3,8 @@
  * @module
  */
 import { createPublicKey } from "node:crypto";
-import { sameOrigin } from "../../protocol/index.ts";
+import { decodeBase58btc, sameOrigin } from "../../protocol/index.ts";
 import type { Context } from "../context.ts";
-import { decodeBase58btc } from "../proof.ts";
 import { fail, notObservable, pass, type Check, type Verdict } from "../model.ts";
 
 const AS_ACCEPT = "application/activity+json";

@@ -7,7 +7,7 @@
 import { randomUUID } from "node:crypto";
 import { sleep, type Context } from "../context.ts";
 import { fail, NotObservable, pass, type Check, type Verdict } from "../model.ts";
-import { addProof } from "../proof.ts";
+import { addProof } from "../../protocol/index.ts";
 import { postCavage, postRfc9421, type HttpAnswer } from "../signing.ts";
 
 const WAITING: Check["needs"] = ["follow", "create-waiting-task", "task-state"];

@@ -4,12 +4,16 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { parseActivity, sameOrigin } from "../../protocol/index.ts";
+import {
+  ed25519FromMultibase,
+  parseActivity,
+  sameOrigin,
+  verifyProof,
+} from "../../protocol/index.ts";
 import { hasType, jsonOf, sleep, type Context } from "../context.ts";
 import { fail, notObservable, pass, type Check, type Verdict } from "../model.ts";
 import { parseSignatureInput, verifyReceived, type ReceivedRequest } from "../signing.ts";
 import { getJson } from "./discovery.ts";
-import { ed25519FromMultibase, verifyProof } from "../proof.ts";
 
 function targetKeyPem(ctx: Context, keyId: string): string | undefined {
   const keys = [ctx.actor.publicKey].flat() as { id?: unknown; publicKeyPem?: unknown }[];

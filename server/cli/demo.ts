@@ -1,24 +1,53 @@
 /**
- * `taskweb demo`: two clusters on loopback. B follows A; B's task waits for A's task and
- * consumes its artifact; A runs; B's task moves unscheduled → pending → running →
- * completed with the artifact's digest verified. Each step is narrated.
+ * `taskweb demo`: the seed scenario, seven clusters on loopback, every step narrated.
+ *
+ * - An upstream CI cluster (`ci`) and a release cluster (`release`) each build firmware.
+ *   A shared hardware-test cluster (`hw`) follows both; its hooks fire a flash-and-test
+ *   graph on every build (the two images of one build coalesce into one run).
+ * - `ci` and `release` follow `hw`; their own hooks take the hardware report of their build
+ *   as input and gate on it: the results flow back.
+ * - An aggregation cluster (`agg`) follows three dataset publishers; its aggregate task
+ *   depends on one task of each and consumes their artifacts (digests checked), and it
+ *   relays (`Announce`) what the publishers sent, their proofs included, so a reader who
+ *   trusts only HTTP can check where each dataset came from.
+ *
+ * The last lines are a checklist, one `ok`/`FAILED` line per outcome; the exit code is 0
+ * only when every one is ok.
  * @module
  */
-import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { DocumentLoader } from "@fedify/vocab-runtime";
+import { sql } from "kysely";
 import { readConfig } from "../config.ts";
 import { startCluster, type RunningCluster } from "../cluster.ts";
+import type { HookDefinition } from "../domain/hooks.ts";
+import { verifyRelayedActivity } from "../federation/relays.ts";
 
 /** Options for {@link runDemo}. */
 export interface DemoOptions {
-  /** Keep both clusters running until SIGINT/SIGTERM. */
+  /** Keep the clusters running until SIGINT/SIGTERM. */
   readonly keep: boolean;
   readonly print: (line: string) => void;
-  /** Give up after this long. @defaultValue 120000 */
+  /** Give up after this long. @defaultValue 180000 */
   readonly timeoutMs?: number;
 }
+
+/** The clusters of the scenario, by role. */
+const ROLES = {
+  ci: "upstream CI",
+  release: "release builds",
+  hw: "shared hardware tests",
+  agg: "dataset aggregation",
+  north: "dataset publisher",
+  south: "dataset publisher",
+  east: "dataset publisher",
+} as const;
+type Role = keyof typeof ROLES;
+type Clusters = Record<Role, RunningCluster>;
+
+const RESOLVED = ["completed", "failed", "exception"];
 
 async function waitFor<T>(
   what: string,
@@ -30,162 +59,458 @@ async function waitFor<T>(
     const value = await probe();
     if (value !== undefined) return value;
     if (Date.now() > until) throw new Error(`Timed out waiting for ${what}.`);
-    await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A payload running `script` with `sh -c`. */
+function sh(script: string): { command: string[] } {
+  return { command: ["sh", "-c", script] };
+}
+
+/** A build of two images, public/firmware.img and public/bootloader.img. */
+function buildTask(taskId: string, name: string, version: string): Record<string, unknown> {
+  return {
+    taskId,
+    name,
+    payload: sh(
+      `mkdir -p "$TASKWEB_ARTIFACTS/public" && printf 'firmware ${version}\\n' > "$TASKWEB_ARTIFACTS/public/firmware.img" && printf 'bootloader ${version}\\n' > "$TASKWEB_ARTIFACTS/public/bootloader.img"`,
+    ),
+  };
+}
+
+/**
+ * The hardware cluster's hook on one build cluster: flash both images of a build, then test;
+ * the report, `public/report-<source>.txt`, names the firmware's digest. The two images of
+ * one build arrive as two `ArtifactPublished`: coalescing by task runs the graph once.
+ */
+function hardwareHook(source: RunningCluster, label: string): Omit<HookDefinition, "hookId"> {
+  const image = (name: string, path: string) => ({
+    task: "{{event.task}}",
+    artifact: `public/${name}.img`,
+    path,
+  });
+  return {
+    description: `flash and test every ${label} build on the bench`,
+    filter: {
+      cluster: source.urls.actor,
+      activity: "ArtifactPublished",
+      artifactName: "public/*.img",
+    },
+    coalesce: { windowSeconds: 3, key: "{{event.task}}" },
+    template: {
+      parameters: {
+        source: { description: "whose build this is" },
+        board: { description: "the board on the bench", default: "rev-c" },
+      },
+      tasks: [
+        {
+          taskId: "flash",
+          name: "flash {{source}} build on {{board}}",
+          inputs: [image("firmware", "firmware.img"), image("bootloader", "bootloader.img")],
+          payload: sh('echo "flashing {{board}}"; cat "$TASKWEB_INPUTS"/*.img'),
+        },
+        {
+          taskId: "test",
+          name: "test {{source}} build on {{board}}",
+          dependencies: ["flash"],
+          inputs: [image("firmware", "firmware.img")],
+          payload: sh(
+            'mkdir -p "$TASKWEB_ARTIFACTS/public" && printf "firmware %s PASS on {{board}}\\n" "$(sha256sum < "$TASKWEB_INPUTS/firmware.img" | cut -c1-64)" > "$TASKWEB_ARTIFACTS/public/report-{{source}}.txt"',
+          ),
+        },
+      ],
+    },
+    parameters: { source: label },
+  };
+}
+
+/** A build cluster's hook on the hardware cluster's report of its builds: gate on it. */
+function reportHook(
+  hw: RunningCluster,
+  label: string,
+  gate: string,
+): Omit<HookDefinition, "hookId"> {
+  return {
+    description: `${gate} once the hardware bench passed a ${label} build`,
+    filter: {
+      cluster: hw.urls.actor,
+      activity: "ArtifactPublished",
+      artifactName: `public/report-${label}.txt`,
+    },
+    coalesce: null,
+    template: {
+      parameters: {},
+      tasks: [
+        {
+          taskId: gate,
+          name: `${gate} after hardware tests`,
+          inputs: [
+            { task: "{{event.task}}", artifact: "{{event.artifact.name}}", path: "report.txt" },
+          ],
+          payload: sh(
+            'cat "$TASKWEB_INPUTS/report.txt"; grep -q PASS "$TASKWEB_INPUTS/report.txt"',
+          ),
+        },
+      ],
+    },
+    parameters: {},
+  };
+}
+
+/**
+ * The aggregate over one period's datasets: a task that depends on one task of each
+ * publisher and consumes its `public/data.csv` (digest checked by the worker). Everything
+ * the join needs is here, so that it can become a single join declaration later.
+ */
+function aggregateTask(taskId: string, datasets: readonly string[]): Record<string, unknown> {
+  return {
+    taskId,
+    name: "join the publishers' datasets",
+    dependencies: [...datasets],
+    inputs: datasets.map((task, i) => ({ task, artifact: "public/data.csv", path: `in-${i}.csv` })),
+    payload: sh(
+      'mkdir -p "$TASKWEB_ARTIFACTS/public" && cd "$TASKWEB_INPUTS" && sha256sum in-*.csv && cat in-*.csv > "$TASKWEB_ARTIFACTS/public/joined.csv" && echo "rows: $(wc -l < "$TASKWEB_ARTIFACTS/public/joined.csv")"',
+    ),
+  };
+}
+
+/** A plain HTTP document loader: what a reader outside any cluster has. */
+const httpLoader: DocumentLoader = async (url) => {
+  const response = await fetch(url, { headers: { accept: "application/activity+json" } });
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return { contextUrl: null, document: await response.json(), documentUrl: response.url || url };
+};
+
+/** Every item of a cluster's outbox, newest first, read over HTTP as any reader would. */
+async function readOutbox(cluster: RunningCluster): Promise<Record<string, unknown>[]> {
+  const collection = (await httpLoader(cluster.urls.outbox)).document as { first?: unknown };
+  const items: Record<string, unknown>[] = [];
+  let next = typeof collection.first === "string" ? collection.first : undefined;
+  while (next != null) {
+    const page = (await httpLoader(next)).document as { orderedItems?: unknown; next?: unknown };
+    items.push(...[page.orderedItems ?? []].flat().map((x) => x as Record<string, unknown>));
+    next = typeof page.next === "string" ? page.next : undefined;
+  }
+  return items;
 }
 
 /** Runs the demo; resolves to the process exit code. */
 export async function runDemo(options: DemoOptions): Promise<number> {
   const { print } = options;
-  const timeoutMs = options.timeoutMs ?? 120_000;
+  const timeoutMs = options.timeoutMs ?? 180_000;
   const root = await mkdtemp(join(tmpdir(), "taskweb-demo-"));
-  const clusters: RunningCluster[] = [];
+  const running: RunningCluster[] = [];
   const started = Date.now();
   const t = () => `${((Date.now() - started) / 1000).toFixed(2).padStart(6)}s`;
+  const say = (line: string) => print(`${t()}  ${line}`);
+  const checks: { ok: boolean; what: string }[] = [];
+  const check = (ok: boolean, what: string) => {
+    checks.push({ ok, what });
+    return ok;
+  };
+  let stopWatching = () => {};
   try {
-    print(`${t()}  Starting cluster A (upstream CI) and cluster B (downstream tests) on loopback…`);
-    const start = (name: string) =>
-      startCluster(
-        readConfig(
-          {},
-          {
-            name,
-            port: 0,
-            dataDir: join(root, name),
-            privateAddressAllowlist: ["127.0.0.1/32"],
-            reconcileIntervalMs: 60_000,
-          },
-        ),
-        { roles: { web: true, worker: true } },
-      );
-    const [a, b] = await Promise.all([start("a"), start("b")]);
-    clusters.push(a, b);
-    print(`${t()}  A is ${a.urls.actor}`);
-    print(`${t()}  B is ${b.urls.actor}`);
-
-    print(`${t()}  B follows A (Follow → Accept, signed with B's RSA key)…`);
-    await b.federation.follow(a.urls.actor);
-    await waitFor(
-      "A to accept B's follow",
-      async () => {
-        const row = await b.database.db
-          .selectFrom("following")
-          .select("state")
-          .where("actor_id", "=", a.urls.actor)
-          .executeTakeFirst();
-        return row?.state === "accepted" ? true : undefined;
-      },
-      timeoutMs,
+    const roles = Object.keys(ROLES) as Role[];
+    say(
+      `Starting ${roles.length} clusters on loopback, each with its own embedded PGlite database and queue (each runs its migrations first)…`,
     );
-    print(`${t()}  A accepted: B now receives A's signed activities.`);
-
-    const upstreamId = "build-1";
-    await a.tasks.createTask({
-      taskId: upstreamId,
-      name: "build",
-      payload: {
-        command: [
-          "sh",
-          "-c",
-          'sleep 1; mkdir -p "$TASKWEB_ARTIFACTS/public"; echo "taskweb demo build $(date -u +%FT%TZ)" > "$TASKWEB_ARTIFACTS/public/build.txt"',
-        ],
-      },
-    });
-    const upstreamUrl = a.urls.task(upstreamId);
-    print(`${t()}  A: created task ${upstreamUrl} (it builds public/build.txt).`);
-
-    const downstreamId = "test-1";
-    await b.tasks.createTask({
-      taskId: downstreamId,
-      name: "test against A's build",
-      inputs: [{ task: upstreamUrl, artifact: "public/build.txt", path: "build.txt" }],
-      payload: {
-        command: [
-          "sh",
-          "-c",
-          'echo "testing:"; cat "$TASKWEB_INPUTS/build.txt"; sha256sum "$TASKWEB_INPUTS/build.txt"',
-        ],
-      },
-    });
-    print(
-      `${t()}  B: created task ${b.urls.task(downstreamId)}, depending on A's task and taking its artifact.`,
+    const entries = await Promise.all(
+      roles.map(async (name) => {
+        const cluster = await startCluster(
+          readConfig(
+            {},
+            {
+              name,
+              port: 0,
+              dataDir: join(root, name),
+              privateAddressAllowlist: ["127.0.0.1/32"],
+              reconcileIntervalMs: 60_000,
+            },
+          ),
+          { roles: { web: true, worker: true } },
+        );
+        running.push(cluster);
+        say(`  ${name.padEnd(7)} (${ROLES[name]}) is up: ${cluster.urls.actor}`);
+        return [name, cluster] as const;
+      }),
     );
+    const c = Object.fromEntries(entries) as Clusters;
 
-    let last = "";
-    const final = await waitFor(
-      "B's task to resolve",
-      async () => {
-        const view = await b.tasks.getTask(downstreamId);
-        const state = view?.task.state ?? "missing";
-        if (state !== last) {
-          const why =
-            state === "unscheduled"
-              ? "waiting for A's task"
-              : state === "pending"
-                ? "A's TaskCompleted arrived (HTTP signature verified, A is followed, first delivery)"
-                : state === "running"
-                  ? "a worker claimed it; it downloads A's artifact and checks its sha256"
-                  : "";
-          print(`${t()}  B: ${downstreamId} is ${state}${why ? ` — ${why}` : ""}`);
-          last = state;
+    // Progress: every task state change on every cluster, as it happens.
+    const seen = new Map<string, string>();
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        for (const r of roles) {
+          const rows = await c[r].database.db
+            .selectFrom("tasks")
+            .select(["task_id", "name", "state"])
+            .orderBy("created_at")
+            .execute()
+            .catch(() => []);
+          for (const row of rows) {
+            const key = `${r}/${row.task_id}`;
+            if (seen.get(key) === row.state) continue;
+            seen.set(key, row.state);
+            say(`  · ${r}: ${row.name || row.task_id} is ${row.state}`);
+          }
         }
-        return ["completed", "failed", "exception"].includes(state) ? view : undefined;
-      },
-      timeoutMs,
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    })();
+    stopWatching = () => {
+      watching = false;
+    };
+
+    say("Following (Follow → Accept, each signed with the follower's RSA key):");
+    const follows: [Role, Role, string][] = [
+      ["hw", "ci", "the bench tests CI builds"],
+      ["hw", "release", "the bench tests release builds"],
+      ["ci", "hw", "CI reads the bench's reports"],
+      ["release", "hw", "release reads the bench's reports"],
+      ["agg", "north", "the aggregator reads a publisher"],
+      ["agg", "south", "the aggregator reads a publisher"],
+      ["agg", "east", "the aggregator reads a publisher"],
+    ];
+    await Promise.all(
+      follows.map(async ([who, whom, why]) => {
+        await c[who].federation.follow(c[whom].urls.actor);
+        await waitFor(
+          `${whom} to accept ${who}'s follow`,
+          async () => {
+            const row = await c[who].database.db
+              .selectFrom("following")
+              .select("state")
+              .where("actor_id", "=", c[whom].urls.actor)
+              .executeTakeFirst();
+            return row?.state === "accepted" ? true : undefined;
+          },
+          timeoutMs,
+        );
+        say(`  ${who} follows ${whom}: accepted (${why})`);
+      }),
     );
-    if (final?.task.state !== "completed") {
-      print(`${t()}  B's task ended ${final?.task.state}; see its log below.`);
-    }
-    const upstream = await a.database.db
-      .selectFrom("artifacts")
-      .select(["content", "sha256"])
-      .where("task_id", "=", upstreamId)
-      .where("name", "=", "public/build.txt")
-      .executeTakeFirstOrThrow();
-    const log =
+
+    say("hw: hooks on ci's and release's builds (flash + test; images of one build coalesce, 3 s)");
+    await c.hw.hooks.put("ci-builds", hardwareHook(c.ci, "ci"));
+    await c.hw.hooks.put("release-builds", hardwareHook(c.release, "release"));
+    say("ci, release: hooks on hw's reports of their builds (gate on the result)");
+    await c.ci.hooks.put("bench-report", reportHook(c.hw, "ci", "merge-gate"));
+    await c.release.hooks.put("bench-report", reportHook(c.hw, "release", "publish"));
+
+    say("agg: relays north, south and east to its followers (Announce, proofs kept)");
+    for (const p of ["north", "south", "east"] as const)
+      await c.agg.relays.addSource(c[p].urls.actor);
+    const datasets = (["north", "south", "east"] as const).map((p) =>
+      c[p].urls.task("dataset-2026-12"),
+    );
+    await c.agg.tasks.createTask(aggregateTask("aggregate-2026-12", datasets));
+    say("agg: created aggregate-2026-12, waiting on one dataset task of each publisher");
+
+    say("ci builds trunk #101, release builds v2.0, the publishers publish December's data:");
+    await Promise.all([
+      c.ci.tasks.createTask(buildTask("build-101", "build trunk #101", "trunk-101")),
+      c.release.tasks.createTask(buildTask("build-v2", "build v2.0", "v2.0")),
+      ...(["north", "south", "east"] as const).map((p, i) =>
+        c[p].tasks.createTask({
+          taskId: "dataset-2026-12",
+          name: "publish December's dataset",
+          payload: sh(
+            `mkdir -p "$TASKWEB_ARTIFACTS/public" && printf '${p},2026-12,${(i + 1) * 100}\\n' > "$TASKWEB_ARTIFACTS/public/data.csv"`,
+          ),
+        }),
+      ),
+    ]);
+
+    const resolution = async (cluster: RunningCluster, taskId: string) =>
+      await waitFor(
+        `${taskId} to resolve`,
+        async () => {
+          const view = await cluster.tasks.getTask(taskId);
+          return view != null && RESOLVED.includes(view.task.state) ? view : undefined;
+        },
+        timeoutMs,
+      );
+    const fired = async (cluster: RunningCluster, hookId: string) =>
+      await waitFor(
+        `hook ${hookId} to fire`,
+        async () => {
+          const fires = await cluster.hooks.fires(hookId);
+          const done = fires?.find((f) => f.state === "fired");
+          return done != null && fires!.every((f) => f.state !== "pending") ? fires! : undefined;
+        },
+        timeoutMs,
+      );
+    const artifactDigest = async (cluster: RunningCluster, taskId: string, name: string) =>
       (
-        await b.database.db
+        await cluster.database.db
+          .selectFrom("artifacts")
+          .select("sha256")
+          .where("task_id", "=", taskId)
+          .where("name", "=", name)
+          .executeTakeFirst()
+      )?.sha256;
+    const logOf = async (cluster: RunningCluster, taskId: string) =>
+      (
+        await cluster.database.db
           .selectFrom("runs")
           .select("log")
-          .where("task_id", "=", downstreamId)
+          .where("task_id", "=", taskId)
+          .orderBy("run_id", "desc")
           .executeTakeFirst()
       )?.log ?? "";
-    const digest = createHash("sha256").update(upstream.content).digest("hex");
-    print(`${t()}  A's artifact public/build.txt has sha256 ${digest}.`);
-    print(`${t()}  B's task log:\n${log.trimEnd().replace(/^/gm, "          | ")}`);
-    const upstreamTask = await a.tasks.getTask(upstreamId);
-    const downstreamRun = final?.runs.at(-1);
-    const ms = (d: Date | string | null | undefined) =>
-      d == null ? "—" : `${new Date(d).toISOString().slice(11, 23)}`;
-    print(`${t()}  Timeline (from both databases):`);
-    print(`          ${ms(final?.task.created_at)}  B: ${downstreamId} created, unscheduled`);
-    print(
-      `          ${ms(upstreamTask?.task.resolved_at)}  A: ${upstreamId} completed; TaskCompleted signed and delivered`,
+    const indent = (text: string) => text.trimEnd().replace(/^/gm, "          | ");
+
+    // The hardware bench, its reports, and the gates back on ci and release.
+    const chains = await Promise.all(
+      (
+        [
+          ["ci", "build-101", "ci-builds", "merge-gate"],
+          ["release", "build-v2", "release-builds", "publish"],
+        ] as const
+      ).map(async ([source, build, hookId, gate]) => {
+        const fires = await fired(c.hw, hookId);
+        const fire = fires.find((f) => f.state === "fired")!;
+        const superseded = fires.filter((f) => f.state === "superseded").length;
+        say(
+          `hw: hook ${hookId} fired task group ${fire.taskGroupId} for ${fire.event["event.artifact.name"]}` +
+            (superseded > 0
+              ? ` (${superseded} more image of the same build coalesced into it)`
+              : ""),
+        );
+        const test = await resolution(c.hw, `${fire.fireId}-test`);
+        const built = await artifactDigest(c[source], build, "public/firmware.img");
+        const report = `public/report-${source}.txt`;
+        const back = await fired(c[source], "bench-report");
+        const backFire = back.find((f) => f.state === "fired")!;
+        say(`${source}: hw's ${report} arrived; hook bench-report fired ${gate}`);
+        const gated = await resolution(c[source], `${backFire.fireId}-${gate}`);
+        const gateLog = await logOf(c[source], `${backFire.fireId}-${gate}`);
+        say(`${source}: ${gate} ${gated.task.state}; its log:\n${indent(gateLog)}`);
+        return { source, fires, superseded, test, built, gated, gateLog, report };
+      }),
     );
-    print(
-      `          ${ms(downstreamRun?.scheduled_at)}  B: ${downstreamId} pending (A's activity verified and applied)`,
+
+    // The aggregate.
+    const aggregate = await resolution(c.agg, "aggregate-2026-12");
+    const aggLog = await logOf(c.agg, "aggregate-2026-12");
+    say(`agg: aggregate-2026-12 ${aggregate.task.state}; its log:\n${indent(aggLog)}`);
+    const published = await Promise.all(
+      (["north", "south", "east"] as const).map(
+        async (p) => [p, await artifactDigest(c[p], "dataset-2026-12", "public/data.csv")] as const,
+      ),
     );
-    print(
-      `          ${ms(downstreamRun?.started_at)}  B: ${downstreamId} running (claimed by a worker)`,
+    for (const [p, digest] of published)
+      say(`${p} published public/data.csv with sha256 ${digest}`);
+
+    // Provenance, as a reader outside every cluster checks it.
+    say("A reader fetches agg's outbox over plain HTTP and checks each relayed activity:");
+    const publishers = (["north", "south", "east"] as const).map((p) => c[p].urls.actor);
+    await waitFor(
+      "agg to relay each publisher's activities",
+      async () => {
+        const rows = await c.agg.database.db
+          .selectFrom("outbox")
+          .select(sql<string>`activity->'object'->>'actor'`.as("original"))
+          .where(sql<boolean>`types::text like '%Announce%'`)
+          .execute();
+        const relayed = new Set(rows.map((r) => r.original));
+        return publishers.every((p) => relayed.has(p)) ? true : undefined;
+      },
+      timeoutMs,
     );
-    print(`          ${ms(downstreamRun?.resolved_at)}  B: ${downstreamId} ${final?.task.state}`);
-    const verified =
-      final?.task.state === "completed" && log.includes(digest) && upstream.sha256 === digest;
-    print(
-      verified
-        ? `${t()}  Done: B's task ran after A's, on the exact bytes A published (digest verified).`
-        : `${t()}  Something went wrong: B's task did not see A's exact artifact.`,
+    const announces = (await readOutbox(c.agg)).filter((i) => i.type === "Announce");
+    const verifications = await Promise.all(
+      announces.map(async (a) => ({
+        original: a.object as Record<string, unknown>,
+        result: await verifyRelayedActivity(a, {
+          documentLoader: httpLoader,
+          contextLoader: httpLoader,
+        }),
+      })),
     );
+    for (const { original, result } of verifications) {
+      const type = [original.type].flat().join(", ");
+      say(
+        `  ${result.ok ? "verified" : `REFUSED (${result.reason}: ${result.detail})`}: ${type} by ${String(original.actor)} — proof by its own Ed25519 key, served at its id`,
+      );
+    }
+
+    stopWatching();
+    await watcher;
+
+    // The checklist.
+    for (const chain of chains) {
+      check(
+        chain.fires.some((f) => f.state === "fired"),
+        `hw's hook on ${chain.source} fired`,
+      );
+      check(
+        chain.test.task.state === "completed",
+        `hw tested ${chain.source}'s build: ${chain.test.task.state}`,
+      );
+      check(
+        chain.gated.task.state === "completed" &&
+          chain.built != null &&
+          chain.gateLog.includes(`firmware ${chain.built} PASS`),
+        `${chain.source} received hw's report on its own firmware (sha256 ${chain.built?.slice(0, 12)}…) and its gate completed`,
+      );
+    }
+    check(
+      chains.some((ch) => ch.superseded > 0),
+      "the images of one build coalesced into one hardware run",
+    );
+    const inputs = published.filter(([, d]) => d != null && aggLog.includes(d));
+    check(
+      aggregate.task.state === "completed" && inputs.length === 3,
+      `agg's aggregate completed on ${inputs.length} inputs whose digests match what each publisher published`,
+    );
+    const verifiedActors = new Set(
+      verifications.filter((v) => v.result.ok).map((v) => v.original.actor),
+    );
+    check(
+      verifications.length > 0 &&
+        verifications.every((v) => v.result.ok) &&
+        verifiedActors.size === 3,
+      `agg relayed ${verifications.length} activities of 3 publishers; every proof verifies`,
+    );
+    print("");
+    for (const { ok, what } of checks) print(`  ${ok ? "ok    " : "FAILED"}  ${what}`);
+    const allOk = checks.every((x) => x.ok);
+    print("");
+    say(allOk ? "Done: every step happened as described." : "Something went wrong; see above.");
+
     if (options.keep) {
-      print("Both clusters keep running; press Ctrl-C to stop.");
+      print("The clusters keep running; press Ctrl-C to stop. Their web apps:");
+      for (const r of roles) {
+        print(`  ${r.padEnd(7)} ${c[r].urls.origin}/   (admin token: ${c[r].adminToken})`);
+      }
       await new Promise<void>((resolve) => {
         process.once("SIGINT", () => resolve());
         process.once("SIGTERM", () => resolve());
       });
     }
-    return verified ? 0 : 1;
+    // Let the last deliveries between the clusters land before they stop.
+    await waitFor(
+      "the clusters to settle",
+      async () => {
+        for (const r of roles) {
+          const due = await c[r].database.db
+            .selectFrom("jobs")
+            .select("job_id")
+            .where("run_at", "<", sql<Date>`now() + interval '5 seconds'`)
+            .executeTakeFirst();
+          if (due != null) return undefined;
+        }
+        return true;
+      },
+      15_000,
+    ).catch(() => undefined);
+    return allOk ? 0 : 1;
   } finally {
-    await Promise.all(clusters.map((c) => c.stop()));
+    stopWatching();
+    await Promise.all(running.map((x) => x.stop()));
     await rm(root, { recursive: true, force: true });
   }
 }

@@ -220,10 +220,16 @@ export async function main(argv: readonly string[]): Promise<number> {
   });
   program
     .command("demo")
-    .description("Start two clusters on loopback and show a cross-cluster dependency resolving")
+    .description(
+      "Start seven clusters on loopback and narrate hooks, results flowing back, a join and relays",
+    )
     .addOption(new Option("--keep", "keep the clusters running until Ctrl-C"))
     .action((flags: { keep?: boolean }) => {
-      result = runDemo({ keep: flags.keep === true, print: (line) => console.log(line) });
+      result = (async () => {
+        // The narration is the output; the clusters' logs only when asked for.
+        await setUpLogging({ level: process.env.LOG_LEVEL ?? "warning" });
+        return await runDemo({ keep: flags.keep === true, print: (line) => console.log(line) });
+      })();
     });
   registerFollowCommands(program, {
     clientOptions,

@@ -192,7 +192,15 @@ function createInboxCore(options: TaskwebInboxOptions) {
         .onConflict((oc) => oc.column("activity_id").doNothing())
         .returning("activity_id")
         .executeTakeFirst();
-      if (inserted == null) return undefined;
+      if (inserted == null) {
+        // Applied before, perhaps by catch-up paging, which reads no proofs: a relay source's
+        // signed copy is relayed now (once; see relays.ts).
+        const late =
+          relayed == null
+            ? await options.relays?.announceInTransaction(trx, value.actor, raw)
+            : undefined;
+        return late == null ? undefined : { late };
+      }
       let effects: Effects;
       if (value.kind === "ArtifactPublished") {
         await tasks.applyRemoteArtifact(artifactReport(value.actor, value.artifact), trx);
@@ -235,6 +243,10 @@ function createInboxCore(options: TaskwebInboxOptions) {
       return { effects, hookWork };
     });
     if (applied == null) {
+      return report({ outcome: "ignored", reason: "duplicate", detail: value.id });
+    }
+    if ("late" in applied) {
+      await tasks.runEffects({ ...emptyEffects(), publish: [applied.late] });
       return report({ outcome: "ignored", reason: "duplicate", detail: value.id });
     }
     const { effects, hookWork } = applied;

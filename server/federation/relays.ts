@@ -12,9 +12,15 @@
  */
 import type { DocumentLoader } from "@fedify/vocab-runtime";
 import type { KeyObject } from "node:crypto";
-import { ed25519FromMultibase, verifyProof } from "../../conformance/proof.ts";
 import type { Kysely, Transaction } from "kysely";
-import { CONTEXT, newSlugId, sameOrigin, TASKWEB_NAMESPACE } from "../../protocol/index.ts";
+import {
+  CONTEXT,
+  ed25519FromMultibase,
+  newSlugId,
+  sameOrigin,
+  TASKWEB_NAMESPACE,
+  verifyProof,
+} from "../../protocol/index.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import type { ClusterUrls } from "./cluster-urls.ts";
 
@@ -228,7 +234,9 @@ export function createRelayService(options: RelayServiceOptions) {
     },
     /**
      * In the inbox's transaction: when `actorId` is a relay source, writes an `Announce` of
-     * `original` (as received, proof included) to the outbox.
+     * `original` (as received, proof included) to the outbox, once per original activity.
+     * A copy without a proof (read by catch-up paging) is not relayed; its signed delivery,
+     * arriving later as a duplicate, is.
      * @returns the Announce's id, to hand to delivery after commit.
      */
     async announceInTransaction(
@@ -241,8 +249,16 @@ export function createRelayService(options: RelayServiceOptions) {
         .select("actor_id")
         .where("actor_id", "=", actorId)
         .executeTakeFirst();
-      if (source == null || original.proof == null) return undefined;
+      if (source == null || original.proof == null || typeof original.id !== "string")
+        return undefined;
       const id = urls.activity(newSlugId());
+      const first = await trx
+        .insertInto("relay_announces")
+        .values({ activity_id: original.id, announce_id: id })
+        .onConflict((oc) => oc.column("activity_id").doNothing())
+        .returning("announce_id")
+        .executeTakeFirst();
+      if (first == null) return undefined;
       const now = new Date();
       const announce = {
         "@context": "https://www.w3.org/ns/activitystreams",

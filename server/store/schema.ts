@@ -369,6 +369,13 @@ export interface RelaySourcesTable {
   created_at: CreatedAt;
 }
 
+/** The Announce that re-published an original activity of a relay source; see migration 0013. */
+export interface RelayAnnouncesTable {
+  activity_id: string;
+  announce_id: string;
+  created_at: CreatedAt;
+}
+
 /** An activity accepted through a relay, kept with its original proof (its provenance). */
 export interface RelayedActivitiesTable {
   activity_id: string;
@@ -413,4 +420,5 @@ export interface DatabaseSchema {
   offers_received: OffersReceivedTable;
   relay_sources: RelaySourcesTable;
   relayed_activities: RelayedActivitiesTable;
+  relay_announces: RelayAnnouncesTable;
 }

@@ -50,7 +50,7 @@ describe("the taskweb command", () => {
     }
   });
 
-  it("runs the demo: B's task runs on A's artifact with its digest verified, and exits 0", async () => {
+  it("runs the demo: hooks fire, results flow back, the join has 3 verified inputs, relayed proofs verify", async () => {
     const child = spawn(process.execPath, [TASKWEB_BIN, "demo"], {
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -58,9 +58,36 @@ describe("the taskweb command", () => {
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
     child.stderr.on("data", (d: Buffer) => (out += d.toString()));
     const code = await new Promise((r) => child.on("exit", r));
+    expect(out).not.toContain("FAILED");
     expect(code).toBe(0);
-    for (const step of ["is unscheduled", "pending", "running", "completed", "digest verified"]) {
+    // Every step's state, as narrated while it happened.
+    for (const step of [
+      "ci: build trunk #101 is completed",
+      "release: build v2.0 is completed",
+      "agg: join the publishers' datasets is unscheduled",
+      "hw: flash ci build on rev-c is completed",
+      "hw: test ci build on rev-c is completed",
+      "hw: test release build on rev-c is completed",
+      "ci: merge-gate after hardware tests is completed",
+      "release: publish after hardware tests is completed",
+      "agg: join the publishers' datasets is completed",
+    ]) {
       expect(out).toContain(step);
     }
-  }, 120_000);
+    // The checklist: one line per outcome.
+    for (const outcome of [
+      /ok +hw's hook on ci fired/,
+      /ok +hw's hook on release fired/,
+      /ok +hw tested ci's build: completed/,
+      /ok +hw tested release's build: completed/,
+      /ok +ci received hw's report on its own firmware \(sha256 [0-9a-f]{12}…\) and its gate completed/,
+      /ok +release received hw's report on its own firmware/,
+      /ok +the images of one build coalesced into one hardware run/,
+      /ok +agg's aggregate completed on 3 inputs whose digests match/,
+      /ok +agg relayed \d+ activities of 3 publishers; every proof verifies/,
+    ]) {
+      expect(out).toMatch(outcome);
+    }
+    expect(out).not.toMatch(/REFUSED/);
+  }, 600_000);
 });

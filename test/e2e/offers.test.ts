@@ -1,7 +1,8 @@
 /**
  * Offers of task graphs end to end: cluster B offers a graph to cluster C over real HTTP on
  * loopback. C runs it only when B's actor holds `taskweb:offer:accept` on C; B's task that
- * waits on the remote group runs once C sends the group's TaskGroupResolved back.
+ * waits on the remote group runs once C sends the group's TaskGroupResolved back, or, when
+ * that callback is lost, once B's reconcile dereferences the group.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningCluster } from "../../server/cluster.ts";
@@ -106,10 +107,13 @@ describe(`offers of task graphs on ${backend.name}`, () => {
       dependency: C.urls.taskGroup("hw-tests"),
       resolution: "completed",
     });
-    const received = await C.database.db.selectFrom("offers_received").selectAll().execute();
+    // B may have read the resolved group before C's callback went out.
+    const received = await waitFor("C to send the callback", async () => {
+      const rows = await C.database.db.selectFrom("offers_received").selectAll().execute();
+      return rows[0]?.callback_activity_id != null ? rows : undefined;
+    });
     expect(received).toHaveLength(1);
     expect(received[0]).toMatchObject({ actor_id: B.urls.actor, task_group_id: "hw-tests" });
-    expect(received[0]!.callback_activity_id).not.toBeNull();
   });
 
   it("fails B's waiting task when a task of the offered group fails", async () => {
@@ -129,4 +133,58 @@ describe(`offers of task graphs on ${backend.name}`, () => {
       true,
     );
   });
+
+  it("unblocks B's waiting task from the group's document when C's TaskGroupResolved is lost", async () => {
+    const sent = await offer(B, C.urls.actor, {
+      taskGroupId: "hw-lost-callback",
+      tasks: [{ taskId: "hw-lost-1", payload: { command: ["sh", "-c", "sleep 1"] } }],
+    });
+    const answer = await answered(B, sent.offerId);
+    expect(answer.state).toBe("accepted");
+    const groupUrl = answer.taskGroupUrl!;
+    await B.tasks.createTask({
+      taskId: "after-lost",
+      dependencies: [groupUrl],
+      payload: { command: ["true"] },
+    });
+    // B's inbox refuses C from now on: every delivery of the callback fails.
+    await B.followPolicy.add("block", C.urls.actor);
+    expect(await waitForResolution(C, "hw-lost-1")).toBe("completed");
+    const callback = await waitFor(
+      "C to send the callback and give it up",
+      async () => {
+        const received = await C.database.db
+          .selectFrom("offers_received")
+          .select("callback_activity_id")
+          .where("task_group_id", "=", "hw-lost-callback")
+          .executeTakeFirstOrThrow();
+        const queued = await C.database.db
+          .selectFrom("jobs")
+          .select("job_id")
+          .where("queue", "in", ["fedify-outbox", "offer-callbacks"])
+          .execute();
+        return received.callback_activity_id != null && queued.length === 0
+          ? received.callback_activity_id
+          : undefined;
+      },
+      60_000,
+    );
+    await B.followPolicy.remove("block", C.urls.actor);
+    expect((await B.tasks.getTask("after-lost"))?.task.state).toBe("unscheduled");
+
+    // What start-up and the reconcile timer do.
+    await B.reconcile();
+    expect(await waitForResolution(B, "after-lost")).toBe("completed");
+    expect((await B.tasks.getTask("after-lost"))!.dependencies[0]).toMatchObject({
+      dependency: groupUrl,
+      resolution: "completed",
+    });
+    // The callback itself never arrived: the group's document unblocked the task.
+    const processed = await B.database.db
+      .selectFrom("inbox_processed")
+      .select("activity_id")
+      .where("activity_id", "=", callback)
+      .execute();
+    expect(processed).toEqual([]);
+  }, 120_000);
 });

@@ -4,9 +4,9 @@
  * and A serves the activity at its id; a forged relay changes nothing on F.
  */
 import { createPrivateKey, randomUUID } from "node:crypto";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addProof } from "../../conformance/proof.ts";
-import { buildArtifactPublished } from "../../protocol/index.ts";
+import { addProof, buildArtifactPublished } from "../../protocol/index.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { testBackends } from "../support/backends.ts";
 import {
@@ -40,6 +40,7 @@ describe(`relays with provenance on ${backend.name}`, () => {
   let M: RunningCluster;
   let F: RunningCluster;
   let mKey: SigningKey;
+  let aKey: SigningKey;
 
   beforeAll(async () => {
     [a, m, f] = await Promise.all([
@@ -59,6 +60,7 @@ describe(`relays with provenance on ${backend.name}`, () => {
     });
     expect(response.status).toBe(201);
     mKey = await clusterRsaKey(M);
+    aKey = await clusterRsaKey(A);
   });
   afterAll(async () => {
     await Promise.all([a?.destroy(), m?.destroy(), f?.destroy()]);
@@ -155,7 +157,8 @@ describe(`relays with provenance on ${backend.name}`, () => {
     expect(JSON.stringify(f.events.at(-1))).toContain("proof-invalid");
   });
 
-  it("refuses a relayed activity A signed but never published", async () => {
+  /** A's Ed25519 key and the assertion method naming it, to sign as A does. */
+  async function aProofKey() {
     const actor = (await (
       await fetch(A.urls.actor, { headers: { accept: "application/activity+json" } })
     ).json()) as { assertionMethod: { id: string; publicKeyMultibase: string }[] };
@@ -168,7 +171,74 @@ describe(`relays with provenance on ${backend.name}`, () => {
       .select("private_jwk")
       .where("algorithm", "=", "Ed25519")
       .executeTakeFirstOrThrow();
-    const key = createPrivateKey({ key: row.private_jwk as never, format: "jwk" });
+    return { method, key: createPrivateKey({ key: row.private_jwk as never, format: "jwk" }) };
+  }
+
+  /** `activity` with taskweb's and the Data Integrity contexts and a proof by A's key. */
+  async function signedByA(activity: Record<string, unknown>) {
+    const { key, method } = await aProofKey();
+    return addProof(
+      {
+        ...activity,
+        "@context": [
+          "https://www.w3.org/ns/activitystreams",
+          "https://w3id.org/security/data-integrity/v1",
+          (activity["@context"] as unknown[])[1],
+        ],
+      },
+      key,
+      method,
+    );
+  }
+
+  it("relays an activity M first read from A's outbox once A's signed delivery arrives", async () => {
+    // M refuses A's deliveries for a while and reads A's outbox instead (no proofs there).
+    await M.followPolicy.add("block", A.urls.actor);
+    await A.tasks.createTask({ taskId: "late", payload: { command: ["true"] } });
+    expect(await waitForResolution(A, "late")).toBe("completed");
+    const completed = await waitFor("A's TaskCompleted", async () =>
+      A.database.db
+        .selectFrom("outbox")
+        .select(["activity_id", "activity"])
+        .where(sql<boolean>`activity->'object'->>'id' = ${A.urls.task("late")}`)
+        .where(sql<boolean>`types::text like '%TaskCompleted%'`)
+        .executeTakeFirst(),
+    );
+    const announces = async () =>
+      await M.database.db
+        .selectFrom("outbox")
+        .select("activity_id")
+        .where(sql<boolean>`activity->'object'->>'id' = ${completed.activity_id}`)
+        .execute();
+    await M.reconcile();
+    await waitFor("M to apply it from A's outbox", async () =>
+      M.database.db
+        .selectFrom("inbox_processed")
+        .select("activity_id")
+        .where("activity_id", "=", completed.activity_id)
+        .executeTakeFirst(),
+    );
+    expect(await announces()).toEqual([]);
+
+    await M.followPolicy.remove("block", A.urls.actor);
+    // A's delivery, signed and with A's proof (A's own retry may come too: a duplicate).
+    const sent = await signedPost(M.urls.inbox, await signedByA(completed.activity), {
+      key: aKey,
+    });
+    expect(sent.status).toBe(202);
+    const relayed = await waitFor("F to act on the relayed TaskCompleted", async () =>
+      F.database.db
+        .selectFrom("relayed_activities")
+        .selectAll()
+        .where("activity_id", "=", completed.activity_id)
+        .executeTakeFirst(),
+    );
+    expect(relayed).toMatchObject({ relayed_by: M.urls.actor, original_actor: A.urls.actor });
+    expect(await announces()).toHaveLength(1);
+  });
+
+  it("refuses a relayed activity A signed but never published", async () => {
+    const { key, method } = await aProofKey();
     const unpublished = buildArtifactPublished({
       id: A.urls.activity(randomUUID()),
       actor: A.urls.actor,

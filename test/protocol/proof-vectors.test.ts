@@ -1,9 +1,10 @@
 /**
  * Runs the Object Integrity Proof vectors in fixtures/proofs/ (FEP-8b32's own test vector,
  * byte for byte, and copies of it changed after signing) through both proof
- * implementations of this repository: the conformance suite's (node:crypto, as
- * signatures.md §3 defines eddsa-jcs-2022) and the ActivityPub library the server signs and
- * verifies with. Ed25519 is deterministic, so where a vector gives the secret key both must
+ * implementations of this repository: protocol/proof.ts (node:crypto, as signatures.md §3
+ * defines eddsa-jcs-2022; the conformance suite signs and checks with it, and the server
+ * verifies relayed activities with it) and the ActivityPub library the server signs and
+ * verifies its own deliveries with. Ed25519 is deterministic, so where a vector gives the secret key both must
  * also re-create its proofValue exactly.
  */
 import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
@@ -20,7 +21,7 @@ import {
   decodeBase58btc,
   ed25519FromMultibase,
   verifyProof,
-} from "../../conformance/proof.ts";
+} from "../../protocol/index.ts";
 
 interface ProofCase {
   description: string;
@@ -105,7 +106,7 @@ describe("Object Integrity Proof fixtures", () => {
       const publicKey = () =>
         ed25519FromMultibase(String(verificationMethodOf(c).publicKeyMultibase));
 
-      it(`${c.valid ? "verifies" : "does not verify"} with the suite's eddsa-jcs-2022 (${c.requirement})`, () => {
+      it(`${c.valid ? "verifies" : "does not verify"} with protocol/'s eddsa-jcs-2022 (${c.requirement})`, () => {
         expect(verifyProof(c.signed, publicKey())).toBe(c.valid);
       });
 
@@ -129,7 +130,7 @@ describe("Object Integrity Proof fixtures", () => {
           expect(derived.x).toBe(publicKey().export({ format: "jwk" }).x);
         });
 
-        it("re-creates the proof byte for byte with the suite's signer", () => {
+        it("re-creates the proof byte for byte with protocol/'s signer", () => {
           const signed = addProof(
             unsigned,
             privateKeyOf(secretKeyMultibase),

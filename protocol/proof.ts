@@ -1,10 +1,11 @@
 /**
  * FEP-8b32 `eddsa-jcs-2022` Object Integrity Proofs, as signatures.md §3 defines them:
- * JCS (RFC 8785), SHA-256, Ed25519 and base58-btc, with node:crypto.
+ * JCS (RFC 8785), SHA-256, Ed25519 and base58-btc, with node:crypto. The reference server
+ * verifies relayed activities with these, and the conformance suite signs and checks with
+ * the same code.
  * @module
  */
 import { createHash, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
-import { base58btc } from "./peer.ts";
 
 /** RFC 8785 canonical JSON of a JSON value (keys sorted by UTF-16 code units). */
 export function jcs(value: unknown): string {
@@ -30,6 +31,22 @@ function signedBytes(document: Record<string, unknown>, proof: Record<string, un
 }
 
 const ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+/** Encodes bytes as base58-btc (leading zero bytes as `1`s). */
+export function base58btc(bytes: Uint8Array): string {
+  let n = 0n;
+  for (const b of bytes) n = n * 256n + BigInt(b);
+  let out = "";
+  while (n > 0n) {
+    out = (ALPHABET[Number(n % 58n)] ?? "") + out;
+    n /= 58n;
+  }
+  for (const b of bytes) {
+    if (b !== 0) break;
+    out = `1${out}`;
+  }
+  return out;
+}
 
 /** Decodes base58-btc. */
 export function decodeBase58btc(s: string): Uint8Array {
