@@ -25,6 +25,7 @@ export {
   CORE_TERMS,
   TASK_GROUP_TERMS,
   OFFER_TERMS,
+  TAG_TERMS,
   checkTaskwebContext,
 } from "./context.ts";
 export { buildTaskGraphOffer, isTaskGraphOffer, parseTaskGraphOffer } from "./offers.ts";
