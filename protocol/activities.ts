@@ -982,7 +982,10 @@ export function parseArtifactObject(
   if (!isJsonObject(json)) return fail("schema", "an artifact must be a JSON object", "");
   const type = classifyType(json["type"], "/type", "Object", ["Artifact"]);
   if (!type.ok) return type;
-  const contextFailure = checkTaskwebContext(json["@context"], requiredTerms("ArtifactPublished", json));
+  const contextFailure = checkTaskwebContext(
+    json["@context"],
+    requiredTerms("ArtifactPublished", json),
+  );
   if (contextFailure !== undefined) return { ok: false, reason: contextFailure };
   const valid = validateAgainstSchema("artifact", json);
   if (!valid.ok) return valid;

@@ -23,7 +23,10 @@ import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema, HookFiresTable } from "../store/schema.ts";
 import { ApiError } from "./errors.ts";
+import { globToRegExp, hasTags } from "./tag-match.ts";
 import { TAG_NAME_PATTERN, TASK_LIMITS } from "./task-definition.ts";
+
+export { globToRegExp, hasTags };
 import { checkTaskGraph } from "./task-graph.ts";
 import { emptyEffects, mergeEffects, type Effects, type TaskService } from "./task-service.ts";
 
@@ -164,17 +167,6 @@ export interface HookProblem {
 const HOOK_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const PARAMETER_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 const PLACEHOLDER = /\{\{\s*([A-Za-z0-9_.]+)\s*\}\}/g;
-
-/** A glob as a regular expression: `*` is any characters, `?` one character. */
-export function globToRegExp(glob: string): RegExp {
-  let source = "";
-  for (const ch of glob) {
-    if (ch === "*") source += ".*";
-    else if (ch === "?") source += ".";
-    else source += ch.replace(/[\\^$.|+()[\]{}]/g, "\\$&");
-  }
-  return new RegExp(`^${source}$`, "s");
-}
 
 /** The id of the fire of `hookId` for `activityId`: also its task group's id. */
 export function fireIdOf(hookId: string, activityId: string): string {
@@ -321,15 +313,6 @@ export function checkTagFilter(
     } else tags[name] = v;
   }
   return ok ? tags : undefined;
-}
-
-/** Whether `tags` has every tag of `wanted` with the same value (others may be present). */
-export function hasTags(
-  tags: Readonly<Record<string, string>> | undefined,
-  wanted: Readonly<Record<string, string>> | undefined,
-): boolean {
-  if (wanted == null) return true;
-  return Object.entries(wanted).every(([name, value]) => tags != null && tags[name] === value);
 }
 
 /**

@@ -19,7 +19,6 @@ import {
 } from "../../protocol/index.ts";
 import type { HookService, HookWork } from "../domain/hooks.ts";
 import {
-  emptyEffects,
   mergeEffects,
   type Effects,
   type RemoteArtifactReport,
@@ -83,6 +82,7 @@ export function artifactReport(actorId: string, a: ArtifactObject): RemoteArtifa
     sha256: a.sha256,
     size: a.size,
     mediaType: a.mediaType,
+    tags: a.tags,
   };
 }
 
@@ -183,8 +183,10 @@ function createInboxCore(options: TaskwebInboxOptions) {
       if (inserted == null) return undefined;
       let effects: Effects;
       if (value.kind === "ArtifactPublished") {
-        await tasks.applyRemoteArtifact(artifactReport(value.actor, value.artifact), trx);
-        effects = emptyEffects();
+        effects = await tasks.applyPublishedArtifact(
+          artifactReport(value.actor, value.artifact),
+          trx,
+        );
       } else if (value.kind === "TaskGroupResolved") {
         // A task may wait on a remote group by its URL: the group counts as completed when
         // every task of it completed, and as failed otherwise.

@@ -445,6 +445,7 @@ export function createApp(options: AppOptions): express.Express {
         runs: found.runs.map(({ log: _log, ...run }) => run),
         dependencies: found.dependencies,
         inputs: found.inputs,
+        ...(found.join != null ? { join: found.join } : {}),
         artifacts: found.artifacts.map((a) => ({
           ...a,
           size: Number(a.size),
