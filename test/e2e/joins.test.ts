@@ -294,16 +294,27 @@ describeEachBackend("joins", (backend) => {
     // from the waiting joins.
     const { redisUrl, redisPrefix } = A().config;
     if (redisUrl == null) {
-      await A().database.db.deleteFrom("jobs").where("queue", "=", "joins").execute();
+      const lost = await A()
+        .database.db.deleteFrom("jobs")
+        .where("queue", "=", "joins")
+        .executeTakeFirst();
+      expect(Number(lost.numDeletedRows)).toBe(2);
     }
     await agg.stop();
     if (redisUrl != null) {
       const redis = new Redis(redisUrl);
       const keys = await redis.keys(`${redisPrefix}:*`);
-      if (keys.length > 0) await redis.del(...keys);
+      expect(keys.some((k) => k.includes(":joins:"))).toBe(true);
+      await redis.del(...keys);
       await redis.quit();
     }
+    const timers = () => agg.enqueued.filter((e) => e.startsWith("joins late-")).length;
+    const before = timers();
     await agg.restart();
+    // Both timers were enqueued again at start, from the waiting joins.
+    await waitFor("the join timers to be enqueued again", () =>
+      timers() >= before + 2 ? true : undefined,
+    );
 
     expect(await waitForResolution(A(), "late-run", 120_000)).toBe("completed");
     const ran = await progress(A(), "late-run");
