@@ -199,6 +199,27 @@ export async function recordJoinArrival(trx: Trx, artifact: JoinCandidate): Prom
   return complete;
 }
 
+/**
+ * The clusters of `clusters` this one neither follows nor asked to follow: their activities
+ * would never be acted on, so a join on them is refused.
+ */
+export async function unfollowedClusters(trx: Trx, clusters: readonly string[]): Promise<string[]> {
+  if (clusters.length === 0) return [];
+  const followed = await trx
+    .selectFrom("following")
+    .select("actor_id")
+    .where("actor_id", "in", [...new Set(clusters)])
+    .where("state", "in", ["accepted", "pending"])
+    .execute();
+  const known = new Set(followed.map((f) => f.actor_id));
+  return clusters.filter((c) => !known.has(c));
+}
+
+/** What a join on a cluster this one does not follow is told. */
+export function unfollowedMessage(cluster: string): string {
+  return `This cluster does not follow ${cluster}; follow it first (taskweb follow ${cluster}).`;
+}
+
 /** Timers of every join still waiting, to enqueue again after a start or a lost queue. */
 export async function waitingJoinTimers(db: Db): Promise<JoinTimer[]> {
   const rows = await db

@@ -29,6 +29,8 @@ import {
   joinProgress,
   joinTimerJobId,
   recordJoinArrival,
+  unfollowedClusters,
+  unfollowedMessage,
   waitingJoinTimers,
   type JoinTimer,
 } from "./task-joins.ts";
@@ -865,26 +867,14 @@ export function createTaskService(options: TaskServiceOptions) {
         if (def.join != null) {
           // Only a followed cluster's activities are acted on: a join on any other would wait
           // for nothing until its deadline.
-          const followed = await trx
-            .selectFrom("following")
-            .select("actor_id")
-            .where("actor_id", "in", def.join.clusters)
-            .where("state", "in", ["accepted", "pending"])
-            .execute();
-          const known = new Set(followed.map((f) => f.actor_id));
-          const problems = def.join.clusters.flatMap((cluster, i) =>
-            known.has(cluster)
-              ? []
-              : [
-                  {
-                    field: `join.clusters[${i}]`,
-                    message: `This cluster does not follow ${cluster}; follow it first (taskweb follow ${cluster}).`,
-                  },
-                ],
-          );
-          if (problems.length > 0) {
+          const unfollowed = new Set(await unfollowedClusters(trx, def.join.clusters));
+          if (unfollowed.size > 0) {
             throw new ApiError("InputError", "The join names clusters this one does not follow.", {
-              problems,
+              problems: def.join.clusters.flatMap((cluster, i) =>
+                unfollowed.has(cluster)
+                  ? [{ field: `join.clusters[${i}]`, message: unfollowedMessage(cluster) }]
+                  : [],
+              ),
             });
           }
         }
@@ -968,6 +958,7 @@ export function createTaskService(options: TaskServiceOptions) {
             urls,
             evaluate: (taskIds) => evaluateMany(trx, effects, taskIds),
             dereference: (url) => effects.dereference.push(url),
+            joinTimer: (timer) => effects.joinTimers.push(timer),
           }),
         );
       try {
@@ -996,6 +987,7 @@ export function createTaskService(options: TaskServiceOptions) {
         urls,
         evaluate: (taskIds) => evaluateMany(trx, effects, taskIds),
         dereference: (url) => effects.dereference.push(url),
+        joinTimer: (timer) => effects.joinTimers.push(timer),
       });
       await settleGroups(trx, effects);
       return { result, effects };

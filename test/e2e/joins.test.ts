@@ -111,7 +111,8 @@ describeEachBackend("joins", (backend) => {
     A = () => agg.current();
     P = p.map((c) => c.current());
     for (const publisher of P) await follow(A(), publisher);
-  });
+    // Four clusters start at once: seconds each on a loaded machine.
+  }, 300_000);
   afterAll(async () => {
     await Promise.all([agg?.destroy(), ...(p ?? []).map((c) => c.destroy())]);
   });
