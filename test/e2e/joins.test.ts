@@ -169,6 +169,28 @@ describeEachBackend("joins", (backend) => {
       const problem = problems.find((x) => x.field === field);
       expect(problem?.message, `${field} in ${JSON.stringify(problems)}`).toMatch(message);
     }
+    // In a task graph, the same check names the task.
+    const graph = await api(A(), "POST", "/task-groups", {
+      taskGroupId: "bad-graph",
+      tasks: [
+        { taskId: "ok", payload: { command: ["true"] } },
+        {
+          taskId: "joining",
+          payload: { command: ["true"] },
+          join: {
+            clusters: ["https://unknown.example/clusters/x"],
+            artifact: "*",
+            deadline: "PT1H",
+          },
+        },
+      ],
+    });
+    expect(graph.status).toBe(400);
+    expect(graph.json.details).toMatchObject({
+      problems: [
+        { task: 1, field: "join.clusters[0]", message: expect.stringMatching(/follow it first/) },
+      ],
+    });
     expect(await snapshot(A())).toEqual(before);
     expect(await joins()).toEqual(joinsBefore);
   });
@@ -265,12 +287,12 @@ describeEachBackend("joins", (backend) => {
         })
       ).status,
     ).toBe(201);
+    // The failing one comes in a task graph: joins work there the same.
     expect(
       (
-        await api(A(), "POST", "/tasks", {
-          taskId: "late-fail",
-          payload: { command: SUMS_COMMAND },
-          join: join("fail"),
+        await api(A(), "POST", "/task-groups", {
+          taskGroupId: "late",
+          tasks: [{ taskId: "late-fail", payload: { command: SUMS_COMMAND }, join: join("fail") }],
         })
       ).status,
     ).toBe(201);
