@@ -764,13 +764,14 @@ export async function writeTaskGroup(
   }
   for (const { definition, index } of check.tasks) {
     if (definition.join == null) continue;
+    // Named as checkTaskGraph names fields; the task ids of a checked graph are valid.
     const unfollowed = new Set(await unfollowedClusters(trx, definition.join.clusters));
     definition.join.clusters.forEach((cluster, i) => {
       if (unfollowed.has(cluster)) {
         problems.push({
           reason: "definition",
           task: index,
-          field: `join.clusters[${i}]`,
+          field: `tasks[${index}] (taskId ${JSON.stringify(definition.taskId)}).join.clusters[${i}]`,
           message: unfollowedMessage(cluster),
         });
       }

@@ -141,6 +141,8 @@ export async function recordJoinArrival(trx: Trx, artifact: JoinCandidate): Prom
     .where("c.actor_id", "=", artifact.actorId)
     .where("c.arrived_at", "is", null)
     .where("j.state", "=", "waiting")
+    // A task cancelled (or resolved otherwise) while it waited takes no more inputs.
+    .where("t.state", "=", "unscheduled")
     .orderBy("c.task_id")
     .execute();
   const complete: string[] = [];
