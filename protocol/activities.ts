@@ -17,6 +17,7 @@
 import {
   ACTIVITYSTREAMS_NAMESPACE,
   CORE_TERMS,
+  TAG_TERMS,
   TASK_GROUP_TERMS,
   checkTaskwebContext,
   contextForDocument,
@@ -72,6 +73,8 @@ export interface ArtifactObject {
   readonly sha256: string;
   /** When the artifact stops being available (RFC 3339). */
   readonly expires: string;
+  /** Since v1.3: its task's tags; empty when it has none. */
+  readonly tags: Readonly<Record<string, string>>;
 }
 
 /** A task as a parser returns it. */
@@ -98,6 +101,8 @@ export interface TaskObject {
   readonly requires: TaskRequires;
   /** The artifacts it published; empty when it has none. */
   readonly artifacts: readonly ArtifactObject[];
+  /** Since v1.3: its tags, such as `{"project": "web"}`; empty when it has none. */
+  readonly tags: Readonly<Record<string, string>>;
 }
 
 /** A task group's tally as a parser returns it (since v1.1). */
@@ -182,6 +187,7 @@ export interface ArtifactObjectJson {
   size: number;
   sha256: string;
   expires: string;
+  tags?: Record<string, string>;
 }
 
 /** An artifact document, as `GET` on the artifact's id returns it. */
@@ -201,6 +207,7 @@ export interface TaskObjectJson {
   dependencies: string[];
   requires: TaskRequires;
   artifacts: ArtifactObjectJson[];
+  tags?: Record<string, string>;
 }
 
 /** A task document, as `GET` on the task's id returns it. */
@@ -275,6 +282,8 @@ export interface ArtifactObjectInit {
   readonly size: number;
   readonly sha256: string;
   readonly expires: DateTimeInput;
+  /** Since v1.3; left out of the wire JSON when empty. @defaultValue `{}` */
+  readonly tags?: Readonly<Record<string, string>>;
 }
 
 /** What {@link buildTaskObject} needs. A parsed {@link TaskObject} fits. */
@@ -292,6 +301,8 @@ export interface TaskObjectInit {
   readonly requires: TaskRequires;
   /** @defaultValue `[]` */
   readonly artifacts?: readonly ArtifactObjectInit[];
+  /** Since v1.3; left out of the wire JSON when empty. @defaultValue `{}` */
+  readonly tags?: Readonly<Record<string, string>>;
 }
 
 /** What {@link buildTaskGroupObject} needs. A parsed {@link TaskGroupObject} fits. */
@@ -355,7 +366,15 @@ function artifactJson(init: ArtifactObjectInit): ArtifactObjectJson {
     size: init.size,
     sha256: init.sha256,
     expires: dateTime(init.expires),
+    ...tagsJson(init.tags),
   };
+}
+
+/** `tags` when there are any: a document without tags stays a v1.0–v1.2 document. */
+function tagsJson(tags: Readonly<Record<string, string>> | undefined): {
+  tags?: Record<string, string>;
+} {
+  return tags == null || Object.keys(tags).length === 0 ? {} : { tags: { ...tags } };
 }
 
 function taskJson(init: TaskObjectInit): TaskObjectJson {
@@ -372,6 +391,7 @@ function taskJson(init: TaskObjectInit): TaskObjectJson {
     dependencies: (init.dependencies ?? []).map(String),
     requires: init.requires,
     artifacts: (init.artifacts ?? []).map(artifactJson),
+    ...tagsJson(init.tags),
   };
 }
 
@@ -512,6 +532,7 @@ interface ValidatedArtifact {
   size: number;
   sha256: string;
   expires: string;
+  tags?: Record<string, string>;
 }
 
 interface ValidatedTask {
@@ -526,6 +547,7 @@ interface ValidatedTask {
   dependencies?: string[];
   requires: TaskRequires;
   artifacts?: ValidatedArtifact[];
+  tags?: Record<string, string>;
 }
 
 interface ValidatedTaskGroup {
@@ -701,6 +723,7 @@ function artifactValue(artifact: ValidatedArtifact): ArtifactObject {
     size: artifact.size,
     sha256: artifact.sha256,
     expires: artifact.expires,
+    tags: artifact.tags ?? {},
   };
 }
 
@@ -717,6 +740,7 @@ function taskValue(task: ValidatedTask): TaskObject {
     dependencies: task.dependencies ?? [],
     requires: task.requires,
     artifacts: (task.artifacts ?? []).map(artifactValue),
+    tags: task.tags ?? {},
   };
 }
 
@@ -736,11 +760,21 @@ const EMBEDDED_TYPE_OF_KIND: Readonly<
   TaskGroupResolved: "TaskGroup",
 };
 
+/** Whether an object, or an artifact listed on it, carries `tags` (a v1.3 term). */
+function usesTags(node: unknown): boolean {
+  if (!isJsonObject(node)) return false;
+  if ("tags" in node) return true;
+  const artifacts = node["artifacts"];
+  return Array.isArray(artifacts) && artifacts.some((a) => isJsonObject(a) && "tags" in a);
+}
+
 /** The taskweb terms a document of this kind must define in its `@context`. */
-function requiredTerms(kind: TaskwebActivityKind | "TaskGroup") {
-  return kind === "TaskGroupResolved" || kind === "TaskGroup"
-    ? [...CORE_TERMS, ...TASK_GROUP_TERMS]
-    : CORE_TERMS;
+function requiredTerms(kind: TaskwebActivityKind | "TaskGroup", object?: unknown) {
+  const terms =
+    kind === "TaskGroupResolved" || kind === "TaskGroup"
+      ? [...CORE_TERMS, ...TASK_GROUP_TERMS]
+      : CORE_TERMS;
+  return usesTags(object) ? [...terms, ...TAG_TERMS] : terms;
 }
 
 function taskGroupUrls(group: ValidatedTaskGroup, path: string): [unknown, string][] {
@@ -806,7 +840,7 @@ export function parseActivity(json: unknown): ParseResult<TaskwebActivity> {
   const kind = classifyType(json["type"], "/type", "Activity", ACTIVITY_KINDS);
   if (!kind.ok) return kind;
   const contextFailure =
-    checkTaskwebContext(json["@context"], requiredTerms(kind.value)) ??
+    checkTaskwebContext(json["@context"], requiredTerms(kind.value, json["object"])) ??
     embeddedContextFailure(json["object"], "/object");
   if (contextFailure !== undefined) return { ok: false, reason: contextFailure };
   const embeddedType = typeFailure(json["object"], "/object", EMBEDDED_TYPE_OF_KIND[kind.value]);
@@ -905,7 +939,9 @@ export function parseTaskObject(
   if (!isJsonObject(json)) return fail("schema", "a task must be a JSON object", "");
   const type = classifyType(json["type"], "/type", "Object", ["Task"]);
   if (!type.ok) return type;
-  const contextFailure = checkTaskwebContext(json["@context"]) ?? artifactContexts(json);
+  const contextFailure =
+    checkTaskwebContext(json["@context"], requiredTerms("TaskCompleted", json)) ??
+    artifactContexts(json);
   if (contextFailure !== undefined) return { ok: false, reason: contextFailure };
   const embeddedType = typeFailure(json, "", "Task");
   if (embeddedType !== undefined) return { ok: false, reason: embeddedType };
@@ -946,7 +982,10 @@ export function parseArtifactObject(
   if (!isJsonObject(json)) return fail("schema", "an artifact must be a JSON object", "");
   const type = classifyType(json["type"], "/type", "Object", ["Artifact"]);
   if (!type.ok) return type;
-  const contextFailure = checkTaskwebContext(json["@context"]);
+  const contextFailure = checkTaskwebContext(
+    json["@context"],
+    requiredTerms("ArtifactPublished", json),
+  );
   if (contextFailure !== undefined) return { ok: false, reason: contextFailure };
   const valid = validateAgainstSchema("artifact", json);
   if (!valid.ok) return valid;

@@ -75,6 +75,8 @@ export const TASKWEB_CONTEXT = deepFreeze({
   // Since v1.2: offers of task graphs (see spec/v1/offers-and-relays.md).
   TaskGraph: "tw:TaskGraph",
   taskGraph: { "@id": "tw:taskGraph", "@type": "@json" },
+  // Since v1.3: tags on tasks and artifacts (see spec/v1/tags.md).
+  tags: { "@id": "tw:tags", "@type": "@json" },
 } as const);
 
 /** The `@context` array of a taskweb document: ActivityStreams, then the taskweb terms. */
@@ -116,13 +118,17 @@ export const TASK_GROUP_TERMS: readonly TaskwebTermName[] = [
 /** The terms added in v1.2 for offers of task graphs; an `Offer` of a graph must define them. */
 export const OFFER_TERMS: readonly TaskwebTermName[] = ["TaskGraph", "taskGraph"];
 
+/** The term added in v1.3 for tags; a document whose objects carry `tags` must define it. */
+export const TAG_TERMS: readonly TaskwebTermName[] = ["tags"];
+
 /**
  * The v1.0 terms, which every taskweb document's `@context` must define. Terms added by a
  * later minor version are required only in documents that use them, so that a v1.0 peer's
  * documents stay valid.
  */
 export const CORE_TERMS: readonly TaskwebTermName[] = TERM_NAMES.filter(
-  (term) => !TASK_GROUP_TERMS.includes(term) && !OFFER_TERMS.includes(term),
+  (term) =>
+    !TASK_GROUP_TERMS.includes(term) && !OFFER_TERMS.includes(term) && !TAG_TERMS.includes(term),
 );
 
 interface NormalisedDefinition {

@@ -25,6 +25,7 @@ export {
   CORE_TERMS,
   TASK_GROUP_TERMS,
   OFFER_TERMS,
+  TAG_TERMS,
   checkTaskwebContext,
 } from "./context.ts";
 export { buildTaskGraphOffer, isTaskGraphOffer, parseTaskGraphOffer } from "./offers.ts";
@@ -145,6 +146,21 @@ export interface TaskGraphTaskDocument {
   breakpoint?: boolean;
   /** Labels for reports, such as `{"project": "web"}`: at most 32, queried by `/api/v1/stats`. */
   tags?: Record<string, string>;
+  /**
+   * Since v1.3: wait for one matching artifact from each of `clusters` (followed by the
+   * cluster that runs the task), which become inputs at `join/<position>/<artifact name>`.
+   */
+  join?: {
+    clusters: string[];
+    /** A glob on the artifact's name. */
+    artifact?: string;
+    /** Tags the artifact must carry. */
+    tags?: Record<string, string>;
+    /** An ISO 8601 date-time, or a duration from creation such as `PT30M`. */
+    deadline: string;
+    /** @defaultValue "fail" */
+    atDeadline?: "run" | "fail";
+  };
 }
 
 /** A task graph document: every task joins `taskGroupId`. */

@@ -23,6 +23,7 @@ import {
   type SecretCipher,
 } from "./domain/secret-cipher.ts";
 import { createHookService, HOOK_QUEUE, type HookService } from "./domain/hooks.ts";
+import { JOIN_QUEUE } from "./domain/task-joins.ts";
 import { createAuthService, type AuthService } from "./domain/auth.ts";
 import { createFollowPolicy, type FollowPolicy } from "./federation/follow-policy.ts";
 import { createSecretStore, type SecretStore } from "./domain/secrets.ts";
@@ -687,6 +688,15 @@ export async function startCluster(
           HOOK_QUEUE,
           async (job) => {
             await hooks.closeWindow(job.data.hookId, job.data.coalesceKey);
+          },
+          { concurrency: 2 },
+        ),
+      );
+      consumers.push(
+        await jobs.process<{ taskId: string }>(
+          JOIN_QUEUE,
+          async (job) => {
+            await tasks.closeJoin(job.data.taskId);
           },
           { concurrency: 2 },
         ),

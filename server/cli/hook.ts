@@ -33,6 +33,7 @@ function describeHook(hook: HookView): string[] {
     `from ${f.cluster}`,
     ...(f.artifactName != null ? [`artifact ${f.artifactName}`] : []),
     ...(f.taskName != null ? [`task ${f.taskName}`] : []),
+    ...Object.entries(f.tags ?? {}).map(([name, value]) => `tag ${name}=${value}`),
   ].join(", ");
   const lines = [
     `${hook.hookId}  template v${hook.templateVersion}  on ${on}`,

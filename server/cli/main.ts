@@ -25,6 +25,8 @@ import { EXIT_CODES, EXIT_CODES_HELP, errorCodeOf, exitCodeOf } from "./exit-cod
 import { createSpinner } from "./progress.ts";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { JoinProgress } from "../domain/task-joins.ts";
+import { describeJoin } from "./task-join.ts";
 
 interface ServerFlags {
   port?: string;
@@ -338,6 +340,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         state: string;
         runs: { run_id: number; state: string; reason_resolved: string | null }[];
         artifacts: { name: string; size: number; sha256: string }[];
+        join?: JoinProgress;
       };
       if (flags.json === true) {
         console.log(JSON.stringify(body));
@@ -349,6 +352,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           );
         for (const a of body.artifacts)
           console.log(`  artifact ${a.name}  ${a.size} bytes  sha256:${a.sha256}`);
+        if (body.join != null) for (const line of describeJoin(body.join)) console.log(line);
       }
       return 0;
     })();

@@ -23,6 +23,10 @@ import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema, HookFiresTable } from "../store/schema.ts";
 import { ApiError } from "./errors.ts";
+import { globToRegExp, hasTags } from "./tag-match.ts";
+import { TAG_NAME_PATTERN, TASK_LIMITS } from "./task-definition.ts";
+
+export { globToRegExp, hasTags };
 import { checkTaskGraph } from "./task-graph.ts";
 import { emptyEffects, mergeEffects, type Effects, type TaskService } from "./task-service.ts";
 
@@ -61,6 +65,12 @@ export interface HookFilter {
   readonly artifactName?: string;
   /** A glob on the task's name (`TaskCompleted` only: `ArtifactPublished` carries no name). */
   readonly taskName?: string;
+  /**
+   * Tags the task (or the artifact, which carries its task's) must carry, every one with
+   * exactly this value, such as `{"project": "web", "branch": "main"}`; other tags may be
+   * present. Activities from senders older than taskweb v1.3 carry no tags and never match.
+   */
+  readonly tags?: Readonly<Record<string, string>>;
 }
 
 /** How a burst of matching activities becomes one run. */
@@ -157,17 +167,6 @@ export interface HookProblem {
 const HOOK_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const PARAMETER_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 const PLACEHOLDER = /\{\{\s*([A-Za-z0-9_.]+)\s*\}\}/g;
-
-/** A glob as a regular expression: `*` is any characters, `?` one character. */
-export function globToRegExp(glob: string): RegExp {
-  let source = "";
-  for (const ch of glob) {
-    if (ch === "*") source += ".*";
-    else if (ch === "?") source += ".";
-    else source += ch.replace(/[\\^$.|+()[\]{}]/g, "\\$&");
-  }
-  return new RegExp(`^${source}$`, "s");
-}
 
 /** The id of the fire of `hookId` for `activityId`: also its task group's id. */
 export function fireIdOf(hookId: string, activityId: string): string {
@@ -279,6 +278,44 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 }
 
 /**
+ * Checks a filter's `tags`: tag names mapped to the values they must have. Adds a problem
+ * for each thing wrong, under `field`.
+ * @returns the tags, or undefined when absent or wrong.
+ */
+export function checkTagFilter(
+  value: unknown,
+  field: string,
+  problems: { field: string; message: string }[],
+): Record<string, string> | undefined {
+  if (value === undefined) return undefined;
+  if (!isRecord(value) || Object.keys(value).length > TASK_LIMITS.maxTags) {
+    problems.push({
+      field,
+      message: `An object of at most ${TASK_LIMITS.maxTags} tags and the values they must have, such as {"project": "web"}.`,
+    });
+    return undefined;
+  }
+  const tags: Record<string, string> = {};
+  let ok = true;
+  for (const [name, v] of Object.entries(value)) {
+    if (!TAG_NAME_PATTERN.test(name)) {
+      problems.push({
+        field: `${field}.${name}`,
+        message: "A tag name is 1–64 letters, digits, '-', '_', '.', ':' or '/'.",
+      });
+      ok = false;
+    } else if (typeof v !== "string" || v.length > TASK_LIMITS.maxTagValueLength) {
+      problems.push({
+        field: `${field}.${name}`,
+        message: `The value the tag must have: a string of at most ${TASK_LIMITS.maxTagValueLength} characters.`,
+      });
+      ok = false;
+    } else tags[name] = v;
+  }
+  return ok ? tags : undefined;
+}
+
+/**
  * Checks a hook definition sent by a client, template included. Never throws.
  * @returns the definition, or every problem found.
  */
@@ -314,7 +351,7 @@ export function validateHookDefinition(
     problems.push({ field: "filter", message: "Give an object with at least `cluster`." });
   } else {
     for (const key of Object.keys(f)) {
-      if (!["cluster", "activity", "artifactName", "taskName"].includes(key))
+      if (!["cluster", "activity", "artifactName", "taskName", "tags"].includes(key))
         problems.push({ field: `filter.${key}`, message: "Unknown field." });
     }
     let clusterOk = false;
@@ -349,12 +386,14 @@ export function validateHookDefinition(
         message: "ArtifactPublished carries no task name; filter on TaskCompleted to use taskName.",
       });
     }
+    const tags = checkTagFilter(f.tags, "filter.tags", problems);
     if (problems.length === 0) {
       filter = {
         cluster: f.cluster as string,
         activity: activity as HookFilter["activity"],
         ...(f.artifactName !== undefined ? { artifactName: f.artifactName as string } : {}),
         ...(f.taskName !== undefined ? { taskName: f.taskName as string } : {}),
+        ...(tags != null && Object.keys(tags).length > 0 ? { tags } : {}),
       };
     }
   }
@@ -562,6 +601,7 @@ export function matchActivity(
   if (activity.kind === "ArtifactPublished") {
     const a = activity.artifact;
     if (artifactGlob != null && !artifactGlob.test(a.name)) return undefined;
+    if (!hasTags(a.tags, filter.tags)) return undefined;
     return {
       ...base,
       "event.task": a.task,
@@ -573,6 +613,7 @@ export function matchActivity(
   if (activity.kind === "TaskCompleted") {
     const task = activity.task;
     if (filter.taskName != null && !globToRegExp(filter.taskName).test(task.name)) return undefined;
+    if (!hasTags(task.tags, filter.tags)) return undefined;
     const artifact =
       artifactGlob == null ? undefined : task.artifacts.find((a) => artifactGlob.test(a.name));
     if (artifactGlob != null && artifact == null) return undefined;

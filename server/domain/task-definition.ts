@@ -16,6 +16,28 @@ export interface TaskInputDefinition {
   readonly path: string;
 }
 
+/**
+ * A join: the task waits for one matching artifact from each of `clusters` (followed
+ * clusters, by actor URL), which become its inputs, and runs once all have arrived. At the
+ * deadline, stragglers are given up: the task runs with what arrived (`run`, recording the
+ * missing clusters) or resolves `exception` with reason `join-deadline-exceeded` (`fail`).
+ */
+export interface TaskJoinDefinition {
+  /** Actor URLs of followed clusters, in the order their inputs are numbered. */
+  readonly clusters: readonly string[];
+  /** A glob (`*` any characters, `?` one) on the artifact's name. */
+  readonly artifact?: string;
+  /** Tags the artifact must carry (on the wire since v1.3), every one with this value. */
+  readonly tags?: Readonly<Record<string, string>>;
+  /**
+   * As submitted: an ISO 8601 date-time, or a duration (`PT30M`, `P1DT2H`) counted from the
+   * task's creation. The moment it stands for is stored with the join.
+   */
+  readonly deadline: string;
+  /** What happens to stragglers at the deadline. @defaultValue "fail" */
+  readonly atDeadline: "run" | "fail";
+}
+
 /** What the worker runs. */
 export interface TaskPayload {
   /** argv; the first element is the program. */
@@ -54,6 +76,8 @@ export interface TaskDefinition {
   readonly breakpoint: boolean;
   /** Labels for reports and queries (`taskweb stats --tag project`); no effect on running. */
   readonly tags: Readonly<Record<string, string>>;
+  /** Present when the task joins artifacts from several followed clusters. */
+  readonly join?: TaskJoinDefinition;
 }
 
 /** One problem with a submitted definition. */
@@ -82,6 +106,7 @@ export const TASK_LIMITS = {
   defaultRetries: 5,
   maxTags: 32,
   maxTagValueLength: 256,
+  maxJoinClusters: 100,
 } as const;
 
 const KNOWN = new Set([
@@ -98,6 +123,7 @@ const KNOWN = new Set([
   "priority",
   "breakpoint",
   "tags",
+  "join",
 ]);
 
 /** A tag's name: what `/api/v1/stats?tag=` takes. */
@@ -160,6 +186,170 @@ export function isDependencyRef(ref: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The input path of the artifact that cluster number `position` of a join delivered. */
+export function joinInputPath(position: number, artifactName: string): string {
+  return `join/${position}/${artifactName}`;
+}
+
+const DURATION = /^P(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$/;
+
+/**
+ * Milliseconds of an ISO 8601 duration of days, hours, minutes and seconds (`PT30M`,
+ * `P1DT2H`, `PT1.5S`), or undefined when `text` is not one.
+ */
+export function parseDurationMs(text: string): number | undefined {
+  const m = DURATION.exec(text);
+  if (m == null || text === "P") return undefined;
+  const [, d = "0", h = "0", min = "0", sec = "0"] = m;
+  return ((Number(d) * 24 + Number(h)) * 60 + Number(min)) * 60_000 + Number(sec) * 1000;
+}
+
+/**
+ * The moment a join's `deadline` stands for: a date-time as given, a duration from `createdAt`.
+ * Undefined when it is neither.
+ */
+export function joinDeadlineOf(deadline: string, createdAt: Date): Date | undefined {
+  const duration = parseDurationMs(deadline);
+  if (duration != null) return new Date(createdAt.getTime() + duration);
+  if (!/^\d{4}-\d{2}-\d{2}T/.test(deadline)) return undefined;
+  const at = new Date(deadline);
+  return Number.isNaN(at.getTime()) ? undefined : at;
+}
+
+function isHttpUrl(value: unknown): value is string {
+  if (typeof value !== "string" || value.length > 4096) return false;
+  try {
+    const url = new URL(value);
+    return (url.protocol === "https:" || url.protocol === "http:") && url.hash === "";
+  } catch {
+    return false;
+  }
+}
+
+/** Checks a `join` block; adds a problem for each thing wrong. */
+function checkJoin(
+  raw: unknown,
+  taskDeadline: Date | undefined,
+  now: Date,
+  bad: (field: string, message: string) => void,
+): TaskJoinDefinition | undefined {
+  if (!isRecord(raw)) {
+    bad(
+      "join",
+      'Must be an object such as {"clusters": ["https://a.example/clusters/a"], "artifact": "public/*.csv", "deadline": "PT1H"}.',
+    );
+    return undefined;
+  }
+  const before = { count: 0 };
+  const problem = (field: string, message: string) => {
+    before.count++;
+    bad(field, message);
+  };
+  for (const key of Object.keys(raw)) {
+    if (!["clusters", "artifact", "tags", "deadline", "atDeadline"].includes(key)) {
+      problem(
+        `join.${key}`,
+        "Unknown field; known: clusters, artifact, tags, deadline, atDeadline.",
+      );
+    }
+  }
+  const clusters: string[] = [];
+  if (
+    !Array.isArray(raw.clusters) ||
+    raw.clusters.length === 0 ||
+    raw.clusters.length > TASK_LIMITS.maxJoinClusters
+  ) {
+    problem(
+      "join.clusters",
+      `Must list 1 to ${TASK_LIMITS.maxJoinClusters} actor URLs of followed clusters.`,
+    );
+  } else {
+    raw.clusters.forEach((c, i) => {
+      if (!isHttpUrl(c)) {
+        problem(
+          `join.clusters[${i}]`,
+          "Must be the actor URL of a followed cluster, such as https://a.example/clusters/a.",
+        );
+      } else if (clusters.includes(new URL(c).href)) {
+        problem(`join.clusters[${i}]`, "Listed twice; each cluster delivers one input.");
+      } else {
+        clusters.push(new URL(c).href);
+      }
+    });
+  }
+  const artifact = raw.artifact;
+  if (
+    artifact !== undefined &&
+    (typeof artifact !== "string" || artifact === "" || artifact.length > 255)
+  ) {
+    problem(
+      "join.artifact",
+      "Must be a glob of 1–255 characters on the artifact name, such as public/*.csv.",
+    );
+  }
+  let tags: Record<string, string> | undefined;
+  if (raw.tags !== undefined) {
+    if (!isRecord(raw.tags) || Object.keys(raw.tags).length > TASK_LIMITS.maxTags) {
+      problem(
+        "join.tags",
+        `Must be an object of at most ${TASK_LIMITS.maxTags} tags and the values they must have.`,
+      );
+    } else {
+      tags = {};
+      for (const [name, value] of Object.entries(raw.tags)) {
+        if (!TAG_NAME_PATTERN.test(name)) {
+          problem(
+            `join.tags.${name}`,
+            "A tag name is 1–64 letters, digits, '-', '_', '.', ':' or '/'.",
+          );
+        } else if (typeof value !== "string" || value.length > TASK_LIMITS.maxTagValueLength) {
+          problem(
+            `join.tags.${name}`,
+            `Must be a string of at most ${TASK_LIMITS.maxTagValueLength} characters.`,
+          );
+        } else tags[name] = value;
+      }
+    }
+  }
+  if (artifact === undefined && (tags === undefined || Object.keys(tags).length === 0)) {
+    problem("join", "Give artifact (a name glob), tags, or both: which artifacts count.");
+  }
+  const atDeadline = raw.atDeadline ?? "fail";
+  if (atDeadline !== "run" && atDeadline !== "fail") {
+    problem(
+      "join.atDeadline",
+      'Must be "run" (run with what arrived, recording the missing clusters) or "fail".',
+    );
+  }
+  const deadline = raw.deadline;
+  if (typeof deadline !== "string") {
+    problem("join.deadline", "Required: an ISO 8601 date-time or a duration such as PT30M.");
+  } else {
+    const at = joinDeadlineOf(deadline, now);
+    if (at == null) {
+      problem(
+        "join.deadline",
+        "Must be an ISO 8601 date-time such as 2026-01-31T12:00:00Z or a duration such as PT30M.",
+      );
+    } else if (at.getTime() <= now.getTime()) {
+      problem("join.deadline", "Must be in the future.");
+    } else if (taskDeadline != null && at.getTime() >= taskDeadline.getTime()) {
+      problem(
+        "join.deadline",
+        `Must come before the task's deadline (${taskDeadline.toISOString()}); move the task's deadline later or the join's earlier.`,
+      );
+    }
+  }
+  if (before.count > 0) return undefined;
+  return {
+    clusters,
+    ...(artifact !== undefined ? { artifact: artifact as string } : {}),
+    ...(tags !== undefined && Object.keys(tags).length > 0 ? { tags } : {}),
+    deadline: deadline as string,
+    atDeadline: atDeadline as "run" | "fail",
+  };
 }
 
 /**
@@ -374,6 +564,19 @@ export function validateTaskDefinition(
       }
     }
   }
+  let join: TaskJoinDefinition | undefined;
+  if (input.join !== undefined) {
+    const deadlineOk = !problems.some((p) => p.field === "deadline");
+    join = checkJoin(input.join, deadlineOk ? deadline : undefined, now, bad);
+    if (breakpoint === true) {
+      bad("join", "A breakpoint task runs nothing, so it joins no inputs; leave out join.");
+    }
+    inputs.forEach((x, i) => {
+      if (x.path === "join" || x.path.startsWith("join/")) {
+        bad(`inputs[${i}].path`, "join/ holds the joined inputs; save this input elsewhere.");
+      }
+    });
+  }
   if (problems.length > 0 || payload === undefined) return { ok: false, problems };
   return {
     ok: true,
@@ -391,6 +594,7 @@ export function validateTaskDefinition(
       priority: priority as TaskPriority,
       breakpoint: breakpoint as boolean,
       tags,
+      ...(join != null ? { join } : {}),
     },
   };
 }

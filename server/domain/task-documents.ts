@@ -20,11 +20,12 @@ import {
   type TaskObjectInit,
 } from "../../protocol/index.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
+import { storedDefinition } from "./task-definition.ts";
 import type { ArtifactsTable, RunsTable, TasksTable } from "../store/schema.ts";
 
 type TaskRow = Pick<
   Selectable<TasksTable>,
-  "task_id" | "task_group_id" | "name" | "state" | "requires" | "resolved_at"
+  "task_id" | "task_group_id" | "name" | "state" | "requires" | "resolved_at" | "definition"
 >;
 type RunRow = Pick<Selectable<RunsTable>, "run_id" | "reason_resolved" | "resolved_at">;
 type ArtifactRow = Pick<
@@ -43,7 +44,12 @@ export interface TaskDocumentSource {
 
 const RESOLVED = ["completed", "failed", "exception"];
 
-function artifactInit(urls: ClusterUrls, taskId: string, a: ArtifactRow): ArtifactObjectInit {
+function artifactInit(
+  urls: ClusterUrls,
+  taskId: string,
+  a: ArtifactRow,
+  tags: Readonly<Record<string, string>>,
+): ArtifactObjectInit {
   return {
     id: urls.artifact(taskId, a.name),
     attributedTo: urls.actor,
@@ -54,12 +60,15 @@ function artifactInit(urls: ClusterUrls, taskId: string, a: ArtifactRow): Artifa
     size: Number(a.size),
     sha256: a.sha256,
     expires: new Date(a.expires_at),
+    tags,
   };
 }
 
 function taskInit(urls: ClusterUrls, source: TaskDocumentSource): TaskObjectInit {
   const { task, run } = source;
   const resolved = RESOLVED.includes(task.state);
+  // The task's tags travel on it and on each of its artifacts (since v1.3).
+  const tags = storedDefinition(task.definition).tags;
   return {
     id: urls.task(task.task_id),
     attributedTo: urls.actor,
@@ -71,7 +80,8 @@ function taskInit(urls: ClusterUrls, source: TaskDocumentSource): TaskObjectInit
     ...(resolved && task.resolved_at != null ? { resolved: new Date(task.resolved_at) } : {}),
     dependencies: source.dependencies.map((d) => (d.includes("://") ? d : urls.task(d))),
     requires: task.requires,
-    artifacts: source.artifacts.map((a) => artifactInit(urls, task.task_id, a)),
+    artifacts: source.artifacts.map((a) => artifactInit(urls, task.task_id, a, tags)),
+    tags,
   };
 }
 
@@ -80,8 +90,9 @@ export function artifactDocument(
   urls: ClusterUrls,
   taskId: string,
   a: ArtifactRow,
+  tags: Readonly<Record<string, string>> = {},
 ): ArtifactDocumentJson {
-  return buildArtifactObject(artifactInit(urls, taskId, a));
+  return buildArtifactObject(artifactInit(urls, taskId, a, tags));
 }
 
 /** The Task document of one of this cluster's tasks, as its id dereferences to. */

@@ -18,6 +18,7 @@ import { TASK_GRAPH_SCHEMA, isTaskId } from "../../protocol/index.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { DatabaseSchema, TasksTable } from "../store/schema.ts";
 import { ApiError } from "./errors.ts";
+import { insertJoin, unfollowedClusters, unfollowedMessage, type JoinTimer } from "./task-joins.ts";
 import {
   isDependencyRef,
   newTaskRow,
@@ -140,6 +141,8 @@ export interface TaskGroupWriteContext {
   evaluate(taskIds: readonly string[]): Promise<void>;
   /** Asks the remote cluster for a task's state after commit (it may have resolved already). */
   dereference(taskUrl: string): void;
+  /** Sets a join's deadline after commit. */
+  joinTimer(timer: JoinTimer): void;
 }
 
 /** A concurrent request inserted some of this graph's tasks first; retry to see its result. */
@@ -759,6 +762,21 @@ export async function writeTaskGroup(
       });
     }
   }
+  for (const { definition, index } of check.tasks) {
+    if (definition.join == null) continue;
+    // Named as checkTaskGraph names fields; the task ids of a checked graph are valid.
+    const unfollowed = new Set(await unfollowedClusters(trx, definition.join.clusters));
+    definition.join.clusters.forEach((cluster, i) => {
+      if (unfollowed.has(cluster)) {
+        problems.push({
+          reason: "definition",
+          task: index,
+          field: `tasks[${index}] (taskId ${JSON.stringify(definition.taskId)}).join.clusters[${i}]`,
+          message: unfollowedMessage(cluster),
+        });
+      }
+    });
+  }
   if (problems.length > 0 || check.taskGroupId === undefined) throw invalidGraph(problems);
   const taskGroupId = check.taskGroupId;
 
@@ -833,6 +851,11 @@ export async function writeTaskGroup(
   );
   for (const batch of chunks(inputRows)) {
     await trx.insertInto("task_inputs").values(batch).execute();
+  }
+
+  for (const { definition } of check.tasks) {
+    if (definition.join == null) continue;
+    context.joinTimer(await insertJoin(trx, { ...definition, join: definition.join }, now));
   }
 
   await context.evaluate(toEvaluate);

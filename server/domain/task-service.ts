@@ -24,6 +24,17 @@ import {
 } from "../store/schema.ts";
 import { ApiError } from "./errors.ts";
 import {
+  insertJoin,
+  JOIN_QUEUE,
+  joinProgress,
+  joinTimerJobId,
+  recordJoinArrival,
+  unfollowedClusters,
+  unfollowedMessage,
+  waitingJoinTimers,
+  type JoinTimer,
+} from "./task-joins.ts";
+import {
   newTaskRow,
   storedDefinition,
   validateTaskDefinition,
@@ -60,11 +71,20 @@ export interface Effects {
   readonly groupsResolved: string[];
   /** Tasks resolved in the transaction; their groups are checked just before it commits. */
   readonly resolved: string[];
+  /** Join deadlines to set (`server/domain/task-joins.ts`). */
+  readonly joinTimers: JoinTimer[];
 }
 
 /** Effects of a transaction that caused no queue work. */
 export function emptyEffects(): Effects {
-  return { dispatch: [], publish: [], dereference: [], groupsResolved: [], resolved: [] };
+  return {
+    dispatch: [],
+    publish: [],
+    dereference: [],
+    groupsResolved: [],
+    resolved: [],
+    joinTimers: [],
+  };
 }
 
 /** Adds the queue work of `from` to `into` (both caused by one transaction). */
@@ -74,6 +94,7 @@ export function mergeEffects(into: Effects, from: Effects): Effects {
   into.dereference.push(...from.dereference);
   into.groupsResolved.push(...from.groupsResolved);
   into.resolved.push(...from.resolved);
+  into.joinTimers.push(...from.joinTimers);
   return into;
 }
 
@@ -109,6 +130,8 @@ export interface RemoteArtifactReport {
   readonly sha256: string;
   readonly size: number;
   readonly mediaType: string;
+  /** Its task's tags, as an `ArtifactPublished` carries them (since v1.3). */
+  readonly tags?: Readonly<Record<string, string>>;
 }
 
 /** A file a run produced. */
@@ -178,6 +201,14 @@ export function createTaskService(options: TaskServiceOptions) {
     }
     for (const url of effects.dereference) {
       await jobs.enqueue(QUEUES.dereference, url, { url });
+    }
+    for (const timer of effects.joinTimers) {
+      await jobs.enqueue(
+        JOIN_QUEUE,
+        joinTimerJobId(timer),
+        { taskId: timer.taskId },
+        { delayMs: Math.max(0, timer.dueAt.getTime() - Date.now()), attempts: 10 },
+      );
     }
     for (const taskGroupId of effects.groupsResolved) options.onTaskGroupResolved?.(taskGroupId);
   }
@@ -591,6 +622,17 @@ export function createTaskService(options: TaskServiceOptions) {
         .where("state", "=", "unscheduled")
         // An inactive task waits for activation, whatever its dependencies say.
         .where("inactive", "=", false)
+        // A task joining artifacts waits until they arrived or the join's deadline passed.
+        .where(({ not, exists, selectFrom }) =>
+          not(
+            exists(
+              selectFrom("task_joins")
+                .select("task_joins.task_id")
+                .whereRef("task_joins.task_id", "=", "tasks.task_id")
+                .where("task_joins.state", "=", "waiting"),
+            ),
+          ),
+        )
         .orderBy("task_id")
         .forUpdate()
         .execute();
@@ -822,6 +864,20 @@ export function createTaskService(options: TaskServiceOptions) {
             );
           }
         }
+        if (def.join != null) {
+          // Only a followed cluster's activities are acted on: a join on any other would wait
+          // for nothing until its deadline.
+          const unfollowed = new Set(await unfollowedClusters(trx, def.join.clusters));
+          if (unfollowed.size > 0) {
+            throw new ApiError("InputError", "The join names clusters this one does not follow.", {
+              problems: def.join.clusters.flatMap((cluster, i) =>
+                unfollowed.has(cluster)
+                  ? [{ field: `join.clusters[${i}]`, message: unfollowedMessage(cluster) }]
+                  : [],
+              ),
+            });
+          }
+        }
         await openTaskGroup(trx, def.taskGroupId);
         const now = new Date();
         const inserted = await trx
@@ -879,6 +935,9 @@ export function createTaskService(options: TaskServiceOptions) {
             })
             .execute();
         }
+        if (def.join != null) {
+          effects.joinTimers.push(await insertJoin(trx, { ...def, join: def.join }, now));
+        }
         await evaluate(trx, effects, def.taskId);
         return { taskId: def.taskId, created: true };
       });
@@ -899,6 +958,7 @@ export function createTaskService(options: TaskServiceOptions) {
             urls,
             evaluate: (taskIds) => evaluateMany(trx, effects, taskIds),
             dereference: (url) => effects.dereference.push(url),
+            joinTimer: (timer) => effects.joinTimers.push(timer),
           }),
         );
       try {
@@ -927,6 +987,7 @@ export function createTaskService(options: TaskServiceOptions) {
         urls,
         evaluate: (taskIds) => evaluateMany(trx, effects, taskIds),
         dereference: (url) => effects.dereference.push(url),
+        joinTimer: (timer) => effects.joinTimers.push(timer),
       });
       await settleGroups(trx, effects);
       return { result, effects };
@@ -1255,6 +1316,60 @@ export function createTaskService(options: TaskServiceOptions) {
       await upsertRemoteArtifact(trx, artifact);
     },
 
+    /**
+     * Applies an `ArtifactPublished` of a followed cluster, in the inbox's transaction:
+     * remembers the artifact, and counts it in the joins waiting for it, scheduling the
+     * joining tasks that now have everything.
+     * @returns the queue work to do after commit.
+     */
+    async applyPublishedArtifact(artifact: RemoteArtifactReport, trx: Trx): Promise<Effects> {
+      const effects = emptyEffects();
+      await upsertRemoteArtifact(trx, artifact);
+      const complete = await recordJoinArrival(trx, {
+        actorId: artifact.actorId,
+        artifactUrl: artifact.artifactUrl,
+        taskUrl: artifact.taskUrl,
+        name: artifact.name,
+        tags: artifact.tags ?? {},
+      });
+      if (complete.length > 0) await evaluateMany(trx, effects, complete);
+      await settleGroups(trx, effects);
+      return effects;
+    },
+
+    /**
+     * Settles a join whose deadline passed while some clusters had not delivered: the task
+     * runs with what arrived (`run`) or resolves `exception` with reason
+     * `join-deadline-exceeded` (`fail`). Does nothing when the join already settled.
+     */
+    async closeJoin(taskId: string): Promise<"settled" | "not-due" | "nothing-to-do"> {
+      return await inTransaction(async (trx, effects) => {
+        const join = await trx
+          .selectFrom("task_joins")
+          .select(["state", "deadline", "at_deadline"])
+          .where("task_id", "=", taskId)
+          .forUpdate()
+          .executeTakeFirst();
+        if (join == null || join.state !== "waiting") return "nothing-to-do";
+        const now = new Date();
+        const dueAt = new Date(join.deadline);
+        if (dueAt.getTime() > now.getTime()) {
+          // Fired early (clocks of two processes differ): wait again, under another job id.
+          effects.joinTimers.push({ taskId, dueAt, again: now.getTime() });
+          return "not-due";
+        }
+        const run = join.at_deadline === "run";
+        await trx
+          .updateTable("task_joins")
+          .set({ state: run ? "closed" : "failed", settled_at: now })
+          .where("task_id", "=", taskId)
+          .execute();
+        if (run) await evaluate(trx, effects, taskId);
+        else await resolveWithoutRun(trx, effects, taskId, "join-deadline-exceeded");
+        return "settled";
+      });
+    },
+
     /** Resolves runs whose claim expired (their worker died) and retries them if retries are left. */
     async reapExpiredClaims(): Promise<number> {
       const expired = await db
@@ -1332,6 +1447,7 @@ export function createTaskService(options: TaskServiceOptions) {
         .execute();
       for (const o of outbox) effects.publish.push(o.activity_id);
       effects.dereference.push(...(await unresolvedRemoteDependencies()));
+      effects.joinTimers.push(...(await waitingJoinTimers(db)));
       return effects;
     },
 
@@ -1346,7 +1462,7 @@ export function createTaskService(options: TaskServiceOptions) {
         .where("task_id", "=", taskId)
         .executeTakeFirst();
       if (task == null) return undefined;
-      const [runs, dependencies, inputs, artifacts] = await Promise.all([
+      const [runs, dependencies, inputs, artifacts, join] = await Promise.all([
         db.selectFrom("runs").selectAll().where("task_id", "=", taskId).orderBy("run_id").execute(),
         db.selectFrom("task_dependencies").selectAll().where("task_id", "=", taskId).execute(),
         db.selectFrom("task_inputs").selectAll().where("task_id", "=", taskId).execute(),
@@ -1355,8 +1471,9 @@ export function createTaskService(options: TaskServiceOptions) {
           .select(["name", "run_id", "media_type", "size", "sha256", "created_at", "expires_at"])
           .where("task_id", "=", taskId)
           .execute(),
+        joinProgress(db, taskId),
       ]);
-      return { task, runs, dependencies, inputs, artifacts };
+      return { task, runs, dependencies, inputs, artifacts, join };
     },
 
     /** Tasks, newest first. */

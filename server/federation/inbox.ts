@@ -83,6 +83,7 @@ export function artifactReport(actorId: string, a: ArtifactObject): RemoteArtifa
     sha256: a.sha256,
     size: a.size,
     mediaType: a.mediaType,
+    tags: a.tags,
   };
 }
 
@@ -203,8 +204,10 @@ function createInboxCore(options: TaskwebInboxOptions) {
       }
       let effects: Effects;
       if (value.kind === "ArtifactPublished") {
-        await tasks.applyRemoteArtifact(artifactReport(value.actor, value.artifact), trx);
-        effects = emptyEffects();
+        effects = await tasks.applyPublishedArtifact(
+          artifactReport(value.actor, value.artifact),
+          trx,
+        );
       } else if (value.kind === "TaskGroupResolved") {
         // A task may wait on a remote group by its URL: the group counts as completed when
         // every task of it completed, and as failed otherwise.

@@ -19,6 +19,7 @@ import type { OfferService } from "../federation/offers.ts";
 import type { RelayService } from "../federation/relays.ts";
 import type { SecretStore } from "../domain/secrets.ts";
 import type { TaskService, TaskState } from "../domain/task-service.ts";
+import { storedDefinition } from "../domain/task-definition.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { ClusterFederation } from "../federation/federation.ts";
 import type { FollowPolicy } from "../federation/follow-policy.ts";
@@ -280,7 +281,13 @@ export function createApp(options: AppOptions): express.Express {
         .executeTakeFirst();
       if (row == null) throw new ApiError("ResourceNotFound", "No such artifact.");
       if (row.private && !(await fetchAllowed(req, res, taskId, row.name))) return;
-      sendActivityJson(res, artifactDocument(urls, taskId, row));
+      const task = await db
+        .selectFrom("tasks")
+        .select("definition")
+        .where("task_id", "=", taskId)
+        .executeTakeFirst();
+      const tags = task == null ? {} : storedDefinition(task.definition).tags;
+      sendActivityJson(res, artifactDocument(urls, taskId, row, tags));
     }),
   );
   app.get(
@@ -438,6 +445,7 @@ export function createApp(options: AppOptions): express.Express {
         runs: found.runs.map(({ log: _log, ...run }) => run),
         dependencies: found.dependencies,
         inputs: found.inputs,
+        ...(found.join != null ? { join: found.join } : {}),
         artifacts: found.artifacts.map((a) => ({
           ...a,
           size: Number(a.size),

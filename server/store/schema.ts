@@ -85,6 +85,30 @@ export interface TasksTable {
   breakpoint: Generated<boolean>;
 }
 
+/** A task's join (migration 0012): see `server/domain/task-joins.ts`. */
+export interface TaskJoinsTable {
+  task_id: string;
+  deadline: Timestamp;
+  at_deadline: "run" | "fail";
+  /** `waiting`, then `complete` (all arrived), `closed` (ran without stragglers) or `failed`. */
+  state: "waiting" | "complete" | "closed" | "failed";
+  settled_at: Timestamp | null;
+}
+
+/** One cluster of a join; the artifact columns are set when its first match arrives. */
+export interface TaskJoinClustersTable {
+  task_id: string;
+  actor_id: string;
+  /** Index in the definition's `join.clusters`. */
+  position: number;
+  artifact_url: string | null;
+  task_url: string | null;
+  name: string | null;
+  /** Where the worker saves it, under the task's inputs directory. */
+  path: string | null;
+  arrived_at: Timestamp | null;
+}
+
 /** Taskcluster's priority levels, highest first. */
 export const TASK_PRIORITIES = [
   "highest",
@@ -421,4 +445,6 @@ export interface DatabaseSchema {
   relay_sources: RelaySourcesTable;
   relayed_activities: RelayedActivitiesTable;
   relay_announces: RelayAnnouncesTable;
+  task_joins: TaskJoinsTable;
+  task_join_clusters: TaskJoinClustersTable;
 }

@@ -384,3 +384,87 @@ describe("validateTaskDefinition", () => {
     }
   });
 });
+
+describe("a join", () => {
+  const A = "http://127.0.0.1:7301/clusters/a";
+  const B = "http://127.0.0.1:7302/clusters/b";
+
+  it("keeps the deadline as given, fills atDeadline, and normalises cluster URLs", () => {
+    const value = valueOf(
+      validate(
+        base({
+          join: {
+            clusters: [A, "HTTP://127.0.0.1:7302/clusters/b"],
+            artifact: "public/*",
+            deadline: "PT30M",
+          },
+        }),
+      ),
+    );
+    expect(value.join).toEqual({
+      clusters: [A, B],
+      artifact: "public/*",
+      deadline: "PT30M",
+      atDeadline: "fail",
+    });
+  });
+
+  it("takes durations of days, hours, minutes and seconds, and date-times", () => {
+    for (const deadline of ["P1D", "PT1H30M", "PT1.5S", "P1DT2H", "2030-06-02T00:00:00Z"]) {
+      expect(
+        validate(
+          base({
+            deadline: "2030-06-04T00:00:00Z",
+            join: { clusters: [A], tags: { p: "1" }, deadline },
+          }),
+        ).ok,
+        deadline,
+      ).toBe(true);
+    }
+    for (const deadline of ["P", "PT", "P1W", "1h", "2030-06-01", "PT0S", "2030-05-31T00:00:00Z"]) {
+      expect(
+        problemFields(validate(base({ join: { clusters: [A], tags: { p: "1" }, deadline } }))),
+        deadline,
+      ).toContain("join.deadline");
+    }
+  });
+
+  it("refuses a join deadline after the task's own", () => {
+    const result = validate(
+      base({
+        deadline: "2030-06-01T13:00:00Z",
+        join: { clusters: [A], artifact: "*", deadline: "PT2H" },
+      }),
+    );
+    expect(problemFields(result)).toEqual(["join.deadline"]);
+  });
+
+  it("refuses a join on a breakpoint task and an input saved under join/", () => {
+    const join = { clusters: [A], artifact: "*", deadline: "PT1H" };
+    expect(problemFields(validate({ taskId: "t", breakpoint: true, join }))).toContain("join");
+    expect(
+      problemFields(
+        validate(base({ join, inputs: [{ task: REMOTE, artifact: "public/x", path: "join/x" }] })),
+      ),
+    ).toEqual(["inputs[0].path"]);
+  });
+
+  it("names every problem of a bad join", () => {
+    const result = validate(
+      base({
+        join: { clusters: [A, A, "ftp://x"], tags: { "a b": "x" }, atDeadline: "later", extra: 1 },
+      }),
+    );
+    expect(problemFields(result).sort()).toEqual(
+      [
+        "join.extra",
+        "join.clusters[1]",
+        "join.clusters[2]",
+        "join.tags.a b",
+        "join",
+        "join.atDeadline",
+        "join.deadline",
+      ].sort(),
+    );
+  });
+});

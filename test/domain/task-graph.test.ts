@@ -127,6 +127,7 @@ describe("task graph format", () => {
       priority: true,
       breakpoint: true,
       tags: true,
+      join: true,
     } satisfies Record<keyof TaskGraphTaskDocument, true>;
     expect(Object.keys(defs.task.properties).sort()).toEqual(Object.keys(typeFields).sort());
     // validateTaskDefinition names every field it knows when it meets an unknown one.

@@ -271,6 +271,65 @@ describeEachBackend("hooks", (backend) => {
     expect(await waitForResolution(B, `${newest.fire_id}-flash`)).toBe("completed");
   });
 
+  it("fires on a completion whose tags match the filter's, and not on one whose tags differ", async () => {
+    const created = await api(B, "PUT", "/hooks/web-main", {
+      filter: {
+        cluster: A.urls.actor,
+        activity: "TaskCompleted",
+        tags: { project: "web", branch: "main" },
+      },
+      template: {
+        tasks: [{ taskId: "deploy", payload: { command: ["echo", "{{event.taskName}}"] } }],
+      },
+    });
+    expect(created.status).toBe(201);
+    const badTags = await api(B, "PUT", "/hooks/bad-tags", {
+      filter: { cluster: A.urls.actor, tags: { "no spaces": "x", branch: 3 } },
+      template: { tasks: [{ taskId: "t", payload: { command: ["true"] } }] },
+    });
+    expect(badTags.status).toBe(400);
+    expect(JSON.stringify(badTags.json.details)).toContain("filter.tags.branch");
+
+    // The branch differs: B records the completion, and the hook does not fire.
+    await A.tasks.createTask({
+      taskId: "web-dev",
+      tags: { project: "web", branch: "dev" },
+      payload: { command: ["true"] },
+    });
+    expect(await waitForResolution(A, "web-dev")).toBe("completed");
+    await waitFor("B to apply the completion of web-dev", async () => {
+      const known = await B.database.db
+        .selectFrom("remote_tasks")
+        .select("state")
+        .where("task_url", "=", A.urls.task("web-dev"))
+        .executeTakeFirst();
+      return known?.state === "completed" ? true : undefined;
+    });
+    expect(await firesOf(B, "web-main")).toEqual([]);
+
+    // Every tag of the filter matches; the task's extra tag does not matter.
+    await A.tasks.createTask({
+      taskId: "web-main",
+      name: "web-main",
+      tags: { project: "web", branch: "main", owner: "ops" },
+      payload: { command: ["true"] },
+    });
+    expect(await waitForResolution(A, "web-main")).toBe("completed");
+    const fire = await waitFor("the tagged hook to fire", async () => {
+      const fires = await firesOf(B, "web-main");
+      return fires[0]?.state === "fired" ? fires[0] : undefined;
+    });
+    expect(fire.event["event.task"]).toBe(A.urls.task("web-main"));
+    expect(await waitForResolution(B, `${fire.fire_id}-deploy`)).toBe("completed");
+    expect(await firesOf(B, "web-main")).toHaveLength(1);
+    // The tags travel on the wire: on the task and on each of its artifacts.
+    const outbox = await A.database.db.selectFrom("outbox").select("activity").execute();
+    const completion = outbox
+      .map((o) => o.activity as { object?: { id?: string; tags?: unknown } })
+      .find((o) => o.object?.id === A.urls.task("web-main"));
+    expect(completion?.object?.tags).toEqual({ project: "web", branch: "main", owner: "ops" });
+  });
+
   // The command runs as a child process (seconds each on a loaded machine), and what it
   // calls is the REST API tested above on both backends: declared on the embedded one only.
   if (backend.name === "embedded")

@@ -86,6 +86,7 @@ const TASK_KEYS = [
   "dependencies",
   "requires",
   "artifacts",
+  "tags",
 ] as const;
 const TASK_REQUIRED_KEYS = [
   "id",
@@ -106,6 +107,7 @@ const ARTIFACT_KEYS = [
   "sha256",
   "expires",
 ] as const;
+const ARTIFACT_OPTIONAL_KEYS = ["tags"] as const;
 
 interface ObjectSchema {
   required: string[];
@@ -137,18 +139,20 @@ describe("TypeScript types and JSON Schemas", () => {
   });
 
   it("list and require the same artifact properties", () => {
-    expectTypeOf<keyof ArtifactObject>().toEqualTypeOf<(typeof ARTIFACT_KEYS)[number]>();
+    expectTypeOf<keyof ArtifactObject>().toEqualTypeOf<
+      (typeof ARTIFACT_KEYS)[number] | (typeof ARTIFACT_OPTIONAL_KEYS)[number]
+    >();
     expectTypeOf<RequiredKeys<ArtifactObjectInit>>().toEqualTypeOf<
       (typeof ARTIFACT_KEYS)[number]
     >();
     expectTypeOf<Exclude<keyof ArtifactObjectJson, "type">>().toEqualTypeOf<
-      (typeof ARTIFACT_KEYS)[number]
+      (typeof ARTIFACT_KEYS)[number] | (typeof ARTIFACT_OPTIONAL_KEYS)[number]
     >();
     const schema = schemaOf("artifact");
     const properties = Object.keys(schema.properties).filter(
       (key) => key !== "@context" && key !== "type",
     );
-    expect(properties.sort()).toEqual([...ARTIFACT_KEYS].sort());
+    expect(properties.sort()).toEqual([...ARTIFACT_KEYS, ...ARTIFACT_OPTIONAL_KEYS].sort());
     expect(schema.required.filter((key) => key !== "type").sort()).toEqual(
       [...ARTIFACT_KEYS].sort(),
     );
@@ -272,10 +276,32 @@ describe("parseActivity", () => {
           size: 12,
           sha256: SHA,
           expires: "2027-11-23T11:00:00.000Z",
+          tags: {},
         },
       ],
+      tags: {},
     });
     expect(activity.raw).toBe(json);
+  });
+
+  it("carries a task's tags on the task and its artifacts, and leaves out empty ones", () => {
+    const tags = { project: "web", branch: "main" };
+    const json = buildTaskCompleted({
+      ...activityFields,
+      task: {
+        ...completedTask,
+        tags,
+        artifacts: completedTask.artifacts.map((a) => ({ ...a, tags })),
+      },
+    });
+    expect(json.object.tags).toEqual(tags);
+    expect(json.object.artifacts[0]?.tags).toEqual(tags);
+    const activity = unwrap(parseActivity(json));
+    if (activity.kind !== "TaskCompleted") throw new Error(activity.kind);
+    expect(activity.task.tags).toEqual(tags);
+    expect(activity.task.artifacts[0]?.tags).toEqual(tags);
+    const untagged = buildTaskCompleted({ ...activityFields, task: completedTask });
+    expect("tags" in untagged.object).toBe(false);
   });
 
   it("round-trips a TaskFailed and re-embeds the parsed task", () => {

@@ -90,6 +90,7 @@ const TERMS = [
   "exceptionCount",
   "TaskGraph",
   "taskGraph",
+  "tags",
 ];
 
 describe("TASKWEB_CONTEXT", () => {
@@ -104,13 +105,14 @@ describe("TASKWEB_CONTEXT", () => {
     }
   });
 
-  it("coerces only URL-valued terms, to @id, and the offered graph to a JSON literal", () => {
+  it("coerces only URL-valued terms, to @id, and the offered graph and tags to JSON literals", () => {
     const coerced = Object.entries(TASKWEB_CONTEXT)
       .filter(([, definition]) => typeof definition === "object" && "@type" in definition)
       .map(([term, definition]) => [term, (definition as { "@type": string })["@type"]])
       .sort();
     expect(coerced).toEqual([
       ["dependencies", "@id"],
+      ["tags", "@json"],
       ["task", "@id"],
       ["taskGraph", "@json"],
       ["taskGroup", "@id"],
@@ -124,7 +126,10 @@ describe("TASKWEB_CONTEXT", () => {
 
   it("keeps every taskweb property through JSON-LD expansion, so signatures cover them", async () => {
     const documents = [
-      { ...buildTaskCompleted({ ...fields, task }), protocolVersion: PROTOCOL_VERSION },
+      {
+        ...buildTaskCompleted({ ...fields, task: { ...task, tags: { project: "web" } } }),
+        protocolVersion: PROTOCOL_VERSION,
+      },
       buildTaskFailed({
         ...fields,
         task: { ...task, taskState: "failed", reasonResolved: "failed" },
