@@ -163,14 +163,19 @@ function reportHook(
  * publisher and consumes its `public/data.csv` (digest checked by the worker). Everything
  * the join needs is here, so that it can become a single join declaration later.
  */
-function aggregateTask(taskId: string, datasets: readonly string[]): Record<string, unknown> {
+function aggregateTask(taskId: string, publishers: readonly string[]): Record<string, unknown> {
   return {
     taskId,
     name: "join the publishers' datasets",
-    dependencies: [...datasets],
-    inputs: datasets.map((task, i) => ({ task, artifact: "public/data.csv", path: `in-${i}.csv` })),
+    join: {
+      clusters: [...publishers],
+      artifact: "public/data.csv",
+      tags: { dataset: "population", period: "2026-12" },
+      deadline: "PT10M",
+      atDeadline: "run",
+    },
     payload: sh(
-      'mkdir -p "$TASKWEB_ARTIFACTS/public" && cd "$TASKWEB_INPUTS" && sha256sum in-*.csv && cat in-*.csv > "$TASKWEB_ARTIFACTS/public/joined.csv" && echo "rows: $(wc -l < "$TASKWEB_ARTIFACTS/public/joined.csv")"',
+      'mkdir -p "$TASKWEB_ARTIFACTS/public" && cd "$TASKWEB_INPUTS/join" && sha256sum */public/data.csv && cat */public/data.csv > "$TASKWEB_ARTIFACTS/public/joined.csv" && echo "rows: $(wc -l < "$TASKWEB_ARTIFACTS/public/joined.csv")"',
     ),
   };
 }
@@ -302,11 +307,11 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     say("agg: relays north, south and east to its followers (Announce, proofs kept)");
     for (const p of ["north", "south", "east"] as const)
       await c.agg.relays.addSource(c[p].urls.actor);
-    const datasets = (["north", "south", "east"] as const).map((p) =>
-      c[p].urls.task("dataset-2026-12"),
+    const publishers = (["north", "south", "east"] as const).map((p) => c[p].urls.actor);
+    await c.agg.tasks.createTask(aggregateTask("aggregate-2026-12", publishers));
+    say(
+      "agg: created aggregate-2026-12, a join: one public/data.csv tagged period=2026-12 from each publisher (deadline 10 min, then run with what arrived)",
     );
-    await c.agg.tasks.createTask(aggregateTask("aggregate-2026-12", datasets));
-    say("agg: created aggregate-2026-12, waiting on one dataset task of each publisher");
 
     say("ci builds trunk #101, release builds v2.0, the publishers publish December's data:");
     await Promise.all([
@@ -316,6 +321,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
         c[p].tasks.createTask({
           taskId: "dataset-2026-12",
           name: "publish December's dataset",
+          tags: { dataset: "population", period: "2026-12" },
           payload: sh(
             `mkdir -p "$TASKWEB_ARTIFACTS/public" && printf '${p},2026-12,${(i + 1) * 100}\\n' > "$TASKWEB_ARTIFACTS/public/data.csv"`,
           ),
@@ -406,7 +412,6 @@ export async function runDemo(options: DemoOptions): Promise<number> {
 
     // Provenance, as a reader outside every cluster checks it.
     say("A reader fetches agg's outbox over plain HTTP and checks each relayed activity:");
-    const publishers = (["north", "south", "east"] as const).map((p) => c[p].urls.actor);
     await waitFor(
       "agg to relay each publisher's activities",
       async () => {
