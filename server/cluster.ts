@@ -470,8 +470,8 @@ export async function startCluster(
       db: database.db,
       kv: createKyselyKvStore(database.db),
       queue: createFedifyMessageQueue(jobs, "fedify-outbox", {
-        // A delivery is signed with the keys current when it is sent, so that one queued
-        // before a key rotation does not go out under a key id that now names another key.
+        // A delivery is signed with the keys current when it is sent: one queued before a
+        // key rotation still verifies after the replaced key's grace period has ended.
         prepare: async (message) => {
           const m = message as { type?: unknown; keys?: { keyId?: unknown }[] };
           if (
