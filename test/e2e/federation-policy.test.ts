@@ -149,6 +149,16 @@ describe("federation policy on embedded", () => {
     const stranger = await peerGet(content, true);
     expect(stranger.status).toBe(403);
     expect(stranger.text).not.toContain(REPORT);
+    // The task's document lists the public artifact to everyone, and nothing of the private
+    // one (name, size, digest) to an unsigned GET or to a signed one by a non-follower.
+    const digest = createHash("sha256").update(REPORT).digest("hex");
+    for (const signed of [false, true]) {
+      const taskDoc = await peerGet(A.urls.task("report"), signed);
+      expect(taskDoc.status).toBe(200);
+      expect(taskDoc.text).toContain("public/readme.txt");
+      expect(taskDoc.text).not.toContain("private/report.txt");
+      expect(taskDoc.text).not.toContain(digest);
+    }
 
     // Once the owner accepts the peer as a follower, the signed GET gets the bytes.
     await B.federation.follow(A.urls.actor);
@@ -160,6 +170,13 @@ describe("federation policy on embedded", () => {
     expect(await peerGet(content, true)).toEqual({ status: 200, text: REPORT });
     expect((await peerGet(document, true)).status).toBe(200);
     expect((await peerGet(content, false)).status).toBe(401);
+    // The follower's signed GET of the task lists the private artifact, with its digest.
+    const followerDoc = await peerGet(A.urls.task("report"), true);
+    expect(followerDoc.status).toBe(200);
+    const listed = (JSON.parse(followerDoc.text) as { artifacts: { name: string }[] }).artifacts;
+    expect(listed.map((x) => x.name).sort()).toEqual(["private/report.txt", "public/readme.txt"]);
+    expect(followerDoc.text).toContain(digest);
+    expect((await peerGet(A.urls.task("report"), false)).text).not.toContain("private/report.txt");
   }, 120_000);
 
   /** One answer of the owner to a request for a path containing `needle`, with its signature. */
