@@ -95,6 +95,14 @@ describe("budgets shared on Redis", () => {
     expect((await one.peek("https://a.example")).ok).toBe(false);
     expect(await two.take("https://b.example")).toEqual({ ok: true });
     expect(await other.take("https://a.example")).toEqual({ ok: true });
+    // Every key a budget leaves in Redis expires with its window (300 s here) [TW-RATE-3].
+    const keys = await connections[0]!.keys(`${prefix}:rate:*`);
+    expect(keys.length).toBeGreaterThanOrEqual(2);
+    for (const key of keys) {
+      const ttl = await connections[0]!.pttl(key);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(300_000);
+    }
   });
 
   it("fetches a key again once per interval across two processes", async () => {
