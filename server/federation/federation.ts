@@ -13,6 +13,7 @@ import {
   SendActivityError,
   type Context,
   type DocumentLoader,
+  type RequestContext,
   type Federation,
   type KvStore,
   type MessageQueue,
@@ -128,6 +129,7 @@ export interface ClusterFederationOptions {
   readonly followPolicy?: {
     decide(actorId: string): Promise<FollowDecision>;
     acceptance(): Promise<string>;
+    isBlocked(actorId: string): Promise<boolean>;
   };
   /** Told of every delivery attempt this process makes (metrics, logs). */
   readonly onDelivery?: (attempt: DeliveryAttempt) => void;
@@ -415,9 +417,63 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       return Number(row.n);
     });
 
+  /** The activities among `activities` that name a private artifact of this cluster. */
+  const privateArtifactsNamed = async (
+    activities: readonly Record<string, unknown>[],
+  ): Promise<Set<Record<string, unknown>>> => {
+    const taskPrefix = urls.task("");
+    const taskIdOf = (url: unknown) =>
+      typeof url === "string" && url.startsWith(taskPrefix)
+        ? decodeURIComponent(url.slice(taskPrefix.length))
+        : undefined;
+    const artifactUrls = (a: Record<string, unknown>): string[] => {
+      const object = a.object as Record<string, unknown> | undefined;
+      if (object == null || typeof object !== "object") return [];
+      const list = Array.isArray(object.artifacts) ? (object.artifacts as unknown[]) : [object];
+      return list.flatMap((x) =>
+        typeof x === "object" && x != null && typeof (x as { id?: unknown }).id === "string"
+          ? [(x as { id: string }).id]
+          : [],
+      );
+    };
+    const taskIds = new Set<string>();
+    for (const a of activities) {
+      const object = a.object as Record<string, unknown> | undefined;
+      for (const id of [taskIdOf(object?.id), taskIdOf(object?.task)]) {
+        if (id != null) taskIds.add(id);
+      }
+    }
+    if (taskIds.size === 0) return new Set();
+    const privates = await db
+      .selectFrom("artifacts")
+      .select(["task_id", "name"])
+      .where("private", "=", true)
+      .where("task_id", "in", [...taskIds])
+      .execute();
+    if (privates.length === 0) return new Set();
+    const privateUrls = new Set(privates.map((p) => urls.artifact(p.task_id, p.name)));
+    return new Set(activities.filter((a) => artifactUrls(a).some((u) => privateUrls.has(u))));
+  };
+  /** Whether the request was signed, by a key its actor owns, by an accepted follower. */
+  const signedByFollower = async (ctx: RequestContext<null>): Promise<boolean> => {
+    const key = await ctx.getSignedKey().catch(() => null);
+    const owner = key?.ownerId?.href;
+    if (key?.id == null || owner == null || new URL(key.id.href).origin !== new URL(owner).origin) {
+      return false;
+    }
+    if (options.followPolicy != null && (await options.followPolicy.isBlocked(owner))) return false;
+    const row = await db
+      .selectFrom("followers")
+      .select("actor_id")
+      .where("actor_id", "=", owner)
+      .where("state", "=", "accepted")
+      .executeTakeFirst();
+    return row != null;
+  };
+
   // The outbox is paged newest first; a cursor is the `seq` of the first item of the page.
   federation
-    .setOutboxDispatcher("/clusters/{identifier}/outbox", async (_ctx, identifier, cursor) => {
+    .setOutboxDispatcher("/clusters/{identifier}/outbox", async (ctx, identifier, cursor) => {
       if (identifier !== name || cursor == null) return null;
       const before = cursor === "" ? null : Number(cursor);
       let query = db
@@ -430,8 +486,16 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       const rows = await query.execute();
       const page = rows.slice(0, OUTBOX_PAGE_SIZE);
       const last = page.at(-1);
+      // Activities that name a private artifact (its ArtifactPublished, its task's
+      // TaskCompleted) are listed only to a GET signed by an accepted follower: they are
+      // signed, so they cannot be trimmed, and anyone may page the outbox.
+      const naming = await privateArtifactsNamed(page.map((r) => r.activity));
+      const shown =
+        naming.size === 0 || (await signedByFollower(ctx))
+          ? page
+          : page.filter((r) => !naming.has(r.activity));
       return {
-        items: page.map((r) => TaskwebActivity.fromJson(r.activity)),
+        items: shown.map((r) => TaskwebActivity.fromJson(r.activity)),
         nextCursor: rows.length > OUTBOX_PAGE_SIZE && last != null ? String(last.seq) : null,
       };
     })

@@ -107,8 +107,12 @@ describe("federation policy on embedded", () => {
   }, 120_000);
 
   /** GETs `url` signed with the peer's key (or unsigned); returns status and text. */
-  async function peerGet(url: string, signed: boolean): Promise<{ status: number; text: string }> {
-    let request = new Request(url, { headers: { accept: "*/*" } });
+  async function peerGet(
+    url: string,
+    signed: boolean,
+    accept = "*/*",
+  ): Promise<{ status: number; text: string }> {
+    let request = new Request(url, { headers: { accept } });
     if (signed) {
       const key = await clusterRsaKey(b.current());
       request = await signRequest(request, key.privateKey, key.keyId, { spec: "rfc9421" });
@@ -158,6 +162,12 @@ describe("federation policy on embedded", () => {
       expect(taskDoc.text).toContain("public/readme.txt");
       expect(taskDoc.text).not.toContain("private/report.txt");
       expect(taskDoc.text).not.toContain(digest);
+      // Nor does the outbox, whose signed activities name it.
+      const outbox = await peerGet(`${A.urls.outbox}?cursor=`, signed, "application/activity+json");
+      expect(outbox.status).toBe(200);
+      expect(outbox.text).toContain("public/readme.txt");
+      expect(outbox.text).not.toContain("private/report.txt");
+      expect(outbox.text).not.toContain(digest);
     }
 
     // Once the owner accepts the peer as a follower, the signed GET gets the bytes.
@@ -176,6 +186,13 @@ describe("federation policy on embedded", () => {
     const listed = (JSON.parse(followerDoc.text) as { artifacts: { name: string }[] }).artifacts;
     expect(listed.map((x) => x.name).sort()).toEqual(["private/report.txt", "public/readme.txt"]);
     expect(followerDoc.text).toContain(digest);
+    const followerOutbox = await peerGet(
+      `${A.urls.outbox}?cursor=`,
+      true,
+      "application/activity+json",
+    );
+    expect(followerOutbox.text).toContain("private/report.txt");
+    expect(followerOutbox.text).toContain(digest);
     expect((await peerGet(A.urls.task("report"), false)).text).not.toContain("private/report.txt");
   }, 120_000);
 
