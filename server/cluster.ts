@@ -424,6 +424,7 @@ export async function startCluster(
       urls,
       name: config.name,
       context: () => fed.context(),
+      senderKeys: () => fed.senderKeys(),
       policy: (actorId) => auth.satisfies(`actor:${actorId}`, [OFFER_ACCEPT_SCOPE]),
       onOutcome: (outcome) => emit({ type: "offer", outcome }),
     });

@@ -225,6 +225,8 @@ export interface ClusterFederation {
    * is signed with these when it is sent.
    */
   signingKeys(): Promise<{ keyId: string; privateKey: JsonWebKey }[]>;
+  /** The active key pairs under their ids, RSA first, as `sendActivity` takes a sender. */
+  senderKeys(): Promise<{ keyId: URL; privateKey: CryptoKey }[]>;
   /** Signs one outbox activity and POSTs it to one inbox now; reports how that went. */
   deliver(activityJson: Record<string, unknown>, inbox: string): Promise<SendOutcome>;
   /**
@@ -845,6 +847,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         graceUntil: new Date(result.rotatedAt.getTime() + graceMs),
       };
     },
+    senderKeys,
     async signingKeys() {
       const pairs = await senderKeys();
       return await Promise.all(
