@@ -49,7 +49,8 @@ async function clusterSigner(flags: { data?: string; name?: string }): Promise<S
     ...(flags.data != null ? { dataDir: flags.data } : {}),
     ...(flags.name != null ? { name: flags.name } : {}),
   });
-  const origin = config.publicUrl ?? `http://${config.host}:${config.port}`;
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  const origin = config.publicUrl ?? `http://${host}:${config.port}`;
   const database = await openDatabase({
     url: config.databaseUrl,
     dataDir: config.databaseUrl == null ? join(config.dataDir ?? ".data", "pglite") : undefined,
