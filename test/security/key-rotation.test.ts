@@ -7,7 +7,11 @@
  * nothing more (the refetch limit).
  */
 import { signRequest } from "@fedify/fedify";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadOrCreateKeyPairs, rotateKeyPairs } from "../../server/federation/key-store.ts";
+import { openDatabase } from "../../server/store/database.ts";
+import { migrateToLatest } from "../../server/store/migrate.ts";
+import * as stableKeyIds from "../../server/store/migrations/0010-stable-key-ids.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { describeEachBackend } from "../support/backends.ts";
 import {
@@ -172,5 +176,45 @@ describeEachBackend("key rotation", (backend) => {
     // A key is fetched again at most once per interval after its first fetch: five forged
     // requests cause at most two fetches, however they interleave with the rotation's.
     expect(fetchesOfA() - flood).toBeLessThanOrEqual(2);
+  });
+});
+
+describe("stable key ids", () => {
+  it("gives each key an id of its own, and keeps the ids the keys in use before had", async () => {
+    const database = await openDatabase({});
+    try {
+      await migrateToLatest(database.db);
+      const first = await loadOrCreateKeyPairs(database.db, "x");
+      expect(first.map((p) => p.fragment)).toEqual([
+        expect.stringMatching(/^key-\d+$/),
+        expect.stringMatching(/^key-\d+$/),
+      ]);
+      await rotateKeyPairs(database.db, "x");
+      const rotated = await loadOrCreateKeyPairs(database.db, "x", 86_400_000);
+      // The replaced keys are listed after the new ones, under the ids they had.
+      expect(rotated.map((p) => [p.fragment, p.active])).toEqual([
+        [
+          expect.not.stringMatching(new RegExp(`^(${first.map((p) => p.fragment).join("|")})$`)),
+          true,
+        ],
+        [expect.any(String), true],
+        [first[0]!.fragment, false],
+        [first[1]!.fragment, false],
+      ]);
+
+      // A database from before ids were stable: its active keys keep the ids Fedify gave
+      // them by position, the replaced ones get their own.
+      await stableKeyIds.down(database.db as never);
+      await stableKeyIds.up(database.db as never);
+      const upgraded = await loadOrCreateKeyPairs(database.db, "x", 86_400_000);
+      expect(upgraded.map((p) => p.fragment)).toEqual([
+        "main-key",
+        "multikey-2",
+        first[0]!.fragment,
+        first[1]!.fragment,
+      ]);
+    } finally {
+      await database.close();
+    }
   });
 });
