@@ -14,6 +14,7 @@ import { join } from "node:path";
 import type { TracerProvider } from "@opentelemetry/api";
 import type { Express } from "express";
 import { getLogger } from "@logtape/logtape";
+import { Redis } from "ioredis";
 import type { ClusterConfig } from "./config.ts";
 import { ConfigError } from "./config.ts";
 import {
@@ -65,7 +66,7 @@ import {
   createRefetchLimiter,
   signerFor,
 } from "./outbound/document-loader.ts";
-import { createRateLimiter } from "./http/rate-limit.ts";
+import { createRateLimiter, type RateLimitStore } from "./http/rate-limit.ts";
 import { createBullMqJobQueue } from "./queue/bullmq-job-queue.ts";
 import { createEmbeddedJobQueue } from "./queue/embedded-job-queue.ts";
 import { createFedifyMessageQueue } from "./queue/fedify-message-queue.ts";
@@ -424,6 +425,7 @@ export async function startCluster(
       urls,
       name: config.name,
       context: () => fed.context(),
+      senderKeys: () => fed.senderKeys(),
       policy: (actorId) => auth.satisfies(`actor:${actorId}`, [OFFER_ACCEPT_SCOPE]),
       onOutcome: (outcome) => emit({ type: "offer", outcome }),
     });
@@ -470,8 +472,8 @@ export async function startCluster(
       db: database.db,
       kv: createKyselyKvStore(database.db),
       queue: createFedifyMessageQueue(jobs, "fedify-outbox", {
-        // A delivery is signed with the keys current when it is sent, so that one queued
-        // before a key rotation does not go out under a key id that now names another key.
+        // A delivery is signed with the keys current when it is sent: one queued before a
+        // key rotation still verifies after the replaced key's grace period has ended.
         prepare: async (message) => {
           const m = message as { type?: unknown; keys?: { keyId?: unknown }[] };
           if (
@@ -549,10 +551,22 @@ export async function startCluster(
     let app: Express | undefined;
     if (server != null) {
       const keyCache = createMemoryKeyCache();
+      // Budgets shared by every web process of the cluster: on Redis when the cluster has it.
+      let limits: RateLimitStore = { kind: "memory" };
+      if (config.redisUrl != null) {
+        const client = new Redis(config.redisUrl, { enableOfflineQueue: false });
+        client.on("error", () => {}); // the budgets fall back to memory until it answers
+        cleanups.push(() => {
+          client.disconnect();
+          return Promise.resolve();
+        });
+        limits = { kind: "redis", client, prefix: config.redisPrefix };
+      }
       // The guard's key fetches: a key that fails to verify is fetched again at most once
-      // per interval, however many requests name it.
+      // per interval, however many requests (to however many processes) name it.
       const keyLoader = createRefetchLimiter(documentLoader, {
         intervalMs: config.keyRefetchIntervalMs,
+        store: limits,
       });
       const ctx = fed.context();
       app = createApp({
@@ -579,8 +593,16 @@ export async function startCluster(
           isBlocked: (actorId) => followPolicy.isBlocked(actorId),
           onRefused: (reason) => emit({ type: "inbox-refused", reason }),
           onIgnored: (reason) => emit({ type: "inbox-ignored", reason }),
-          originLimiter: createRateLimiter(config.inboxRateLimit),
-          refusedLimiter: createRateLimiter(config.inboxRefusedRateLimit),
+          originLimiter: createRateLimiter({
+            name: "inbox-origin",
+            ...config.inboxRateLimit,
+            store: limits,
+          }),
+          refusedLimiter: createRateLimiter({
+            name: "inbox-refused",
+            ...config.inboxRefusedRateLimit,
+            store: limits,
+          }),
           fetchBudget: config.inboxFetchBudget,
           onVerified: () => metrics?.inboxVerification("verified"),
           onAdmitted: (json) => admitted.remember(json),

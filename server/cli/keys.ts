@@ -36,7 +36,7 @@ export function registerKeyCommands(program: Command, options: KeyCommandsOption
       keys
         .command("rotate")
         .description(
-          "Replace the RSA and Ed25519 keys with new ones, tell followers (Update of the actor), keep the old ones published for the grace period",
+          "Replace the RSA and Ed25519 keys with new ones, tell followers (Update of the actor), keep the old ones published under their own ids for the grace period",
         ),
     )
     .action((flags: ClientFlags & { json?: boolean }) => {
@@ -53,7 +53,7 @@ export function registerKeyCommands(program: Command, options: KeyCommandsOption
           } else {
             print(`Rotated at ${body.rotatedAt}; signing with ${body.keyIds.join(", ")}.`);
             print(
-              `${body.replacedKeys} replaced keys stay published until ${body.graceUntil}; followers were sent an Update.`,
+              `${body.replacedKeys} replaced keys stay published under their ids until ${body.graceUntil}; followers were sent an Update.`,
             );
           }
           return 0;

@@ -1468,7 +1468,16 @@ export function createTaskService(options: TaskServiceOptions) {
         db.selectFrom("task_inputs").selectAll().where("task_id", "=", taskId).execute(),
         db
           .selectFrom("artifacts")
-          .select(["name", "run_id", "media_type", "size", "sha256", "created_at", "expires_at"])
+          .select([
+            "name",
+            "run_id",
+            "media_type",
+            "size",
+            "sha256",
+            "created_at",
+            "expires_at",
+            "private",
+          ])
           .where("task_id", "=", taskId)
           .execute(),
         joinProgress(db, taskId),

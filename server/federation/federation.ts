@@ -13,6 +13,7 @@ import {
   SendActivityError,
   type Context,
   type DocumentLoader,
+  type RequestContext,
   type Federation,
   type KvStore,
   type MessageQueue,
@@ -23,9 +24,11 @@ import {
 import {
   Accept,
   Activity,
+  CryptographicKey,
   Endpoints,
   Follow,
   isActor,
+  Multikey,
   Reject,
   Service,
   Undo,
@@ -40,7 +43,12 @@ import type { DatabaseSchema } from "../store/schema.ts";
 import type { ClusterUrls } from "./cluster-urls.ts";
 import type { SendOutcome } from "./delivery.ts";
 import type { FollowDecision } from "./follow-policy.ts";
-import { loadOrCreateKeyPairs, rotateKeyPairs, type KeyRotationResult } from "./key-store.ts";
+import {
+  loadOrCreateKeyPairs,
+  rotateKeyPairs,
+  type ClusterKeyPair,
+  type KeyRotationResult,
+} from "./key-store.ts";
 import { TaskwebActivity } from "./taskweb-activity.ts";
 
 const logger = getLogger(["taskweb", "federation"]);
@@ -121,6 +129,7 @@ export interface ClusterFederationOptions {
   readonly followPolicy?: {
     decide(actorId: string): Promise<FollowDecision>;
     acceptance(): Promise<string>;
+    isBlocked(actorId: string): Promise<boolean>;
   };
   /** Told of every delivery attempt this process makes (metrics, logs). */
   readonly onDelivery?: (attempt: DeliveryAttempt) => void;
@@ -212,10 +221,12 @@ export interface ClusterFederation {
     KeyRotationResult & { readonly keyIds: string[]; readonly graceUntil: Date }
   >;
   /**
-   * The keys a delivery is signed with now (`keyId`, private JWK), active ones first: a
-   * delivery queued before a rotation is signed with these when it is sent.
+   * The active keys (`keyId`, private JWK), RSA first: a delivery queued before a rotation
+   * is signed with these when it is sent.
    */
   signingKeys(): Promise<{ keyId: string; privateKey: JsonWebKey }[]>;
+  /** The active key pairs under their ids, RSA first, as `sendActivity` takes a sender. */
+  senderKeys(): Promise<{ keyId: URL; privateKey: CryptoKey }[]>;
   /** Signs one outbox activity and POSTs it to one inbox now; reports how that went. */
   deliver(activityJson: Record<string, unknown>, inbox: string): Promise<SendOutcome>;
   /**
@@ -262,7 +273,13 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     origin: urls.origin,
     documentLoaderFactory: () => options.loaders.documentLoader,
     contextLoaderFactory: () => options.loaders.contextLoader,
-    authenticatedDocumentLoaderFactory: (identity) => options.loaders.authenticated(identity),
+    // Fedify names an actor's keys by position; this cluster's fetches are signed under the
+    // key's own id.
+    authenticatedDocumentLoaderFactory: (identity) =>
+      options.loaders.authenticated({
+        keyId: keyIds.get(identity.privateKey) ?? identity.keyId,
+        privateKey: identity.privateKey,
+      }),
     outboxRetryPolicy: createExponentialBackoffPolicy({
       maxAttempts: retry.maxAttempts,
       initialDelay: { milliseconds: retry.initialDelayMs },
@@ -280,19 +297,34 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
 
   const graceMs = options.keyGraceMs ?? 7 * 86_400_000;
   // Loaded again every few seconds: another process may have rotated the keys.
-  let keyPairs: { at: number; pairs: Promise<CryptoKeyPair[]> } | undefined;
+  let keyPairs: { at: number; pairs: Promise<ClusterKeyPair[]> } | undefined;
   const getKeyPairs = () => {
     if (keyPairs == null || Date.now() - keyPairs.at > KEY_RELOAD_MS) {
-      keyPairs = {
-        at: Date.now(),
-        pairs: loadOrCreateKeyPairs(db, name, graceMs),
-      };
+      const pairs = loadOrCreateKeyPairs(db, name, graceMs).then((loaded) => {
+        for (const p of loaded) keyIds.set(p.privateKey, keyIdOf(p));
+        return loaded;
+      });
+      pairs.catch(() => (keyPairs = undefined));
+      keyPairs = { at: Date.now(), pairs };
     }
     return keyPairs.pairs;
   };
+  /**
+   * Each key's id is its own for life (`<actor>#<fragment>`): Fedify's ids are positions in
+   * the list, which a rotation shifts, so this cluster signs and publishes under these.
+   */
+  const keyIdOf = (pair: ClusterKeyPair) => new URL(`#${pair.fragment}`, urls.actor);
+  /** This cluster's private keys → their ids, for the fetches Fedify signs. */
+  const keyIds = new WeakMap<CryptoKey, URL>();
+  /** The active keys (RSA first), to sign with. */
+  const senderKeys = async () =>
+    (await getKeyPairs())
+      .filter((p) => p.active)
+      .map((p) => ({ keyId: keyIdOf(p), privateKey: p.privateKey }));
 
   const buildActor = async (ctx: Context<null>, identifier: string) => {
-    const keys = await ctx.getActorKeyPairs(identifier);
+    const keys = await getKeyPairs();
+    const owner = ctx.getActorUri(identifier);
     return new Service({
       id: ctx.getActorUri(identifier),
       preferredUsername: identifier,
@@ -303,11 +335,22 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       followers: ctx.getFollowersUri(identifier),
       following: ctx.getFollowingUri(identifier),
       endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
-      // The active RSA key first, then any replaced one still in its grace period.
+      // The active RSA key first, then any replaced one still in its grace period, each under
+      // its own id. An RSA key is also a Multikey, under a second id (a JSON-LD node has one).
       publicKeys: keys
         .filter((k) => k.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5")
-        .map((k) => k.cryptographicKey),
-      assertionMethods: keys.map((k) => k.multikey),
+        .map((k) => new CryptographicKey({ id: keyIdOf(k), owner, publicKey: k.publicKey })),
+      assertionMethods: keys.map(
+        (k) =>
+          new Multikey({
+            id:
+              k.privateKey.algorithm.name === "Ed25519"
+                ? keyIdOf(k)
+                : new URL(`${keyIdOf(k).href}-multikey`),
+            controller: owner,
+            publicKey: k.publicKey,
+          }),
+      ),
       manuallyApprovesFollowers:
         options.followPolicy != null && (await options.followPolicy.acceptance()) !== "auto",
     });
@@ -376,9 +419,63 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       return Number(row.n);
     });
 
+  /** The activities among `activities` that name a private artifact of this cluster. */
+  const privateArtifactsNamed = async (
+    activities: readonly Record<string, unknown>[],
+  ): Promise<Set<Record<string, unknown>>> => {
+    const taskPrefix = urls.task("");
+    const taskIdOf = (url: unknown) =>
+      typeof url === "string" && url.startsWith(taskPrefix)
+        ? decodeURIComponent(url.slice(taskPrefix.length))
+        : undefined;
+    const artifactUrls = (a: Record<string, unknown>): string[] => {
+      const object = a.object as Record<string, unknown> | undefined;
+      if (object == null || typeof object !== "object") return [];
+      const list = Array.isArray(object.artifacts) ? (object.artifacts as unknown[]) : [object];
+      return list.flatMap((x) =>
+        typeof x === "object" && x != null && typeof (x as { id?: unknown }).id === "string"
+          ? [(x as { id: string }).id]
+          : [],
+      );
+    };
+    const taskIds = new Set<string>();
+    for (const a of activities) {
+      const object = a.object as Record<string, unknown> | undefined;
+      for (const id of [taskIdOf(object?.id), taskIdOf(object?.task)]) {
+        if (id != null) taskIds.add(id);
+      }
+    }
+    if (taskIds.size === 0) return new Set();
+    const privates = await db
+      .selectFrom("artifacts")
+      .select(["task_id", "name"])
+      .where("private", "=", true)
+      .where("task_id", "in", [...taskIds])
+      .execute();
+    if (privates.length === 0) return new Set();
+    const privateUrls = new Set(privates.map((p) => urls.artifact(p.task_id, p.name)));
+    return new Set(activities.filter((a) => artifactUrls(a).some((u) => privateUrls.has(u))));
+  };
+  /** Whether the request was signed, by a key its actor owns, by an accepted follower. */
+  const signedByFollower = async (ctx: RequestContext<null>): Promise<boolean> => {
+    const key = await ctx.getSignedKey().catch(() => null);
+    const owner = key?.ownerId?.href;
+    if (key?.id == null || owner == null || new URL(key.id.href).origin !== new URL(owner).origin) {
+      return false;
+    }
+    if (options.followPolicy != null && (await options.followPolicy.isBlocked(owner))) return false;
+    const row = await db
+      .selectFrom("followers")
+      .select("actor_id")
+      .where("actor_id", "=", owner)
+      .where("state", "=", "accepted")
+      .executeTakeFirst();
+    return row != null;
+  };
+
   // The outbox is paged newest first; a cursor is the `seq` of the first item of the page.
   federation
-    .setOutboxDispatcher("/clusters/{identifier}/outbox", async (_ctx, identifier, cursor) => {
+    .setOutboxDispatcher("/clusters/{identifier}/outbox", async (ctx, identifier, cursor) => {
       if (identifier !== name || cursor == null) return null;
       const before = cursor === "" ? null : Number(cursor);
       let query = db
@@ -391,8 +488,16 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       const rows = await query.execute();
       const page = rows.slice(0, OUTBOX_PAGE_SIZE);
       const last = page.at(-1);
+      // Activities that name a private artifact (its ArtifactPublished, its task's
+      // TaskCompleted) are listed only to a GET signed by an accepted follower: they are
+      // signed, so they cannot be trimmed, and anyone may page the outbox.
+      const naming = await privateArtifactsNamed(page.map((r) => r.activity));
+      const shown =
+        naming.size === 0 || (await signedByFollower(ctx))
+          ? page
+          : page.filter((r) => !naming.has(r.activity));
       return {
-        items: page.map((r) => TaskwebActivity.fromJson(r.activity)),
+        items: shown.map((r) => TaskwebActivity.fromJson(r.activity)),
         nextCursor: rows.length > OUTBOX_PAGE_SIZE && last != null ? String(last.seq) : null,
       };
     })
@@ -454,7 +559,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
           follower: follower.id.href,
         });
         await ctx.sendActivity(
-          { identifier: name },
+          await senderKeys(),
           follower,
           new Reject({
             id: new URL(`${urls.actor}#rejects/${crypto.randomUUID()}`),
@@ -496,7 +601,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       await options.onFollowed?.(follower.endpoints?.sharedInbox?.href ?? followerInbox);
       logger.info("{follower} now follows this cluster.", { follower: follower.id.href });
       await ctx.sendActivity(
-        { identifier: name },
+        await senderKeys(),
         follower,
         new Accept({
           id: new URL(`${urls.actor}#accepts/${crypto.randomUUID()}`),
@@ -578,7 +683,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
   ): Promise<void> => {
     const ctx = context();
     await ctx.sendActivity(
-      { identifier: name },
+      await senderKeys(),
       recipientOf(row),
       new Answer({
         id: new URL(
@@ -611,14 +716,13 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
   };
   const signActivity = async (activityJson: Record<string, unknown>): Promise<string> => {
     const ctx = context();
-    const pairs = await ctx.getActorKeyPairs(name);
+    const pairs = await senderKeys();
     const loader = { contextLoader: ctx.contextLoader };
     let activity: Activity = TaskwebActivity.fromJson(activityJson);
     const ed25519 = pairs.find((p) => p.privateKey.algorithm.name === "Ed25519");
     if (ed25519 != null) {
       // The proof names the key by its Multikey id, as the actor document publishes it.
-      const keyId = ed25519.multikey.id ?? ed25519.keyId;
-      activity = await signObject(activity, ed25519.privateKey, keyId, loader);
+      activity = await signObject(activity, ed25519.privateKey, ed25519.keyId, loader);
     }
     let json = await activity.toJsonLd({ format: "compact", ...loader });
     const rsa = pairs.find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
@@ -658,7 +762,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         )
         .execute();
       await ctx.sendActivity(
-        { identifier: name },
+        await senderKeys(),
         actor,
         new Follow({ id: new URL(followId), actor: ctx.getActorUri(name), object: actor.id }),
       );
@@ -678,7 +782,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         endpoints: row.shared_inbox == null ? null : { sharedInbox: new URL(row.shared_inbox) },
       };
       await ctx.sendActivity(
-        { identifier: name },
+        await senderKeys(),
         recipient,
         new Undo({
           id: new URL(`${urls.actor}#undo/${crypto.randomUUID()}`),
@@ -719,9 +823,14 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       keyPairs = undefined;
       const ctx = context();
       const actor = await buildActor(ctx, name);
+      const followers = await db
+        .selectFrom("followers")
+        .select(["actor_id", "inbox", "shared_inbox"])
+        .where("state", "=", "accepted")
+        .execute();
       await ctx.sendActivity(
-        { identifier: name },
-        "followers",
+        await senderKeys(),
+        followers.map(recipientOf),
         new Update({
           id: new URL(`${urls.actor}#updates/${crypto.randomUUID()}`),
           actor: ctx.getActorUri(name),
@@ -732,15 +841,15 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       logger.info("Rotated the keys of {actor}; followers were sent an Update.", {
         actor: urls.actor,
       });
-      const pairs = await ctx.getActorKeyPairs(name);
       return {
         ...result,
-        keyIds: pairs.slice(0, 2).map((p) => p.keyId.href),
+        keyIds: (await senderKeys()).map((p) => p.keyId.href),
         graceUntil: new Date(result.rotatedAt.getTime() + graceMs),
       };
     },
+    senderKeys,
     async signingKeys() {
-      const pairs = await context().getActorKeyPairs(name);
+      const pairs = await senderKeys();
       return await Promise.all(
         pairs.map(async (p) => ({
           keyId: p.keyId.href,
@@ -751,7 +860,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     async deliver(activityJson, inbox) {
       try {
         const body = await signedBody(activityJson);
-        const pairs = await context().getActorKeyPairs(name);
+        const pairs = await senderKeys();
         const rsa = pairs.find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
         if (rsa == null) throw new Error(`${urls.actor} has no RSA key to sign deliveries with.`);
         const origin = new URL(inbox).origin;

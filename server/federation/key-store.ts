@@ -3,7 +3,9 @@
  * Data signatures) and Ed25519 (Object Integrity Proofs). Created once, on first use, by
  * whichever process gets there first; every other process loads the same keys. A rotation
  * replaces both with new ones; the replaced keys stay published for a grace period after
- * the active ones (`retired_at` is when they were replaced).
+ * the active ones (`retired_at` is when they were replaced). Each key has one id for life,
+ * `<actor>#<fragment>` ({@link keyFragment}), so that what it signed before a rotation still
+ * names it afterwards.
  * @module
  */
 import { exportJwk, generateCryptoKeyPair, importJwk } from "@fedify/fedify";
@@ -30,6 +32,22 @@ import { sql, type Kysely, type Transaction } from "kysely";
 import type { DatabaseSchema } from "../store/schema.ts";
 
 const ALGORITHMS = ["RSASSA-PKCS1-v1_5", "Ed25519"] as const;
+
+/** A key pair of the cluster and the fragment of its id in the actor document. */
+export interface ClusterKeyPair extends CryptoKeyPair {
+  /** The key's id is `<actor>#<fragment>`, the same for the key's whole life. */
+  readonly fragment: string;
+  /** False for a replaced key still published in its grace period. */
+  readonly active: boolean;
+}
+
+/**
+ * The fragment of a key's id: `key-<row id>`, or the one stored with it (the keys active
+ * before ids were stable keep the positional ids they were published under).
+ */
+export function keyFragment(row: { id: number; key_fragment: string | null }): string {
+  return row.key_fragment ?? `key-${row.id}`;
+}
 
 /** Generates an active key pair of `algorithm` for `identifier` and stores it. */
 async function insertNewKey(
@@ -60,7 +78,7 @@ export async function loadOrCreateKeyPairs(
   db: Kysely<DatabaseSchema>,
   identifier: string,
   graceMs = 0,
-): Promise<CryptoKeyPair[]> {
+): Promise<ClusterKeyPair[]> {
   const rows = await db.transaction().execute(async (trx) => {
     // Serialises first-start key creation across processes sharing one database.
     await sql`select pg_advisory_xact_lock(hashtext(${`taskweb-keys:${identifier}`}))`.execute(trx);
@@ -75,13 +93,15 @@ export async function loadOrCreateKeyPairs(
     for (const algorithm of missing) existing.push(await insertNewKey(trx, identifier, algorithm));
     return existing;
   });
-  const pairs: CryptoKeyPair[] = [];
+  const pairs: ClusterKeyPair[] = [];
   for (const algorithm of ALGORITHMS) {
     const row = rows.find((r) => r.algorithm === algorithm);
     if (row == null) throw new Error(`No ${algorithm} key for ${identifier}`);
     pairs.push({
       privateKey: await importJwk(row.private_jwk, "private"),
       publicKey: await importJwk(row.public_jwk, "public"),
+      fragment: keyFragment(row),
+      active: true,
     });
   }
   if (graceMs > 0) {
@@ -97,6 +117,8 @@ export async function loadOrCreateKeyPairs(
       pairs.push({
         privateKey: await importJwk(row.private_jwk, "private"),
         publicKey: await importJwk(row.public_jwk, "public"),
+        fragment: keyFragment(row),
+        active: false,
       });
     }
   }

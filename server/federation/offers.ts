@@ -72,6 +72,8 @@ export interface OfferServiceOptions {
   readonly name: string;
   /** A Fedify context for sending (the federation is built after this service). */
   context(): Context<null>;
+  /** The keys to sign with, under their ids (see `ClusterFederation.senderKeys`). */
+  senderKeys(): Promise<{ keyId: URL; privateKey: CryptoKey }[]>;
   /** Whether an actor's offers are accepted. */
   readonly policy: OfferPolicy;
   /** Told what became of every received offer. */
@@ -105,7 +107,7 @@ function view(row: {
 
 /** Creates the offer service. */
 export function createOfferService(options: OfferServiceOptions) {
-  const { db, tasks, jobs, urls, name } = options;
+  const { db, tasks, jobs, urls } = options;
 
   async function sendTo(actorUrl: string, activity: TaskwebActivity | Accept | Reject) {
     const ctx = options.context();
@@ -113,7 +115,7 @@ export function createOfferService(options: OfferServiceOptions) {
     if (!isActor(actor) || actor.id == null || actor.inboxId == null) {
       throw new ApiError("RemoteUnavailable", `${actorUrl} is not a reachable cluster actor.`);
     }
-    await ctx.sendActivity({ identifier: name }, actor, activity, { fanout: "skip" });
+    await ctx.sendActivity(await options.senderKeys(), actor, activity, { fanout: "skip" });
   }
 
   async function answer(

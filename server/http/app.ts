@@ -38,7 +38,11 @@ import { inboxGuard, type InboxGuardOptions } from "./inbox-guard.ts";
 import { keyRoutes } from "./key-routes.ts";
 import { secretRoutes } from "./secret-routes.ts";
 import { authRoutes } from "./auth-routes.ts";
-import { checkAuthorizedFetch } from "./authorized-fetch.ts";
+import {
+  checkAuthorizedFetch,
+  mayReadPrivateArtifact,
+  verifySignedFetch,
+} from "./authorized-fetch.ts";
 import { federationRoutes } from "./federation-routes.ts";
 import { privateArtifactRoutes } from "./private-artifact-routes.ts";
 import { webappRoutes } from "./webapp-routes.ts";
@@ -216,6 +220,15 @@ export function createApp(options: AppOptions): express.Express {
   app.post("/inbox", guard);
   app.use(fedifyMiddleware(options.federation.federation, urls.origin));
 
+  const authorizedFetch = {
+    db,
+    auth,
+    origin: urls.origin,
+    documentLoader: options.guard.documentLoader,
+    contextLoader: options.guard.contextLoader,
+    keyCache: options.guard.keyCache,
+    isBlocked: (actorId: string) => options.followPolicy.isBlocked(actorId),
+  };
   /** Answers 401/403 and returns false unless the GET may read this private artifact. */
   const fetchAllowed = async (
     req: ERequest,
@@ -223,19 +236,10 @@ export function createApp(options: AppOptions): express.Express {
     taskId: string,
     artifactName: string,
   ): Promise<boolean> => {
-    const result = await checkAuthorizedFetch(
-      req,
-      {
-        db,
-        auth,
-        origin: urls.origin,
-        documentLoader: options.guard.documentLoader,
-        contextLoader: options.guard.contextLoader,
-        keyCache: options.guard.keyCache,
-        isBlocked: (actorId) => options.followPolicy.isBlocked(actorId),
-      },
-      { taskId, name: artifactName },
-    );
+    const result = await checkAuthorizedFetch(req, authorizedFetch, {
+      taskId,
+      name: artifactName,
+    });
     if (result.ok) return true;
     if (result.status === 401) res.setHeader("WWW-Authenticate", 'Signature realm="taskweb"');
     res.setHeader("Vary", "Signature, Signature-Input");
@@ -250,13 +254,39 @@ export function createApp(options: AppOptions): express.Express {
       const found = await tasks.getTask(param(req, "taskId"));
       if (found == null) throw new ApiError("ResourceNotFound", "No such task on this cluster.");
       const last = found.runs.at(-1);
+      // A private artifact is listed only to a signed GET by an actor that may fetch it: to
+      // anyone else, its name, size and digest are as private as its bytes.
+      let artifacts = found.artifacts.filter((a) => !a.private);
+      if (artifacts.length < found.artifacts.length) {
+        res.setHeader("Vary", "Signature, Signature-Input");
+        const signed = req.headers.signature != null || req.headers["signature-input"] != null;
+        const signer = signed ? await verifySignedFetch(req, authorizedFetch) : undefined;
+        if (signer?.ok === true) {
+          const readable = new Set<string>();
+          for (const a of found.artifacts) {
+            if (
+              a.private &&
+              (await mayReadPrivateArtifact(authorizedFetch, signer.actor, {
+                taskId: found.task.task_id,
+                name: a.name,
+              }))
+            ) {
+              readable.add(a.name);
+            }
+          }
+          if (readable.size > 0) {
+            res.setHeader("Cache-Control", "private, no-store");
+            artifacts = found.artifacts.filter((a) => !a.private || readable.has(a.name));
+          }
+        }
+      }
       sendActivityJson(
         res,
         taskDocument(urls, {
           task: found.task,
           run: last,
           dependencies: found.dependencies.map((d) => d.dependency),
-          artifacts: found.artifacts,
+          artifacts,
         }),
       );
     }),

@@ -52,6 +52,25 @@ export async function checkAuthorizedFetch(
   options: AuthorizedFetchOptions,
   artifact: { taskId: string; name: string },
 ): Promise<AuthorizedFetchResult> {
+  const signer = await verifySignedFetch(req, options);
+  if (!signer.ok || (await mayReadPrivateArtifact(options, signer.actor, artifact))) return signer;
+  return {
+    ok: false,
+    status: 403,
+    reason: "not-a-follower",
+    message:
+      "This artifact is private: only accepted followers of this cluster (or actors granted its read scope) may fetch it.",
+  };
+}
+
+/**
+ * Checks who signed a GET: a valid HTTP signature by a key its actor owns on its own origin,
+ * that actor not blocked. Says nothing yet of what the actor may read.
+ */
+export async function verifySignedFetch(
+  req: ERequest,
+  options: AuthorizedFetchOptions,
+): Promise<AuthorizedFetchResult> {
   if (req.headers.signature == null && req.headers["signature-input"] == null) {
     return {
       ok: false,
@@ -92,25 +111,28 @@ export async function checkAuthorizedFetch(
       message: "This cluster does not serve your actor.",
     };
   }
+  return { ok: true, actor: owner };
+}
+
+/**
+ * Whether `actor` (verified by {@link verifySignedFetch}) may read a private artifact: it is
+ * an accepted follower, or holds the artifact's read scope.
+ */
+export async function mayReadPrivateArtifact(
+  options: Pick<AuthorizedFetchOptions, "db" | "auth">,
+  actor: string,
+  artifact: { taskId: string; name: string },
+): Promise<boolean> {
   const follower = await options.db
     .selectFrom("followers")
     .select("actor_id")
-    .where("actor_id", "=", owner)
+    .where("actor_id", "=", actor)
     .where("state", "=", "accepted")
     .executeTakeFirst();
-  if (
+  return (
     follower != null ||
-    (await options.auth.satisfies(`actor:${owner}`, [
+    (await options.auth.satisfies(`actor:${actor}`, [
       artifactReadScope(artifact.taskId, artifact.name),
     ]))
-  ) {
-    return { ok: true, actor: owner };
-  }
-  return {
-    ok: false,
-    status: 403,
-    reason: "not-a-follower",
-    message:
-      "This artifact is private: only accepted followers of this cluster (or actors granted its read scope) may fetch it.",
-  };
+  );
 }

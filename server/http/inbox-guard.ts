@@ -15,7 +15,7 @@ import type { NextFunction, Request as ERequest, Response as EResponse } from "e
 import { checkJsonLimits, sameOrigin } from "../../protocol/index.ts";
 import { withFetchBudget } from "../outbound/checked-fetch.ts";
 import { toWebRequest } from "./fedify-adapter.ts";
-import type { RateLimiter } from "./rate-limit.ts";
+import type { RateDecision, RateLimiter } from "./rate-limit.ts";
 
 const logger = getLogger(["taskweb", "http", "inbox"]);
 
@@ -204,20 +204,48 @@ function tooMany(
 export function inboxGuard(options: InboxGuardOptions) {
   return (req: ERequest, res: EResponse, next: NextFunction): void => {
     const client = req.socket.remoteAddress ?? "unknown";
-    const blocked = options.refusedLimiter?.peek(client);
-    if (blocked != null && !blocked.ok) {
-      tooMany(
-        res,
-        blocked.retryAfterSeconds,
-        "Too many refused requests from this address; wait before sending again.",
-        options.onRefused,
-      );
-      req.resume();
+    const refusedLimiter = options.refusedLimiter;
+    if (refusedLimiter == null) {
+      guard(req, res, next, () => {});
       return;
     }
-    // Every refusal costs the client address a token.
+    refusedLimiter.peek(client).then(
+      AsyncResource.bind((blocked: RateDecision) => {
+        if (!blocked.ok) {
+          tooMany(
+            res,
+            blocked.retryAfterSeconds,
+            "Too many refused requests from this address; wait before sending again.",
+            options.onRefused,
+          );
+          req.resume();
+          return;
+        }
+        // Every refusal spends one request of the client address's budget.
+        guard(req, res, next, () => {
+          refusedLimiter.take(client).catch((error: unknown) => {
+            logger.warn("Refusal not counted: {error}", { error: String(error) });
+          });
+        });
+      }),
+      (error: unknown) => {
+        logger.error("Inbox guard failed: {error}", { error: String(error) });
+        req.resume();
+        if (!res.headersSent) {
+          res.status(500).json({ code: "InternalServerError", message: "Try again later." });
+        }
+      },
+    );
+  };
+
+  function guard(
+    req: ERequest,
+    res: EResponse,
+    next: NextFunction,
+    spendRefusal: () => void,
+  ): void {
     const onRefused = (reason: InboxRefusal) => {
-      options.refusedLimiter?.take(client);
+      spendRefusal();
       options.onRefused?.(reason);
     };
     const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
@@ -403,7 +431,7 @@ export function inboxGuard(options: InboxGuardOptions) {
         return;
       }
       if (options.originLimiter != null) {
-        const decision = options.originLimiter.take(new URL(actor).origin);
+        const decision = await options.originLimiter.take(new URL(actor).origin);
         if (!decision.ok) {
           tooMany(
             res,
@@ -430,5 +458,5 @@ export function inboxGuard(options: InboxGuardOptions) {
       options.onAdmitted?.(json as Record<string, unknown>);
       next();
     }
-  };
+  }
 }

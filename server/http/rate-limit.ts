@@ -1,10 +1,14 @@
 /**
- * Token buckets keyed by a peer (an origin, or a client address): `burst` requests at once,
- * refilled at `perSecond`. The state per peer is a few numbers, and the map is capped: when
- * full, the buckets that have refilled completely (they hold no information) go first, then
- * the least recently used, so a flood of new peers cannot grow memory without bound.
+ * Request budgets keyed by a peer (an origin, a client address, a key URL), kept by
+ * `rate-limiter-flexible`: `burst` requests per window of `burst / perSecond` seconds, so
+ * the long-run rate is `perSecond`. On Redis every process of a cluster spends from the same
+ * budget (the keys live under the cluster's Redis prefix); in memory each process has its
+ * own, which is what the embedded engine's single process needs. A window that has ended
+ * holds no state, so a flood of new peers costs memory (or Redis keys) only for one window.
  * @module
  */
+import type { Redis } from "ioredis";
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import type { RateLimit } from "../config.ts";
 
 /** What {@link RateLimiter.take} decided. */
@@ -15,72 +19,75 @@ export type RateDecision =
       /** Whole seconds until one request is allowed again. */ readonly retryAfterSeconds: number;
     };
 
-/** A set of token buckets, one per key. */
+/** A set of budgets, one per key. */
 export interface RateLimiter {
-  /** Spends one token of `key`'s bucket, or says how long to wait for one. */
-  take(key: string): RateDecision;
-  /** Says whether `key` has a token, without spending it. */
-  peek(key: string): RateDecision;
-  /** Buckets kept (tests, metrics). */
-  readonly size: number;
+  /** Spends one request of `key`'s budget, or says how long to wait for one. */
+  take(key: string): Promise<RateDecision>;
+  /** Says whether `key` has a request left, without spending it. */
+  peek(key: string): Promise<RateDecision>;
 }
+
+/**
+ * Where budgets are kept: `memory` (this process), or Redis (every process that uses the
+ * same connection target and `prefix`).
+ */
+export type RateLimitStore =
+  | { readonly kind: "memory" }
+  | { readonly kind: "redis"; readonly client: Redis; readonly prefix: string };
 
 /** Options for {@link createRateLimiter}. */
 export interface RateLimiterOptions extends RateLimit {
-  /** Buckets kept at most. @defaultValue 10000 */
-  readonly maxKeys?: number;
-  /** The clock, in ms (tests). @defaultValue Date.now */
-  readonly now?: () => number;
+  /** Names the budget; budgets of different names never share a key. */
+  readonly name: string;
+  /** @defaultValue `{ kind: "memory" }` */
+  readonly store?: RateLimitStore;
+}
+
+/** The window, in whole seconds, in which `burst` requests are allowed. */
+export function windowSeconds(limit: RateLimit): number {
+  return Math.max(1, Math.ceil(limit.burst / limit.perSecond));
 }
 
 /** Creates a {@link RateLimiter}. */
 export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
-  const { burst, perSecond } = options;
-  const maxKeys = options.maxKeys ?? 10_000;
-  const now = options.now ?? Date.now;
-  const buckets = new Map<string, { tokens: number; at: number }>();
+  const points = options.burst;
+  const duration = windowSeconds(options);
+  const store = options.store ?? { kind: "memory" };
+  const memory = new RateLimiterMemory({ keyPrefix: options.name, points, duration });
+  const limiter =
+    store.kind === "memory"
+      ? memory
+      : new RateLimiterRedis({
+          storeClient: store.client,
+          keyPrefix: `${store.prefix}:rate:${options.name}`,
+          points,
+          duration,
+          // A key that spent its budget is refused from memory until its window ends: a
+          // flood costs Redis one round trip per process, not one per request.
+          inMemoryBlockOnConsumed: points + 1,
+          // Redis unreachable: each process keeps its own budget until it is back.
+          insuranceLimiter: memory,
+          rejectIfRedisNotReady: true,
+        });
 
-  function current(key: string): { tokens: number; at: number } {
-    const t = now();
-    const bucket = buckets.get(key);
-    if (bucket == null) return { tokens: burst, at: t };
-    const tokens = Math.min(burst, bucket.tokens + ((t - bucket.at) / 1000) * perSecond);
-    return { tokens, at: t };
-  }
-
-  function decide(tokens: number): RateDecision {
-    return tokens >= 1
-      ? { ok: true }
-      : { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - tokens) / perSecond)) };
-  }
-
-  function evict(): void {
-    if (buckets.size < maxKeys) return;
-    for (const [key] of buckets) {
-      if (current(key).tokens >= burst) buckets.delete(key);
-    }
-    while (buckets.size >= maxKeys) {
-      const oldest = buckets.keys().next().value;
-      if (oldest == null) break;
-      buckets.delete(oldest);
-    }
-  }
+  const refused = (res: RateLimiterRes): RateDecision => ({
+    ok: false,
+    retryAfterSeconds: Math.max(1, Math.ceil(res.msBeforeNext / 1000)),
+  });
 
   return {
-    take(key) {
-      const bucket = current(key);
-      const decision = decide(bucket.tokens);
-      if (decision.ok) bucket.tokens -= 1;
-      buckets.delete(key);
-      evict();
-      buckets.set(key, bucket);
-      return decision;
+    async take(key) {
+      try {
+        await limiter.consume(key);
+        return { ok: true };
+      } catch (error) {
+        if (error instanceof RateLimiterRes) return refused(error);
+        throw error;
+      }
     },
-    peek(key) {
-      return decide(current(key).tokens);
-    },
-    get size() {
-      return buckets.size;
+    async peek(key) {
+      const res = await limiter.get(key).catch(() => memory.get(key));
+      return res != null && res.consumedPoints >= points ? refused(res) : { ok: true };
     },
   };
 }

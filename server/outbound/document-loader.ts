@@ -16,6 +16,7 @@ import {
   readLimited,
   type OutboundFetch,
 } from "./checked-fetch.ts";
+import { createRateLimiter, type RateLimitStore } from "../http/rate-limit.ts";
 
 const ACCEPT =
   'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"';
@@ -89,15 +90,21 @@ export interface RefetchLimiterOptions {
   readonly intervalMs?: number;
   /** Key documents remembered; the oldest are forgotten first. @defaultValue 1000 */
   readonly maxEntries?: number;
+  /**
+   * Where the refetch budget is kept: on Redis, every process of the cluster spends from
+   * one budget per key document. @defaultValue `{ kind: "memory" }`
+   */
+  readonly store?: RateLimitStore;
 }
 
 /**
- * Wraps the loader that fetches signing keys so that, after its first fetch, one key URL is
- * fetched again at most once per interval. A signature that fails with a cached key makes
- * the verifier fetch the key again (a peer may have rotated it); a forger sending bad
- * signatures under a real key id would otherwise turn every request into a fetch from that
- * peer. Within the interval the document fetched last is answered from memory, so genuine
- * requests that raced a rotation verify with the new key and forged ones still fail.
+ * Wraps the loader that fetches signing keys so that, after a process's first fetch of it,
+ * one key document is fetched again at most once per interval by the whole cluster (the
+ * budget is shared through `store`). A signature that fails with a cached key makes the
+ * verifier fetch the key again (a peer may have rotated it); a forger sending bad signatures
+ * under a real key id would otherwise turn every request into a fetch from that peer. A
+ * refetch the budget refuses is answered with the document this process fetched last, so
+ * genuine requests that raced a rotation verify with the new key and forged ones still fail.
  */
 export function createRefetchLimiter(
   loader: DocumentLoader,
@@ -105,26 +112,34 @@ export function createRefetchLimiter(
 ): DocumentLoader {
   const intervalMs = options.intervalMs ?? 300_000;
   const maxEntries = options.maxEntries ?? 1000;
-  /** Key URL → when it was last fetched again after its first fetch (0: never), and what came. */
-  const entries = new Map<string, { refetchedAt: number; document: Promise<RemoteDocument> }>();
+  const budget = createRateLimiter({
+    name: "key-refetch",
+    burst: 1,
+    perSecond: 1000 / intervalMs,
+    ...(options.store != null ? { store: options.store } : {}),
+  });
+  /** Key URL → the document this process fetched last. */
+  const entries = new Map<string, Promise<RemoteDocument>>();
   return async (url, loaderOptions) => {
     if (url in preloadedContexts) return await loader(url, loaderOptions);
     const key = url.replace(/#.*$/, "");
     const last = entries.get(key);
-    const now = Date.now();
-    if (last != null && last.refetchedAt > 0 && now - last.refetchedAt < intervalMs) {
-      const document = await last.document.catch(() => undefined);
-      if (document != null) return document;
-      throw new OutboundFetchError(
-        url,
-        "budget-exhausted",
-        `refetched ${Math.round((now - last.refetchedAt) / 1000)} s ago; keys are refetched at most every ${intervalMs / 1000} s`,
-      );
+    // The first fetch of a key by this process is free; every later one spends the budget.
+    if (last != null) {
+      const decision = await budget.take(key);
+      if (!decision.ok) {
+        const document = await last.catch(() => undefined);
+        if (document != null) return document;
+        throw new OutboundFetchError(
+          url,
+          "budget-exhausted",
+          `fetched again less than ${intervalMs / 1000} s ago; keys are refetched at most once per interval (retry in ${decision.retryAfterSeconds} s)`,
+        );
+      }
     }
-    // The first fetch of a key is free; every later one starts an interval.
     const document = loader(url, loaderOptions);
     entries.delete(key);
-    entries.set(key, { refetchedAt: last == null ? 0 : now, document });
+    entries.set(key, document);
     if (entries.size > maxEntries) {
       const oldest = entries.keys().next().value;
       if (oldest != null) entries.delete(oldest);

@@ -19,6 +19,8 @@ export interface ClusterKeysTable {
   public_jwk: Json<JsonWebKey>;
   created_at: CreatedAt;
   retired_at: Timestamp | null;
+  /** The key's id in the actor document is `<actor>#<key_fragment>`; null: `key-<id>`. */
+  key_fragment: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface KvTable {

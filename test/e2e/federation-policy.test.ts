@@ -107,8 +107,12 @@ describe("federation policy on embedded", () => {
   }, 120_000);
 
   /** GETs `url` signed with the peer's key (or unsigned); returns status and text. */
-  async function peerGet(url: string, signed: boolean): Promise<{ status: number; text: string }> {
-    let request = new Request(url, { headers: { accept: "*/*" } });
+  async function peerGet(
+    url: string,
+    signed: boolean,
+    accept = "*/*",
+  ): Promise<{ status: number; text: string }> {
+    let request = new Request(url, { headers: { accept } });
     if (signed) {
       const key = await clusterRsaKey(b.current());
       request = await signRequest(request, key.privateKey, key.keyId, { spec: "rfc9421" });
@@ -149,6 +153,22 @@ describe("federation policy on embedded", () => {
     const stranger = await peerGet(content, true);
     expect(stranger.status).toBe(403);
     expect(stranger.text).not.toContain(REPORT);
+    // The task's document lists the public artifact to everyone, and nothing of the private
+    // one (name, size, digest) to an unsigned GET or to a signed one by a non-follower.
+    const digest = createHash("sha256").update(REPORT).digest("hex");
+    for (const signed of [false, true]) {
+      const taskDoc = await peerGet(A.urls.task("report"), signed);
+      expect(taskDoc.status).toBe(200);
+      expect(taskDoc.text).toContain("public/readme.txt");
+      expect(taskDoc.text).not.toContain("private/report.txt");
+      expect(taskDoc.text).not.toContain(digest);
+      // Nor does the outbox, whose signed activities name it.
+      const outbox = await peerGet(`${A.urls.outbox}?cursor=`, signed, "application/activity+json");
+      expect(outbox.status).toBe(200);
+      expect(outbox.text).toContain("public/readme.txt");
+      expect(outbox.text).not.toContain("private/report.txt");
+      expect(outbox.text).not.toContain(digest);
+    }
 
     // Once the owner accepts the peer as a follower, the signed GET gets the bytes.
     await B.federation.follow(A.urls.actor);
@@ -160,6 +180,20 @@ describe("federation policy on embedded", () => {
     expect(await peerGet(content, true)).toEqual({ status: 200, text: REPORT });
     expect((await peerGet(document, true)).status).toBe(200);
     expect((await peerGet(content, false)).status).toBe(401);
+    // The follower's signed GET of the task lists the private artifact, with its digest.
+    const followerDoc = await peerGet(A.urls.task("report"), true);
+    expect(followerDoc.status).toBe(200);
+    const listed = (JSON.parse(followerDoc.text) as { artifacts: { name: string }[] }).artifacts;
+    expect(listed.map((x) => x.name).sort()).toEqual(["private/report.txt", "public/readme.txt"]);
+    expect(followerDoc.text).toContain(digest);
+    const followerOutbox = await peerGet(
+      `${A.urls.outbox}?cursor=`,
+      true,
+      "application/activity+json",
+    );
+    expect(followerOutbox.text).toContain("private/report.txt");
+    expect(followerOutbox.text).toContain(digest);
+    expect((await peerGet(A.urls.task("report"), false)).text).not.toContain("private/report.txt");
   }, 120_000);
 
   /** One answer of the owner to a request for a path containing `needle`, with its signature. */

@@ -333,6 +333,17 @@ describeEachBackend("bad input", (backend) => {
     );
   });
 
+  it("accepts the same draft-cavage signature when it covers the digest", async () => {
+    // The control for the case above: only the covered headers differ.
+    const response = await cavagePost(
+      B.urls.inbox,
+      taskCompleted(A, A.urls.task("cavage-control")),
+      aKey,
+      ["(request-target)", "host", "date", "digest"],
+    );
+    expect(response.status).toBe(202);
+  });
+
   it("refuses an RFC 9421 signature whose covered components leave out content-digest", async () => {
     await unchanged(
       () =>

@@ -8,6 +8,7 @@ import httpSignature from "http-signature";
 import { importJwk, signRequest } from "@fedify/fedify";
 import { Temporal } from "@js-temporal/polyfill";
 import type { RunningCluster } from "../../server/cluster.ts";
+import { keyFragment } from "../../server/federation/key-store.ts";
 
 /** A key a test can sign with, and the key id it claims. */
 export interface SigningKey {
@@ -15,18 +16,19 @@ export interface SigningKey {
   readonly privateKey: CryptoKey;
 }
 
-/** The RSA key a cluster signs HTTP requests with (`<actor>#main-key`). */
+/** The RSA key a cluster signs HTTP requests with now, under its id (`<actor>#key-<n>`). */
 export async function clusterRsaKey(cluster: RunningCluster): Promise<SigningKey> {
   // Make sure the keys exist (they are created on first use of the actor).
   await fetch(cluster.urls.actor, { headers: { accept: "application/activity+json" } });
   const row = await cluster.database.db
     .selectFrom("cluster_keys")
-    .select("private_jwk")
+    .select(["id", "key_fragment", "private_jwk"])
     .where("identifier", "=", cluster.config.name)
     .where("algorithm", "=", "RSASSA-PKCS1-v1_5")
+    .where("retired_at", "is", null)
     .executeTakeFirstOrThrow();
   return {
-    keyId: new URL(`${cluster.urls.actor}#main-key`),
+    keyId: new URL(`${cluster.urls.actor}#${keyFragment(row)}`),
     privateKey: await importJwk(row.private_jwk, "private"),
   };
 }
