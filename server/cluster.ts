@@ -463,6 +463,39 @@ export async function startCluster(
       const pending = await tasks.unresolvedRemoteDependencies(new URL(actorId).origin);
       for (const url of pending) await jobs.enqueue(QUEUES.dereference, url, { url });
     };
+    const delivery = createDelivery({
+      db: database.db,
+      jobs,
+      policy: config.delivery,
+      send: async (activity, inbox, source) => {
+        const outcome = await fed.deliver(activity, inbox, source);
+        let peer: string;
+        try {
+          peer = new URL(inbox).host;
+        } catch {
+          peer = "invalid";
+        }
+        metrics?.delivery(
+          peer,
+          outcome.ok
+            ? "delivered"
+            : outcome.status === 404 || outcome.status === 410
+              ? "gone"
+              : outcome.status != null
+                ? "http-error"
+                : outcome.refused === true
+                  ? "refused"
+                  : "unreachable",
+        );
+        return outcome;
+      },
+    });
+    // Deliveries are POSTed through a checked fetch of their own: the same address policy,
+    // not counted among the fetches `onOutboundRequest` reports.
+    const deliveryFetch = createOutboundFetch({
+      allowlist,
+      userAgent: `taskweb/${VERSION} (+${urls.actor})`,
+    });
     // Assigned below; the Follow handler only runs once requests or the queue are started.
     let onFollowed = (_inbox: string): Promise<void> => Promise.resolve();
     const fed: ClusterFederation = createClusterFederation({
@@ -494,6 +527,8 @@ export async function startCluster(
           createCheckedDocumentLoader(outbound, { sign: signerFor(identity) }),
       },
       isDeliverable: (url) => isPermittedUrl(url, allowlist),
+      deliveries: delivery,
+      deliveryFetch,
       manuallyStartQueue: true,
       onActivity: inbox,
       onFollowAccepted: catchUpOrigin,
@@ -518,31 +553,6 @@ export async function startCluster(
       },
     });
 
-    const delivery = createDelivery({
-      db: database.db,
-      jobs,
-      policy: config.delivery,
-      send: async (activity, inbox) => {
-        const outcome = await fed.deliver(activity, inbox);
-        let peer: string;
-        try {
-          peer = new URL(inbox).host;
-        } catch {
-          peer = "invalid";
-        }
-        metrics?.delivery(
-          peer,
-          outcome.ok
-            ? "delivered"
-            : outcome.status === 404 || outcome.status === 410
-              ? "gone"
-              : outcome.status != null
-                ? "http-error"
-                : "unreachable",
-        );
-        return outcome;
-      },
-    });
     onFollowed = (inbox) => delivery.clearGone(inbox);
 
     let app: Express | undefined;

@@ -15,6 +15,7 @@ import * as m0006 from "./migrations/0006-dedupe-retention.ts";
 import * as m0007 from "./migrations/0007-delivery.ts";
 import * as m0008 from "./migrations/0008-history-indexes.ts";
 import * as m0009 from "./migrations/0009-hooks-and-offers.ts";
+import * as m0011 from "./migrations/0011-addressed-activities.ts";
 
 const MIGRATIONS: Record<string, Migration> = {
   "0001-initial": m0001,
@@ -26,6 +27,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0007-delivery": m0007,
   "0008-history-indexes": m0008,
   "0009-hooks-and-offers": m0009,
+  "0011-addressed-activities": m0011,
 };
 
 /** Thrown when a migration fails; the database is left at the last migration that passed. */
