@@ -100,7 +100,10 @@ export interface OutboundRequestInit {
   readonly sign?: (request: Request) => Promise<Request>;
 }
 
-/** A checked `fetch`: the response body streams; nothing is read unless the caller reads. */
+/**
+ * A checked `fetch`: the response body streams; nothing is read unless the caller reads.
+ * The response's `url` is the URL that answered, after any redirects.
+ */
 export type OutboundFetch = (url: string | URL, init?: OutboundRequestInit) => Promise<Response>;
 
 /** Options for {@link createOutboundFetch}. */
@@ -302,6 +305,8 @@ export function createOutboundFetch(options: OutboundFetchOptions): OutboundFetc
         response.status >= 400 ||
         location == null
       ) {
+        // Who answered, after redirects: a caller that trusts an origin checks this one.
+        Object.defineProperty(response, "url", { value: current.href });
         return response;
       }
       await response.body?.cancel();
