@@ -6,7 +6,8 @@
  * down, and down also waits on up directly: fan-in). While they run, the test kills web and
  * worker processes with SIGKILL at random and restarts them, makes `down`'s inbox answer 503
  * for a few seconds, and runs FLUSHALL on Redis once. At the end every task completed with
- * exactly one completed run, every dependency resolved, and no activity was processed twice.
+ * exactly one completed run, every dependency resolved, and no activity was processed twice;
+ * then every process stops cleanly on SIGTERM.
  * Bounded: kills stop after 15 s, and the tasks must all complete within two minutes after.
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -514,6 +515,19 @@ describeServerBackend("chaos across three clusters", (backend) => {
     expect(flushed).toBe(true);
     expect(down.refused).toBeGreaterThan(0);
     clearInterval(progress);
+    // Every web and worker process, restarted or not, stops cleanly on SIGTERM.
+    const exits = await Promise.all(
+      [...peers.values()].flatMap((p) =>
+        [...p.processes.entries()].map(async ([role, child]) => {
+          const exited = new Promise((r) => child.on("exit", (code, signal) => r(code ?? signal)));
+          child.kill("SIGTERM");
+          return `${p.name} ${role}: ${String(await exited)}`;
+        }),
+      ),
+    );
+    expect(exits, output.join("").slice(-20_000)).toEqual(
+      [...peers.values()].flatMap((p) => [`${p.name} web: 0`, `${p.name} worker: 0`]),
+    );
     const summary = JSON.stringify(counts, null, 2);
     console.log(output.filter((l) => l.startsWith("[test]")).join(""));
     console.log(`chaos counts: ${summary}`);
