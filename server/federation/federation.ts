@@ -223,6 +223,11 @@ export interface ClusterFederation {
   context(): Context<null>;
   /** Sends a Follow to the cluster at `actorUrl` and records it as pending. */
   follow(actorUrl: string): Promise<{ actorId: string; state: string }>;
+  /**
+   * Sends one activity to one inbox through the delivery table: an `Activity`, or a taskweb
+   * activity's JSON as `protocol/` built it (sent with every term it has).
+   */
+  send(activity: Activity | Record<string, unknown>, inbox: string): Promise<void>;
   /** Sends an Undo of our Follow and forgets the relation. */
   unfollow(actorUrl: string): Promise<boolean>;
   /**
@@ -273,6 +278,13 @@ type HttpSignatureSpec = "rfc9421" | "draft-cavage-http-signatures-12";
 
 /** How long a process signs with the keys it loaded before it reads them again, in ms. */
 export const KEY_RELOAD_MS = 5000;
+
+/** True when `json`'s context defines taskweb's terms (`protocol/` built it). */
+function hasTaskwebContext(json: Record<string, unknown>): boolean {
+  return [json["@context"]]
+    .flat()
+    .some((c) => typeof c === "object" && c !== null && !Array.isArray(c) && "tw" in c);
+}
 
 /** Builds the cluster's Fedify federation. */
 export function createClusterFederation(options: ClusterFederationOptions): ClusterFederation {
@@ -352,7 +364,10 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
   };
 
   /** Writes an addressed activity's deliveries within a transaction (see {@link commit}). */
-  type Address = (activity: Activity, inboxes: readonly string[]) => Promise<void>;
+  type Address = (
+    activity: Activity | Record<string, unknown>,
+    inboxes: readonly string[],
+  ) => Promise<void>;
   /**
    * Runs `change` in one transaction with the deliveries of the activities it addresses,
    * then enqueues those deliveries.
@@ -364,10 +379,13 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     const result = await db.transaction().execute(async (trx) => {
       jobs.length = 0;
       return await change(trx, async (activity, inboxes) => {
-        const json = (await activity.toJsonLd({
-          format: "compact",
-          contextLoader: options.loaders.contextLoader,
-        })) as Record<string, unknown>;
+        const json =
+          activity instanceof Activity
+            ? ((await activity.toJsonLd({
+                format: "compact",
+                contextLoader: options.loaders.contextLoader,
+              })) as Record<string, unknown>)
+            : activity;
         jobs.push(...(await options.deliveries.address(trx, json, inboxes)));
       });
     });
@@ -669,10 +687,10 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     const ctx = context();
     const pairs = await ctx.getActorKeyPairs(name);
     const loader = { contextLoader: ctx.contextLoader };
-    // Outbox activities carry taskweb's terms, which the library's vocabulary does not know;
-    // addressed ones (Follow, Accept, Update, …) are its own types, parsed as such.
+    // Taskweb activities (the outbox, an Offer) carry terms the library's vocabulary does not
+    // know; the others (Follow, Accept, Update, …) are its own types, parsed as such.
     let activity: Activity =
-      source === "outbox"
+      source === "outbox" || hasTaskwebContext(activityJson)
         ? TaskwebActivity.fromJson(activityJson)
         : await Activity.fromJsonLd(activityJson, {
             ...loader,
@@ -730,6 +748,11 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         );
       });
       return { actorId: actorId.href, state: "pending" };
+    },
+    async send(activity, inbox) {
+      await commit(async (_trx, address) => {
+        await address(activity, [inbox]);
+      });
     },
     async unfollow(actorUrl) {
       const row = await db

@@ -497,18 +497,40 @@ describeServerBackend("chaos across three clusters", (backend) => {
     ] as const) {
       // The dependents may have run on a dereferenced state already; the activities still
       // arrive, by a retried delivery or by paging the outbox, each processed once.
+      const processedOf = async () =>
+        await follower.database.db
+          .selectFrom("inbox_processed")
+          .select("activity_id")
+          .where("activity_id", "in", expected)
+          .execute();
       const rows = await waitFor(
         `${follower.name} to process every completion it follows`,
         async () => {
-          const r = await follower.database.db
-            .selectFrom("inbox_processed")
-            .select("activity_id")
-            .where("activity_id", "in", expected)
-            .execute();
+          const r = await processedOf();
           return r.length === expected.length ? r : undefined;
         },
         60_000,
-      );
+      ).catch(async (error: unknown) => {
+        // What became of the missing ones: their deliveries on every sender, and the
+        // follower's view of its followees.
+        const seen = new Set((await processedOf()).map((r) => r.activity_id));
+        const missing = expected.filter((id) => !seen.has(id));
+        const deliveries = [];
+        for (const sender of [up, mid]) {
+          deliveries.push(
+            ...(await sender.database.db
+              .selectFrom("deliveries")
+              .selectAll()
+              .where("activity_id", "in", missing)
+              .execute()),
+          );
+        }
+        const following = await follower.database.db.selectFrom("following").selectAll().execute();
+        throw new Error(
+          `${String(error)}\nmissing: ${JSON.stringify(missing)}\ndeliveries: ${JSON.stringify(deliveries)}\nfollowing: ${JSON.stringify(following)}\n${output.join("").slice(-10_000)}`,
+          { cause: error },
+        );
+      });
       expect(new Set(rows.map((r) => r.activity_id)).size).toBe(expected.length);
     }
     expect(kills).toBeGreaterThan(0);
