@@ -119,6 +119,9 @@ const VERIFICATION_REFUSALS: ReadonlySet<InboxRefusal> = new Set([
   "body-not-covered",
 ]);
 
+/** How long a stopping web process lets requests in flight finish, in ms. */
+const SERVER_DRAIN_MS = 3000;
+
 /** When this process's runs started, to time them when they resolve. */
 const runStarts = new WeakMap<ClusterMetrics, Map<string, number>>();
 
@@ -279,8 +282,13 @@ export async function startCluster(
     options.onEvent?.(event);
   };
   const cleanups: (() => Promise<void>)[] = [];
+  // The HTTP server stops first, whenever it was started: a request must not arrive, nor one
+  // in flight go on, once the queue and the database are closing.
+  let stopServer: (() => Promise<void>) | undefined;
   const cleanup = async () => {
-    for (const fn of cleanups.reverse()) {
+    const first = stopServer;
+    stopServer = undefined;
+    for (const fn of [...(first != null ? [first] : []), ...cleanups.reverse()]) {
       try {
         await fn();
       } catch (error) {
@@ -297,13 +305,17 @@ export async function startCluster(
       server = createServer();
       port = await listen(server, config.host, config.port);
       const s = server;
-      cleanups.push(
-        () =>
-          new Promise<void>((resolve) => {
-            s.close(() => resolve());
-            s.closeAllConnections();
-          }),
-      );
+      stopServer = () =>
+        new Promise<void>((resolve) => {
+          // Requests in flight get a moment to finish; idle and long-lived ones (event
+          // streams) are cut.
+          const cut = setTimeout(() => s.closeAllConnections(), SERVER_DRAIN_MS);
+          s.close(() => {
+            clearTimeout(cut);
+            resolve();
+          });
+          s.closeIdleConnections();
+        });
     }
     if (!roles.web && config.publicUrl == null) {
       throw new ConfigError(
