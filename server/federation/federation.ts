@@ -510,6 +510,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       const follower = await follow.getActor(ctx);
       if (!isActor(follower) || follower.id == null || follower.inboxId == null) return;
       if (follower.id.href !== follow.actorId.href) return;
+      const followerId = follower.id.href;
       const followerInbox = follower.inboxId.href;
       const sharedInbox = follower.endpoints?.sharedInbox?.href;
       // Deliveries go to these URLs: a follower must not point them at private addresses.
@@ -530,7 +531,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       if (decision === "reject") {
         // A rejected follower leaves nothing behind, not even an earlier acceptance.
         await commit(async (trx, address) => {
-          await trx.deleteFrom("followers").where("actor_id", "=", follower.id!.href).execute();
+          await trx.deleteFrom("followers").where("actor_id", "=", followerId).execute();
           await address(
             new Reject({
               id: new URL(`${urls.actor}#rejects/${crypto.randomUUID()}`),
@@ -551,7 +552,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         await trx
           .insertInto("followers")
           .values({
-            actor_id: follower.id!.href,
+            actor_id: followerId,
             inbox: followerInbox,
             shared_inbox: sharedInbox ?? null,
             follow_id: followId,
@@ -661,7 +662,6 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
 
   // An activity is signed once (its Object Integrity Proof and Linked Data signature), however
   // many inboxes it goes to; each delivery only adds its own HTTP signature.
-
   const signedBodies = new Map<string, Promise<string>>();
   const acceptedSpecs = new Map<string, HttpSignatureSpec>();
   const signedBody = (
