@@ -514,6 +514,8 @@ export async function startCluster(
     const fed: ClusterFederation = createClusterFederation({
       db: database.db,
       kv: createKyselyKvStore(database.db),
+      // Every activity is now sent from the delivery table; this queue only drains messages
+      // an earlier version left in it.
       queue: createFedifyMessageQueue(jobs, "fedify-outbox", {
         // A delivery is signed with the keys current when it is sent, so that one queued
         // before a key rotation does not go out under a key id that now names another key.

@@ -83,7 +83,10 @@ export interface DeliveryAttempt {
 export interface ClusterFederationOptions {
   readonly db: Kysely<DatabaseSchema>;
   readonly kv: KvStore;
-  /** Delivery queue; Fedify's outbox messages go here. */
+  /**
+   * Fedify's outbox queue. Nothing is sent through it any more (see `delivery.ts`); it drains
+   * messages an earlier version queued.
+   */
   readonly queue: MessageQueue;
   readonly urls: ClusterUrls;
   readonly name: string;
