@@ -38,7 +38,7 @@ import {
   type Recipient,
 } from "@fedify/vocab";
 import { getLogger } from "@logtape/logtape";
-import type { TracerProvider } from "@opentelemetry/api";
+import { SpanKind, SpanStatusCode, trace, type TracerProvider } from "@opentelemetry/api";
 import { sql, type Kysely, type Transaction } from "kysely";
 import { PROTOCOL_VERSION } from "../../protocol/index.ts";
 import { OutboundFetchError, readLimited, type OutboundFetch } from "../outbound/checked-fetch.ts";
@@ -149,8 +149,8 @@ export interface ClusterFederationOptions {
   /** Told of every delivery attempt this process makes (metrics, logs). */
   readonly onDelivery?: (attempt: DeliveryAttempt) => void;
   /**
-   * Where Fedify's OpenTelemetry spans go (`activitypub.inbox`, `activitypub.outbox`,
-   * `activitypub.send_activity`, …).
+   * Where Fedify's OpenTelemetry spans go (`activitypub.inbox`, signatures, fetches, …), and
+   * the `activitypub.send_activity` span of each delivery.
    * @defaultValue the globally registered provider (`trace.getTracerProvider()`), a no-op
    * unless the process registered an OpenTelemetry SDK
    */
@@ -711,6 +711,77 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     return JSON.stringify(json);
   };
 
+  /** Signs and POSTs one activity to one inbox; reports how that went. */
+  const sendOnce = async (
+    activityJson: Record<string, unknown>,
+    inbox: string,
+    source: ActivitySource,
+  ): Promise<SendOutcome> => {
+    try {
+      const body = await signedBody(activityJson, source);
+      const pairs = await context().getActorKeyPairs(name);
+      const rsa = pairs.find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
+      if (rsa == null) throw new Error(`${urls.actor} has no RSA key to sign deliveries with.`);
+      const origin = new URL(inbox).origin;
+      const post = async (spec: HttpSignatureSpec) => {
+        const signed = await signRequest(
+          new Request(inbox, {
+            method: "POST",
+            headers: { "content-type": "application/activity+json" },
+            body,
+          }),
+          rsa.privateKey,
+          rsa.keyId,
+          { spec },
+        );
+        return await options.deliveryFetch(inbox, {
+          method: "POST",
+          headers: Object.fromEntries(signed.headers),
+          body,
+          redirect: "manual",
+          timeoutMs: DELIVERY_TIMEOUT_MS,
+          idleTimeoutMs: DELIVERY_TIMEOUT_MS,
+        });
+      };
+      // RFC 9421 first; a peer that refuses it as unauthenticated gets draft-cavage, and
+      // whichever it accepted is used first for its origin from then on.
+      const first = acceptedSpecs.get(origin) ?? "rfc9421";
+      let response = await post(first);
+      let spec = first;
+      if (response.status === 400 || response.status === 401) {
+        await response.body?.cancel();
+        spec = first === "rfc9421" ? "draft-cavage-http-signatures-12" : "rfc9421";
+        response = await post(spec);
+      }
+      if (response.ok) {
+        acceptedSpecs.set(origin, spec);
+        await response.body?.cancel();
+        return { ok: true, status: response.status };
+      }
+      const text = await readLimited(response, inbox, DELIVERY_ANSWER_BYTES).then(
+        (bytes) => new TextDecoder().decode(bytes).slice(0, 500),
+        () => "",
+      );
+      return {
+        ok: false,
+        status: response.status,
+        retryAfter: response.headers.get("retry-after"),
+        error: `${inbox} answered ${response.status}${text !== "" ? `: ${text}` : ""}`,
+      };
+    } catch (error) {
+      const refused =
+        error instanceof OutboundFetchError &&
+        (error.reason === "private-address" || error.reason === "bad-scheme");
+      return {
+        ok: false,
+        status: undefined,
+        retryAfter: null,
+        error: refused ? `refused by the outbound policy: ${error.message}` : String(error),
+        ...(refused ? { refused } : {}),
+      };
+    }
+  };
+
   return {
     federation,
     context,
@@ -870,69 +941,28 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       );
     },
     async deliver(activityJson, inbox, source = "outbox") {
-      try {
-        const body = await signedBody(activityJson, source);
-        const pairs = await context().getActorKeyPairs(name);
-        const rsa = pairs.find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
-        if (rsa == null) throw new Error(`${urls.actor} has no RSA key to sign deliveries with.`);
-        const origin = new URL(inbox).origin;
-        const post = async (spec: HttpSignatureSpec) => {
-          const signed = await signRequest(
-            new Request(inbox, {
-              method: "POST",
-              headers: { "content-type": "application/activity+json" },
-              body,
-            }),
-            rsa.privateKey,
-            rsa.keyId,
-            { spec },
-          );
-          return await options.deliveryFetch(inbox, {
-            method: "POST",
-            headers: Object.fromEntries(signed.headers),
-            body,
-            redirect: "manual",
-            timeoutMs: DELIVERY_TIMEOUT_MS,
-            idleTimeoutMs: DELIVERY_TIMEOUT_MS,
-          });
-        };
-        // RFC 9421 first; a peer that refuses it as unauthenticated gets draft-cavage, and
-        // whichever it accepted is used first for its origin from then on.
-        const first = acceptedSpecs.get(origin) ?? "rfc9421";
-        let response = await post(first);
-        let spec = first;
-        if (response.status === 400 || response.status === 401) {
-          await response.body?.cancel();
-          spec = first === "rfc9421" ? "draft-cavage-http-signatures-12" : "rfc9421";
-          response = await post(spec);
-        }
-        if (response.ok) {
-          acceptedSpecs.set(origin, spec);
-          await response.body?.cancel();
-          return { ok: true, status: response.status };
-        }
-        const text = await readLimited(response, inbox, DELIVERY_ANSWER_BYTES).then(
-          (bytes) => new TextDecoder().decode(bytes).slice(0, 500),
-          () => "",
-        );
-        return {
-          ok: false,
-          status: response.status,
-          retryAfter: response.headers.get("retry-after"),
-          error: `${inbox} answered ${response.status}${text !== "" ? `: ${text}` : ""}`,
-        };
-      } catch (error) {
-        const refused =
-          error instanceof OutboundFetchError &&
-          (error.reason === "private-address" || error.reason === "bad-scheme");
-        return {
-          ok: false,
-          status: undefined,
-          retryAfter: null,
-          error: refused ? `refused by the outbound policy: ${error.message}` : String(error),
-          ...(refused ? { refused } : {}),
-        };
-      }
+      const tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer("taskweb");
+      return await tracer.startActiveSpan(
+        "activitypub.send_activity",
+        {
+          kind: SpanKind.CLIENT,
+          attributes: {
+            "activitypub.activity.id": String(activityJson.id),
+            "activitypub.inbox.url": inbox,
+          },
+        },
+        async (span) => {
+          try {
+            const outcome = await sendOnce(activityJson, inbox, source);
+            if (outcome.status != null)
+              span.setAttribute("http.response.status_code", outcome.status);
+            if (!outcome.ok) span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error });
+            return outcome;
+          } finally {
+            span.end();
+          }
+        },
+      );
     },
   };
 }
