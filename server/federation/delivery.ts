@@ -416,7 +416,7 @@ export function createDelivery(options: DeliveryOptions) {
     if (claimed == null) return;
     const stored = await storedActivity(row.activity_id);
     if (stored == null) {
-      await abandon(row.activity_id, row.inbox, "not in the outbox");
+      await abandon(row.activity_id, row.inbox, "activity not stored");
       return;
     }
     const outcome = await options.send(stored.activity, row.inbox, stored.source);
