@@ -620,8 +620,18 @@ export function createDelivery(options: DeliveryOptions) {
         });
       }
       for (const p of pending) {
-        const peer = byInbox.get(p.inbox);
-        if (peer != null) byInbox.set(p.inbox, { ...peer, pending: Number(p.n) });
+        // An inbox that is no follower's (a followee's, for a Follow) shows once it has
+        // something open.
+        const peer = byInbox.get(p.inbox) ?? {
+          inbox: p.inbox,
+          lastSuccessAt: null,
+          lastFailureAt: null,
+          consecutiveFailures: 0,
+          circuit: "closed" as const,
+          gone: false,
+          pending: 0,
+        };
+        byInbox.set(p.inbox, { ...peer, pending: Number(p.n) });
       }
       return [...byInbox.values()].sort((a, b) => a.inbox.localeCompare(b.inbox));
     },

@@ -19,6 +19,7 @@ import { freePort } from "../support/ports.ts";
 import {
   follow,
   startTestCluster,
+  TEST_TOKEN,
   waitFor,
   waitForResolution,
   type TestCluster,
@@ -178,6 +179,15 @@ describeServerBackend("losing Redis's data", (backend) => {
       expect(await F.jobs.depth(DELIVERY_QUEUE)).toBe(1);
       await flushAll();
       expect(await F.jobs.depth(DELIVERY_QUEUE)).toBe(0);
+      // The operator's view names the followee's inbox and the delivery still open.
+      const peers = (await (
+        await fetch(`${F.urls.origin}/api/v1/deliveries/peers`, {
+          headers: { authorization: `Bearer ${TEST_TOKEN}` },
+        })
+      ).json()) as { peers: { inbox: string; pending: number }[] };
+      expect(peers.peers).toContainEqual(
+        expect.objectContaining({ inbox: G.urls.inbox, pending: 1 }),
+      );
 
       // The worker starts, rebuilds the queue from the database, and the Follow arrives.
       await startWorkerOf(F);
