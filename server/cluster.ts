@@ -121,6 +121,9 @@ const VERIFICATION_REFUSALS: ReadonlySet<InboxRefusal> = new Set([
   "body-not-covered",
 ]);
 
+/** How long a stopping web process lets requests in flight finish, in ms. */
+const SERVER_DRAIN_MS = 3000;
+
 /** When this process's runs started, to time them when they resolve. */
 const runStarts = new WeakMap<ClusterMetrics, Map<string, number>>();
 
@@ -281,8 +284,13 @@ export async function startCluster(
     options.onEvent?.(event);
   };
   const cleanups: (() => Promise<void>)[] = [];
+  // The HTTP server stops first, whenever it was started: a request must not arrive, nor one
+  // in flight go on, once the queue and the database are closing.
+  let stopServer: (() => Promise<void>) | undefined;
   const cleanup = async () => {
-    for (const fn of cleanups.reverse()) {
+    const first = stopServer;
+    stopServer = undefined;
+    for (const fn of [...(first != null ? [first] : []), ...cleanups.reverse()]) {
       try {
         await fn();
       } catch (error) {
@@ -299,13 +307,17 @@ export async function startCluster(
       server = createServer();
       port = await listen(server, config.host, config.port);
       const s = server;
-      cleanups.push(
-        () =>
-          new Promise<void>((resolve) => {
-            s.close(() => resolve());
-            s.closeAllConnections();
-          }),
-      );
+      stopServer = () =>
+        new Promise<void>((resolve) => {
+          // Requests in flight get a moment to finish; idle and long-lived ones (event
+          // streams) are cut.
+          const cut = setTimeout(() => s.closeAllConnections(), SERVER_DRAIN_MS);
+          s.close(() => {
+            clearTimeout(cut);
+            resolve();
+          });
+          s.closeIdleConnections();
+        });
     }
     if (!roles.web && config.publicUrl == null) {
       throw new ConfigError(
@@ -425,7 +437,7 @@ export async function startCluster(
       urls,
       name: config.name,
       context: () => fed.context(),
-      senderKeys: () => fed.senderKeys(),
+      send: (activity, inbox) => fed.send(activity, inbox),
       policy: (actorId) => auth.satisfies(`actor:${actorId}`, [OFFER_ACCEPT_SCOPE]),
       onOutcome: (outcome) => emit({ type: "offer", outcome }),
     });
@@ -466,11 +478,46 @@ export async function startCluster(
       const pending = await tasks.unresolvedRemoteDependencies(new URL(actorId).origin);
       for (const url of pending) await jobs.enqueue(QUEUES.dereference, url, { url });
     };
+    const delivery = createDelivery({
+      db: database.db,
+      jobs,
+      policy: config.delivery,
+      send: async (activity, inbox, source) => {
+        const outcome = await fed.deliver(activity, inbox, source);
+        let peer: string;
+        try {
+          peer = new URL(inbox).host;
+        } catch {
+          peer = "invalid";
+        }
+        metrics?.delivery(
+          peer,
+          outcome.ok
+            ? "delivered"
+            : outcome.status === 404 || outcome.status === 410
+              ? "gone"
+              : outcome.status != null
+                ? "http-error"
+                : outcome.refused === true
+                  ? "refused"
+                  : "unreachable",
+        );
+        return outcome;
+      },
+    });
+    // Deliveries are POSTed through a checked fetch of their own: the same address policy,
+    // not counted among the fetches `onOutboundRequest` reports.
+    const deliveryFetch = createOutboundFetch({
+      allowlist,
+      userAgent: `taskweb/${VERSION} (+${urls.actor})`,
+    });
     // Assigned below; the Follow handler only runs once requests or the queue are started.
     let onFollowed = (_inbox: string): Promise<void> => Promise.resolve();
     const fed: ClusterFederation = createClusterFederation({
       db: database.db,
       kv: createKyselyKvStore(database.db),
+      // Every activity is now sent from the delivery table; this queue only drains messages
+      // an earlier version left in it.
       queue: createFedifyMessageQueue(jobs, "fedify-outbox", {
         // A delivery is signed with the keys current when it is sent: one queued before a
         // key rotation still verifies after the replaced key's grace period has ended.
@@ -497,6 +544,8 @@ export async function startCluster(
           createCheckedDocumentLoader(outbound, { sign: signerFor(identity) }),
       },
       isDeliverable: (url) => isPermittedUrl(url, allowlist),
+      deliveries: delivery,
+      deliveryFetch,
       manuallyStartQueue: true,
       onActivity: inbox,
       onFollowAccepted: catchUpOrigin,
@@ -521,31 +570,6 @@ export async function startCluster(
       },
     });
 
-    const delivery = createDelivery({
-      db: database.db,
-      jobs,
-      policy: config.delivery,
-      send: async (activity, inbox) => {
-        const outcome = await fed.deliver(activity, inbox);
-        let peer: string;
-        try {
-          peer = new URL(inbox).host;
-        } catch {
-          peer = "invalid";
-        }
-        metrics?.delivery(
-          peer,
-          outcome.ok
-            ? "delivered"
-            : outcome.status === 404 || outcome.status === 410
-              ? "gone"
-              : outcome.status != null
-                ? "http-error"
-                : "unreachable",
-        );
-        return outcome;
-      },
-    });
     onFollowed = (inbox) => delivery.clearGone(inbox);
 
     let app: Express | undefined;

@@ -15,10 +15,16 @@
  * consecutive network errors or 5xx answers; while it is open deliveries wait, and after a
  * cool-down one process sends a probe (half-open) whose outcome closes or reopens it. The
  * state lives in `delivery_peers`, shared by every process of the cluster.
+ *
+ * Activities addressed to particular actors (a Follow, its Accept or Reject, an Undo, the
+ * actor's Update after a key rotation) take the same path: {@link Delivery.address} writes
+ * the activity to `addressed_activities` and its deliveries inside the caller's transaction,
+ * the one that makes the change the activity announces, and {@link Delivery.dispatch}
+ * enqueues them after the commit (the reconciler does, should the process die in between).
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { Kysely, Selectable } from "kysely";
+import type { Kysely, Selectable, Transaction } from "kysely";
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema, DeliveriesTable } from "../store/schema.ts";
 
@@ -67,7 +73,15 @@ export type SendOutcome =
       readonly status: number | undefined;
       readonly retryAfter: string | null;
       readonly error: string;
+      /**
+       * True when the cluster's outbound policy refused the inbox (its host resolves to a
+       * private or special-use address not on the allowlist): nothing was sent.
+       */
+      readonly refused?: boolean;
     };
+
+/** Where a delivered activity is kept: the public outbox, or `addressed_activities`. */
+export type ActivitySource = "outbox" | "addressed";
 
 /** What a delivery job carries. */
 export interface DeliveryJob {
@@ -83,7 +97,11 @@ export interface DeliveryOptions {
   readonly jobs: JobQueue;
   readonly policy: DeliveryPolicy;
   /** Signs and POSTs one activity to one inbox. */
-  readonly send: (activity: Record<string, unknown>, inbox: string) => Promise<SendOutcome>;
+  readonly send: (
+    activity: Record<string, unknown>,
+    inbox: string,
+    source: ActivitySource,
+  ) => Promise<SendOutcome>;
   /** Told when an inbox answered 404 or 410. */
   readonly onGone?: (inbox: string) => void;
 }
@@ -119,7 +137,7 @@ function iso(value: Date | string | null): string | null {
   return value == null ? null : new Date(value).toISOString();
 }
 
-/** Outbox activities kept in memory for the deliveries still to come (the newest ones). */
+/** Activities kept in memory for the deliveries still to come (the newest ones). */
 const ACTIVITIES_KEPT = 64;
 
 /** What {@link createDelivery}'s admission needs of a peer's row (nulls: no row yet). */
@@ -302,18 +320,29 @@ export function createDelivery(options: DeliveryOptions) {
     return now + Math.max(250, wait) + Math.round(Math.random() * 250);
   }
 
-  // One activity goes to many inboxes: read it once, not once per inbox. Outbox rows never
-  // change, so a kept copy cannot go stale.
-  const activities = new Map<string, Promise<Record<string, unknown> | undefined>>();
-  const outboxActivity = (activityId: string) => {
+  // One activity goes to many inboxes: read it once, not once per inbox. Outbox and
+  // addressed rows never change, so a kept copy cannot go stale.
+  type Stored = { activity: Record<string, unknown>; source: ActivitySource };
+  const activities = new Map<string, Promise<Stored | undefined>>();
+  const storedActivity = (activityId: string) => {
     let activity = activities.get(activityId);
     if (activity == null) {
-      activity = db
-        .selectFrom("outbox")
-        .select("activity")
-        .where("activity_id", "=", activityId)
-        .executeTakeFirst()
-        .then((r) => r?.activity);
+      activity = (async (): Promise<Stored | undefined> => {
+        const published = await db
+          .selectFrom("outbox")
+          .select("activity")
+          .where("activity_id", "=", activityId)
+          .executeTakeFirst();
+        if (published != null) return { activity: published.activity, source: "outbox" };
+        const addressed = await db
+          .selectFrom("addressed_activities")
+          .select("activity")
+          .where("activity_id", "=", activityId)
+          .executeTakeFirst();
+        return addressed == null
+          ? undefined
+          : { activity: addressed.activity, source: "addressed" };
+      })();
       activities.set(activityId, activity);
       activity.then(
         (a) => a ?? activities.delete(activityId),
@@ -385,12 +414,12 @@ export function createDelivery(options: DeliveryOptions) {
       .returning(["attempts", "created_at", "failures"])
       .executeTakeFirst();
     if (claimed == null) return;
-    const activity = await outboxActivity(row.activity_id);
-    if (activity == null) {
-      await abandon(row.activity_id, row.inbox, "not in the outbox");
+    const stored = await storedActivity(row.activity_id);
+    if (stored == null) {
+      await abandon(row.activity_id, row.inbox, "activity not stored");
       return;
     }
-    const outcome = await options.send(activity, row.inbox);
+    const outcome = await options.send(stored.activity, row.inbox, stored.source);
     const current = { ...row, ...claimed };
     if (outcome.ok) {
       await db
@@ -414,8 +443,10 @@ export function createDelivery(options: DeliveryOptions) {
       return;
     }
     // A peer that answers 4xx is up (it may not have fetched our key yet; TW-DLV-5 retries
-    // it), and one that answers 429 is busy: neither counts towards opening the circuit.
-    await recordFailure(row.inbox, status == null || status >= 500);
+    // it), and one that answers 429 is busy: neither counts towards opening the circuit. An
+    // inbox our policy refused was never contacted: retried (its name may resolve elsewhere
+    // later, or the allowlist change), but it says nothing of the peer's health.
+    await recordFailure(row.inbox, outcome.refused !== true && (status == null || status >= 500));
     const after = Date.now();
     const delay = Math.max(
       backoffDelay(policy, current.failures + 1),
@@ -430,7 +461,57 @@ export function createDelivery(options: DeliveryOptions) {
     await reschedule(current, after + delay, true);
   }
 
+  const dispatch = async (jobs: readonly DeliveryJob[]): Promise<void> => {
+    for (const j of jobs) {
+      try {
+        await enqueue(j, 0);
+      } catch (error) {
+        // The rows are committed: the reconciler enqueues them once the queue answers again.
+        logger.warn("Delivery of {activityId} to {inbox} not queued yet: {error}", {
+          activityId: j.activityId,
+          inbox: j.inbox,
+          error: String(error),
+        });
+      }
+    }
+  };
+
   return {
+    /**
+     * Writes an activity addressed to particular inboxes and one delivery per distinct
+     * inbox, inside `trx`: the transaction of the change the activity announces, so that
+     * either both are committed or neither. Pass what it returns to {@link dispatch} after the
+     * commit. Idempotent per (activity, inbox).
+     */
+    async address(
+      trx: Transaction<DatabaseSchema>,
+      activity: Record<string, unknown>,
+      inboxes: readonly string[],
+    ): Promise<DeliveryJob[]> {
+      const activityId = String(activity.id);
+      const distinct = [...new Set(inboxes)];
+      await trx
+        .insertInto("addressed_activities")
+        .values({ activity_id: activityId, activity: JSON.stringify(activity) })
+        .onConflict((oc) => oc.column("activity_id").doNothing())
+        .execute();
+      if (distinct.length === 0) return [];
+      const now = new Date();
+      await trx
+        .insertInto("deliveries")
+        .values(distinct.map((inbox) => ({ activity_id: activityId, inbox, next_attempt_at: now })))
+        .onConflict((oc) => oc.columns(["activity_id", "inbox"]).doNothing())
+        .execute();
+      return distinct.map((inbox) => ({ activityId, inbox, generation: 0 }));
+    },
+
+    /**
+     * Enqueues deliveries written by {@link address} once their transaction committed. A
+     * queue that does not answer is logged, not thrown: the change is made, and the
+     * reconciler enqueues every open delivery.
+     */
+    dispatch,
+
     /**
      * Writes one delivery per distinct inbox of the followers that are not gone, and marks
      * the outbox row fanned out, in one transaction; then enqueues them. Idempotent.
@@ -539,8 +620,18 @@ export function createDelivery(options: DeliveryOptions) {
         });
       }
       for (const p of pending) {
-        const peer = byInbox.get(p.inbox);
-        if (peer != null) byInbox.set(p.inbox, { ...peer, pending: Number(p.n) });
+        // An inbox that is no follower's (a followee's, for a Follow) shows once it has
+        // something open.
+        const peer = byInbox.get(p.inbox) ?? {
+          inbox: p.inbox,
+          lastSuccessAt: null,
+          lastFailureAt: null,
+          consecutiveFailures: 0,
+          circuit: "closed" as const,
+          gone: false,
+          pending: 0,
+        };
+        byInbox.set(p.inbox, { ...peer, pending: Number(p.n) });
       }
       return [...byInbox.values()].sort((a, b) => a.inbox.localeCompare(b.inbox));
     },

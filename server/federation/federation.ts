@@ -3,6 +3,11 @@
  * RSA and Ed25519 keys, WebFinger, NodeInfo, inbox and shared inbox, paged outbox,
  * followers and following, and the Follow / Accept / Reject / Undo handshake.
  * Taskweb's own activities are handled by `inbox.ts`.
+ *
+ * The handshake's activities and the actor's Update after a key rotation do not go through
+ * the library's message queue: each is written with its deliveries in the transaction of the
+ * change it announces (the follow, the approval, the rotation) and delivered by
+ * `delivery.ts`, like the outbox, so that a queue that loses its data loses none of them.
  * @module
  */
 import { AsyncLocalStorage } from "node:async_hooks";
@@ -36,15 +41,17 @@ import {
   type Recipient,
 } from "@fedify/vocab";
 import { getLogger } from "@logtape/logtape";
-import type { TracerProvider } from "@opentelemetry/api";
-import { sql, type Kysely } from "kysely";
+import { SpanKind, SpanStatusCode, trace, type TracerProvider } from "@opentelemetry/api";
+import { sql, type Kysely, type Transaction } from "kysely";
 import { PROTOCOL_VERSION } from "../../protocol/index.ts";
+import { OutboundFetchError, readLimited, type OutboundFetch } from "../outbound/checked-fetch.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import type { ClusterUrls } from "./cluster-urls.ts";
-import type { SendOutcome } from "./delivery.ts";
+import type { ActivitySource, Delivery, DeliveryJob, SendOutcome } from "./delivery.ts";
 import type { FollowDecision } from "./follow-policy.ts";
 import {
   loadOrCreateKeyPairs,
+  readKeyPairs,
   rotateKeyPairs,
   type ClusterKeyPair,
   type KeyRotationResult,
@@ -80,7 +87,10 @@ export interface DeliveryAttempt {
 export interface ClusterFederationOptions {
   readonly db: Kysely<DatabaseSchema>;
   readonly kv: KvStore;
-  /** Delivery queue; Fedify's outbox messages go here. */
+  /**
+   * Fedify's outbox queue. Nothing is sent through it any more (see `delivery.ts`); it drains
+   * messages an earlier version queued.
+   */
   readonly queue: MessageQueue;
   readonly urls: ClusterUrls;
   readonly name: string;
@@ -96,6 +106,16 @@ export interface ClusterFederationOptions {
   };
   /** True when deliveries to `url` would reach a permitted address (checked on Follow). */
   readonly isDeliverable: (url: string) => Promise<boolean>;
+  /**
+   * Writes the deliveries of an addressed activity inside a transaction and enqueues them
+   * after it (see `delivery.ts`): Follow, Accept, Reject, Undo and Update go this way.
+   */
+  readonly deliveries: Pick<Delivery, "address" | "dispatch">;
+  /**
+   * The checked fetch deliveries are POSTed through: the address actually connected to is
+   * checked against the cluster's policy and allowlist, and redirects are not followed.
+   */
+  readonly deliveryFetch: OutboundFetch;
   /** When true, this process does not consume the delivery queue (a `web` process). */
   readonly manuallyStartQueue: boolean;
   /** After a rotation, how long the replaced keys stay published. @defaultValue 7 days */
@@ -134,8 +154,8 @@ export interface ClusterFederationOptions {
   /** Told of every delivery attempt this process makes (metrics, logs). */
   readonly onDelivery?: (attempt: DeliveryAttempt) => void;
   /**
-   * Where Fedify's OpenTelemetry spans go (`activitypub.inbox`, `activitypub.outbox`,
-   * `activitypub.send_activity`, …).
+   * Where Fedify's OpenTelemetry spans go (`activitypub.inbox`, signatures, fetches, …), and
+   * the `activitypub.send_activity` span of each delivery.
    * @defaultValue the globally registered provider (`trace.getTracerProvider()`), a no-op
    * unless the process registered an OpenTelemetry SDK
    */
@@ -211,6 +231,11 @@ export interface ClusterFederation {
   context(): Context<null>;
   /** Sends a Follow to the cluster at `actorUrl` and records it as pending. */
   follow(actorUrl: string): Promise<{ actorId: string; state: string }>;
+  /**
+   * Sends one activity to one inbox through the delivery table: an `Activity`, or a taskweb
+   * activity's JSON as `protocol/` built it (sent with every term it has).
+   */
+  send(activity: Activity | Record<string, unknown>, inbox: string): Promise<void>;
   /** Sends an Undo of our Follow and forgets the relation. */
   unfollow(actorUrl: string): Promise<boolean>;
   /**
@@ -227,8 +252,15 @@ export interface ClusterFederation {
   signingKeys(): Promise<{ keyId: string; privateKey: JsonWebKey }[]>;
   /** The active key pairs under their ids, RSA first, as `sendActivity` takes a sender. */
   senderKeys(): Promise<{ keyId: URL; privateKey: CryptoKey }[]>;
-  /** Signs one outbox activity and POSTs it to one inbox now; reports how that went. */
-  deliver(activityJson: Record<string, unknown>, inbox: string): Promise<SendOutcome>;
+  /**
+   * Signs one activity (from the outbox, or addressed) and POSTs it to one inbox now;
+   * reports how that went.
+   */
+  deliver(
+    activityJson: Record<string, unknown>,
+    inbox: string,
+    source?: ActivitySource,
+  ): Promise<SendOutcome>;
   /**
    * Accepts a pending Follow from `actorId` (sends the Accept).
    * @returns false when no Follow from that actor is pending
@@ -245,13 +277,24 @@ export interface ClusterFederation {
 /** Signed activity bodies kept for deliveries still to come (the newest ones). */
 const SIGNED_BODIES_KEPT = 64;
 
-/** How long one delivery POST may take, in ms. */
+/** How long one delivery POST may take, in ms (also its idle limit: an inbox answers once it
+ * has handled the activity). */
 const DELIVERY_TIMEOUT_MS = 30_000;
+
+/** The most of an inbox's answer that is read (for the delivery's error), in bytes. */
+const DELIVERY_ANSWER_BYTES = 64 * 1024;
 
 type HttpSignatureSpec = "rfc9421" | "draft-cavage-http-signatures-12";
 
 /** How long a process signs with the keys it loaded before it reads them again, in ms. */
 export const KEY_RELOAD_MS = 5000;
+
+/** True when `json`'s context defines taskweb's terms (`protocol/` built it). */
+function hasTaskwebContext(json: Record<string, unknown>): boolean {
+  return [json["@context"]]
+    .flat()
+    .some((c) => typeof c === "object" && c !== null && !Array.isArray(c) && "tw" in c);
+}
 
 /** Builds the cluster's Fedify federation. */
 export function createClusterFederation(options: ClusterFederationOptions): ClusterFederation {
@@ -298,7 +341,11 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
   const graceMs = options.keyGraceMs ?? 7 * 86_400_000;
   // Loaded again every few seconds: another process may have rotated the keys.
   let keyPairs: { at: number; pairs: Promise<ClusterKeyPair[]> } | undefined;
+  // Inside a rotation's transaction, the keys that transaction wrote (for the Update).
+  const rotating = new AsyncLocalStorage<Promise<ClusterKeyPair[]>>();
   const getKeyPairs = () => {
+    const uncommitted = rotating.getStore();
+    if (uncommitted != null) return uncommitted;
     if (keyPairs == null || Date.now() - keyPairs.at > KEY_RELOAD_MS) {
       const pairs = loadOrCreateKeyPairs(db, name, graceMs).then((loaded) => {
         for (const p of loaded) keyIds.set(p.privateKey, keyIdOf(p));
@@ -322,7 +369,10 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       .filter((p) => p.active)
       .map((p) => ({ keyId: keyIdOf(p), privateKey: p.privateKey }));
 
-  const buildActor = async (ctx: Context<null>, identifier: string) => {
+  const manuallyApproves = async () =>
+    options.followPolicy != null && (await options.followPolicy.acceptance()) !== "auto";
+  /** The actor document; `manual` is given inside a transaction, which must not read `db`. */
+  const buildActor = async (ctx: Context<null>, identifier: string, manual?: boolean) => {
     const keys = await getKeyPairs();
     const owner = ctx.getActorUri(identifier);
     return new Service({
@@ -351,9 +401,38 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
             publicKey: k.publicKey,
           }),
       ),
-      manuallyApprovesFollowers:
-        options.followPolicy != null && (await options.followPolicy.acceptance()) !== "auto",
+      manuallyApprovesFollowers: manual ?? (await manuallyApproves()),
     });
+  };
+
+  /** Writes an addressed activity's deliveries within a transaction (see {@link commit}). */
+  type Address = (
+    activity: Activity | Record<string, unknown>,
+    inboxes: readonly string[],
+  ) => Promise<void>;
+  /**
+   * Runs `change` in one transaction with the deliveries of the activities it addresses,
+   * then enqueues those deliveries.
+   */
+  const commit = async <T>(
+    change: (trx: Transaction<DatabaseSchema>, address: Address) => Promise<T>,
+  ): Promise<T> => {
+    const jobs: DeliveryJob[] = [];
+    const result = await db.transaction().execute(async (trx) => {
+      jobs.length = 0;
+      return await change(trx, async (activity, inboxes) => {
+        const json =
+          activity instanceof Activity
+            ? ((await activity.toJsonLd({
+                format: "compact",
+                contextLoader: options.loaders.contextLoader,
+              })) as Record<string, unknown>)
+            : activity;
+        jobs.push(...(await options.deliveries.address(trx, json, inboxes)));
+      });
+    });
+    await options.deliveries.dispatch(jobs);
+    return result;
   };
 
   federation
@@ -535,6 +614,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       const follower = await follow.getActor(ctx);
       if (!isActor(follower) || follower.id == null || follower.inboxId == null) return;
       if (follower.id.href !== follow.actorId.href) return;
+      const followerId = follower.id.href;
       const followerInbox = follower.inboxId.href;
       const sharedInbox = follower.endpoints?.sharedInbox?.href;
       // Deliveries go to these URLs: a follower must not point them at private addresses.
@@ -554,61 +634,64 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
           : "accept";
       if (decision === "reject") {
         // A rejected follower leaves nothing behind, not even an earlier acceptance.
-        await db.deleteFrom("followers").where("actor_id", "=", follower.id.href).execute();
+        await commit(async (trx, address) => {
+          await trx.deleteFrom("followers").where("actor_id", "=", followerId).execute();
+          await address(
+            new Reject({
+              id: new URL(`${urls.actor}#rejects/${crypto.randomUUID()}`),
+              actor: ctx.getActorUri(name),
+              object: follow,
+            }),
+            [followerInbox],
+          );
+        });
         logger.info("Rejected a follow from {follower} (federation policy).", {
           follower: follower.id.href,
         });
-        await ctx.sendActivity(
-          await senderKeys(),
-          follower,
-          new Reject({
-            id: new URL(`${urls.actor}#rejects/${crypto.randomUUID()}`),
-            actor: ctx.getActorUri(name),
-            object: follow,
-          }),
-        );
         return;
       }
       const state = decision === "accept" ? "accepted" : "pending";
       const now = new Date();
-      await db
-        .insertInto("followers")
-        .values({
-          actor_id: follower.id.href,
-          inbox: followerInbox,
-          shared_inbox: follower.endpoints?.sharedInbox?.href ?? null,
-          follow_id: followId,
-          state,
-          updated_at: now,
-        })
-        .onConflict((oc) =>
-          oc.column("actor_id").doUpdateSet({
+      await commit(async (trx, address) => {
+        await trx
+          .insertInto("followers")
+          .values({
+            actor_id: followerId,
             inbox: followerInbox,
-            shared_inbox: follower.endpoints?.sharedInbox?.href ?? null,
+            shared_inbox: sharedInbox ?? null,
             follow_id: followId,
             state,
             updated_at: now,
-            gone_at: null,
+          })
+          .onConflict((oc) =>
+            oc.column("actor_id").doUpdateSet({
+              inbox: followerInbox,
+              shared_inbox: sharedInbox ?? null,
+              follow_id: followId,
+              state,
+              updated_at: now,
+              gone_at: null,
+            }),
+          )
+          .execute();
+        if (state === "pending") return;
+        await address(
+          new Accept({
+            id: new URL(`${urls.actor}#accepts/${crypto.randomUUID()}`),
+            actor: ctx.getActorUri(name),
+            object: follow,
           }),
-        )
-        .execute();
+          [followerInbox],
+        );
+      });
       if (state === "pending") {
         logger.info("{follower} asked to follow this cluster; waiting for approval.", {
           follower: follower.id.href,
         });
         return;
       }
-      await options.onFollowed?.(follower.endpoints?.sharedInbox?.href ?? followerInbox);
+      await options.onFollowed?.(sharedInbox ?? followerInbox);
       logger.info("{follower} now follows this cluster.", { follower: follower.id.href });
-      await ctx.sendActivity(
-        await senderKeys(),
-        follower,
-        new Accept({
-          id: new URL(`${urls.actor}#accepts/${crypto.randomUUID()}`),
-          actor: ctx.getActorUri(name),
-          object: follow,
-        }),
-      );
     })
     .on(Accept, async (_ctx, accept) => {
       // Match by id: Fedify refetches a cross-origin embedded Follow and gets the wrong object.
@@ -664,48 +747,35 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     });
 
   const context = () => federation.createContext(new URL(urls.origin), null);
-  const recipientOf = (row: {
-    actor_id: string;
-    inbox: string;
-    shared_inbox: string | null;
-  }): Recipient => ({
-    id: new URL(row.actor_id),
-    inboxId: new URL(row.inbox),
-    endpoints: row.shared_inbox == null ? null : { sharedInbox: new URL(row.shared_inbox) },
-  });
+  /** An Accept or a Reject of the Follow `row`'s follower sent. */
+  const followAnswer = (
+    row: { actor_id: string; follow_id: string },
+    Answer: typeof Accept | typeof Reject,
+  ): Accept | Reject =>
+    new Answer({
+      id: new URL(
+        `${urls.actor}#${Answer === Accept ? "accepts" : "rejects"}/${crypto.randomUUID()}`,
+      ),
+      actor: new URL(urls.actor),
+      object: new Follow({
+        id: new URL(row.follow_id),
+        actor: new URL(row.actor_id),
+        object: new URL(urls.actor),
+      }),
+    });
 
   // An activity is signed once (its Object Integrity Proof and Linked Data signature), however
   // many inboxes it goes to; each delivery only adds its own HTTP signature.
-  /** Sends `row`'s follower an Accept or a Reject of the Follow it sent. */
-  const answerFollow = async (
-    row: { actor_id: string; inbox: string; shared_inbox: string | null; follow_id: string },
-    Answer: typeof Accept | typeof Reject,
-  ): Promise<void> => {
-    const ctx = context();
-    await ctx.sendActivity(
-      await senderKeys(),
-      recipientOf(row),
-      new Answer({
-        id: new URL(
-          `${urls.actor}#${Answer === Accept ? "accepts" : "rejects"}/${crypto.randomUUID()}`,
-        ),
-        actor: ctx.getActorUri(name),
-        object: new Follow({
-          id: new URL(row.follow_id),
-          actor: new URL(row.actor_id),
-          object: new URL(urls.actor),
-        }),
-      }),
-    );
-  };
-
   const signedBodies = new Map<string, Promise<string>>();
   const acceptedSpecs = new Map<string, HttpSignatureSpec>();
-  const signedBody = (activityJson: Record<string, unknown>): Promise<string> => {
+  const signedBody = (
+    activityJson: Record<string, unknown>,
+    source: ActivitySource,
+  ): Promise<string> => {
     const id = String(activityJson.id);
     let body = signedBodies.get(id);
     if (body == null) {
-      body = signActivity(activityJson);
+      body = signActivity(activityJson, source);
       signedBodies.set(id, body);
       body.catch(() => signedBodies.delete(id));
       if (signedBodies.size > SIGNED_BODIES_KEPT) {
@@ -714,11 +784,22 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     }
     return body;
   };
-  const signActivity = async (activityJson: Record<string, unknown>): Promise<string> => {
+  const signActivity = async (
+    activityJson: Record<string, unknown>,
+    source: ActivitySource,
+  ): Promise<string> => {
     const ctx = context();
     const pairs = await senderKeys();
     const loader = { contextLoader: ctx.contextLoader };
-    let activity: Activity = TaskwebActivity.fromJson(activityJson);
+    // Taskweb activities (the outbox, an Offer) carry terms the library's vocabulary does not
+    // know; the others (Follow, Accept, Update, …) are its own types, parsed as such.
+    let activity: Activity =
+      source === "outbox" || hasTaskwebContext(activityJson)
+        ? TaskwebActivity.fromJson(activityJson)
+        : await Activity.fromJsonLd(activityJson, {
+            ...loader,
+            documentLoader: ctx.documentLoader,
+          });
     const ed25519 = pairs.find((p) => p.privateKey.algorithm.name === "Ed25519");
     if (ed25519 != null) {
       // The proof names the key by its Multikey id, as the actor document publishes it.
@@ -728,6 +809,77 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     const rsa = pairs.find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
     if (rsa != null) json = await signJsonLd(json, rsa.privateKey, rsa.keyId, loader);
     return JSON.stringify(json);
+  };
+
+  /** Signs and POSTs one activity to one inbox; reports how that went. */
+  const sendOnce = async (
+    activityJson: Record<string, unknown>,
+    inbox: string,
+    source: ActivitySource,
+  ): Promise<SendOutcome> => {
+    try {
+      const body = await signedBody(activityJson, source);
+      const pairs = await senderKeys();
+      const rsa = pairs.find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
+      if (rsa == null) throw new Error(`${urls.actor} has no RSA key to sign deliveries with.`);
+      const origin = new URL(inbox).origin;
+      const post = async (spec: HttpSignatureSpec) => {
+        const signed = await signRequest(
+          new Request(inbox, {
+            method: "POST",
+            headers: { "content-type": "application/activity+json" },
+            body,
+          }),
+          rsa.privateKey,
+          rsa.keyId,
+          { spec },
+        );
+        return await options.deliveryFetch(inbox, {
+          method: "POST",
+          headers: Object.fromEntries(signed.headers),
+          body,
+          redirect: "manual",
+          timeoutMs: DELIVERY_TIMEOUT_MS,
+          idleTimeoutMs: DELIVERY_TIMEOUT_MS,
+        });
+      };
+      // RFC 9421 first; a peer that refuses it as unauthenticated gets draft-cavage, and
+      // whichever it accepted is used first for its origin from then on.
+      const first = acceptedSpecs.get(origin) ?? "rfc9421";
+      let response = await post(first);
+      let spec = first;
+      if (response.status === 400 || response.status === 401) {
+        await response.body?.cancel();
+        spec = first === "rfc9421" ? "draft-cavage-http-signatures-12" : "rfc9421";
+        response = await post(spec);
+      }
+      if (response.ok) {
+        acceptedSpecs.set(origin, spec);
+        await response.body?.cancel();
+        return { ok: true, status: response.status };
+      }
+      const text = await readLimited(response, inbox, DELIVERY_ANSWER_BYTES).then(
+        (bytes) => new TextDecoder().decode(bytes).slice(0, 500),
+        () => "",
+      );
+      return {
+        ok: false,
+        status: response.status,
+        retryAfter: response.headers.get("retry-after"),
+        error: `${inbox} answered ${response.status}${text !== "" ? `: ${text}` : ""}`,
+      };
+    } catch (error) {
+      const refused =
+        error instanceof OutboundFetchError &&
+        (error.reason === "private-address" || error.reason === "bad-scheme");
+      return {
+        ok: false,
+        status: undefined,
+        retryAfter: null,
+        error: refused ? `refused by the outbound policy: ${error.message}` : String(error),
+        ...(refused ? { refused } : {}),
+      };
+    }
   };
 
   return {
@@ -743,30 +895,38 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       if (!(await options.isDeliverable(actor.inboxId.href))) {
         throw new Error(`${actorUrl} has its inbox on a refused address.`);
       }
+      const actorId = actor.id;
+      const inbox = actor.inboxId.href;
       const followId = `${urls.actor}#follows/${crypto.randomUUID()}`;
       const now = new Date();
-      await db
-        .insertInto("following")
-        .values({
-          actor_id: actor.id.href,
-          inbox: actor.inboxId.href,
-          shared_inbox: actor.endpoints?.sharedInbox?.href ?? null,
-          follow_id: followId,
-          state: "pending",
-          updated_at: now,
-        })
-        .onConflict((oc) =>
-          oc
-            .column("actor_id")
-            .doUpdateSet({ follow_id: followId, state: "pending", updated_at: now }),
-        )
-        .execute();
-      await ctx.sendActivity(
-        await senderKeys(),
-        actor,
-        new Follow({ id: new URL(followId), actor: ctx.getActorUri(name), object: actor.id }),
-      );
-      return { actorId: actor.id.href, state: "pending" };
+      await commit(async (trx, address) => {
+        await trx
+          .insertInto("following")
+          .values({
+            actor_id: actorId.href,
+            inbox,
+            shared_inbox: actor.endpoints?.sharedInbox?.href ?? null,
+            follow_id: followId,
+            state: "pending",
+            updated_at: now,
+          })
+          .onConflict((oc) =>
+            oc
+              .column("actor_id")
+              .doUpdateSet({ follow_id: followId, state: "pending", updated_at: now }),
+          )
+          .execute();
+        await address(
+          new Follow({ id: new URL(followId), actor: ctx.getActorUri(name), object: actorId }),
+          [inbox],
+        );
+      });
+      return { actorId: actorId.href, state: "pending" };
+    },
+    async send(activity, inbox) {
+      await commit(async (_trx, address) => {
+        await address(activity, [inbox]);
+      });
     },
     async unfollow(actorUrl) {
       const row = await db
@@ -775,69 +935,92 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         .where("actor_id", "=", actorUrl)
         .executeTakeFirst();
       if (row == null) return false;
-      const ctx = context();
-      const recipient: Recipient = {
-        id: new URL(row.actor_id),
-        inboxId: new URL(row.inbox),
-        endpoints: row.shared_inbox == null ? null : { sharedInbox: new URL(row.shared_inbox) },
-      };
-      await ctx.sendActivity(
-        await senderKeys(),
-        recipient,
-        new Undo({
-          id: new URL(`${urls.actor}#undo/${crypto.randomUUID()}`),
-          actor: ctx.getActorUri(name),
-          object: new URL(row.follow_id),
-        }),
-      );
-      await db.deleteFrom("following").where("actor_id", "=", actorUrl).execute();
-      return true;
+      return await commit(async (trx, address) => {
+        const deleted = await trx
+          .deleteFrom("following")
+          .where("actor_id", "=", actorUrl)
+          .where("follow_id", "=", row.follow_id)
+          .returning("actor_id")
+          .executeTakeFirst();
+        if (deleted == null) return false;
+        await address(
+          new Undo({
+            id: new URL(`${urls.actor}#undo/${crypto.randomUUID()}`),
+            actor: new URL(urls.actor),
+            object: new URL(row.follow_id),
+          }),
+          [row.inbox],
+        );
+        return true;
+      });
     },
     async approveFollower(actorId) {
-      const row = await db
-        .updateTable("followers")
-        .set({ state: "accepted", updated_at: new Date() })
-        .where("actor_id", "=", actorId)
-        .where("state", "=", "pending")
-        .returning(["actor_id", "inbox", "shared_inbox", "follow_id"])
-        .executeTakeFirst();
+      const row = await commit(async (trx, address) => {
+        const approved = await trx
+          .updateTable("followers")
+          .set({ state: "accepted", updated_at: new Date() })
+          .where("actor_id", "=", actorId)
+          .where("state", "=", "pending")
+          .returning(["actor_id", "inbox", "shared_inbox", "follow_id"])
+          .executeTakeFirst();
+        if (approved != null) await address(followAnswer(approved, Accept), [approved.inbox]);
+        return approved;
+      });
       if (row == null) return false;
-      await answerFollow(row, Accept);
       await options.onFollowed?.(row.shared_inbox ?? row.inbox);
       logger.info("{follower} now follows this cluster (approved).", { follower: actorId });
       return true;
     },
     async rejectFollower(actorId) {
-      const row = await db
-        .deleteFrom("followers")
-        .where("actor_id", "=", actorId)
-        .returning(["actor_id", "inbox", "shared_inbox", "follow_id"])
-        .executeTakeFirst();
+      const row = await commit(async (trx, address) => {
+        const removed = await trx
+          .deleteFrom("followers")
+          .where("actor_id", "=", actorId)
+          .returning(["actor_id", "inbox", "follow_id"])
+          .executeTakeFirst();
+        if (removed != null) await address(followAnswer(removed, Reject), [removed.inbox]);
+        return removed;
+      });
       if (row == null) return false;
-      await answerFollow(row, Reject);
       logger.info("Rejected the follow of {follower}.", { follower: actorId });
       return true;
     },
     async rotateKeys() {
-      const result = await rotateKeyPairs(db, name);
-      keyPairs = undefined;
       const ctx = context();
-      const actor = await buildActor(ctx, name);
-      const followers = await db
-        .selectFrom("followers")
-        .select(["actor_id", "inbox", "shared_inbox"])
-        .where("state", "=", "accepted")
-        .execute();
-      await ctx.sendActivity(
-        await senderKeys(),
-        followers.map(recipientOf),
-        new Update({
+      const manual = await manuallyApproves();
+      const jobs: DeliveryJob[] = [];
+      // The Update (the actor with its new keys) and its deliveries to every follower's
+      // inbox, shared inbox preferred, are committed with the new keys or not at all.
+      const result = await rotateKeyPairs(db, name, async (trx) => {
+        jobs.length = 0;
+        const actor = await rotating.run(readKeyPairs(trx, name, graceMs), () =>
+          buildActor(ctx, name, manual),
+        );
+        const update = new Update({
           id: new URL(`${urls.actor}#updates/${crypto.randomUUID()}`),
           actor: ctx.getActorUri(name),
           object: actor,
-        }),
-        { fanout: "skip", preferSharedInbox: true },
-      );
+        });
+        const followers = await trx
+          .selectFrom("followers")
+          .select(["inbox", "shared_inbox"])
+          .where("state", "=", "accepted")
+          .where("gone_at", "is", null)
+          .execute();
+        const json = (await update.toJsonLd({
+          format: "compact",
+          contextLoader: options.loaders.contextLoader,
+        })) as Record<string, unknown>;
+        jobs.push(
+          ...(await options.deliveries.address(
+            trx,
+            json,
+            followers.map((f) => f.shared_inbox ?? f.inbox),
+          )),
+        );
+      });
+      keyPairs = undefined;
+      await options.deliveries.dispatch(jobs);
       logger.info("Rotated the keys of {actor}; followers were sent an Update.", {
         actor: urls.actor,
       });
@@ -857,52 +1040,29 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         })),
       );
     },
-    async deliver(activityJson, inbox) {
-      try {
-        const body = await signedBody(activityJson);
-        const pairs = await senderKeys();
-        const rsa = pairs.find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
-        if (rsa == null) throw new Error(`${urls.actor} has no RSA key to sign deliveries with.`);
-        const origin = new URL(inbox).origin;
-        const post = async (spec: HttpSignatureSpec) =>
-          await fetch(
-            await signRequest(
-              new Request(inbox, {
-                method: "POST",
-                headers: { "content-type": "application/activity+json" },
-                body,
-              }),
-              rsa.privateKey,
-              rsa.keyId,
-              { spec },
-            ),
-            { redirect: "manual", signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS) },
-          );
-        // RFC 9421 first; a peer that refuses it as unauthenticated gets draft-cavage, and
-        // whichever it accepted is used first for its origin from then on.
-        const first = acceptedSpecs.get(origin) ?? "rfc9421";
-        let response = await post(first);
-        let spec = first;
-        if (response.status === 400 || response.status === 401) {
-          await response.body?.cancel();
-          spec = first === "rfc9421" ? "draft-cavage-http-signatures-12" : "rfc9421";
-          response = await post(spec);
-        }
-        if (response.ok) {
-          acceptedSpecs.set(origin, spec);
-          await response.body?.cancel();
-          return { ok: true, status: response.status };
-        }
-        const text = (await response.text()).slice(0, 500);
-        return {
-          ok: false,
-          status: response.status,
-          retryAfter: response.headers.get("retry-after"),
-          error: `${inbox} answered ${response.status}${text !== "" ? `: ${text}` : ""}`,
-        };
-      } catch (error) {
-        return { ok: false, status: undefined, retryAfter: null, error: String(error) };
-      }
+    async deliver(activityJson, inbox, source = "outbox") {
+      const tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer("taskweb");
+      return await tracer.startActiveSpan(
+        "activitypub.send_activity",
+        {
+          kind: SpanKind.CLIENT,
+          attributes: {
+            "activitypub.activity.id": String(activityJson.id),
+            "activitypub.inbox.url": inbox,
+          },
+        },
+        async (span) => {
+          try {
+            const outcome = await sendOnce(activityJson, inbox, source);
+            if (outcome.status != null)
+              span.setAttribute("http.response.status_code", outcome.status);
+            if (!outcome.ok) span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error });
+            return outcome;
+          } finally {
+            span.end();
+          }
+        },
+      );
     },
   };
 }

@@ -79,20 +79,38 @@ export async function loadOrCreateKeyPairs(
   identifier: string,
   graceMs = 0,
 ): Promise<ClusterKeyPair[]> {
-  const rows = await db.transaction().execute(async (trx) => {
+  await db.transaction().execute(async (trx) => {
     // Serialises first-start key creation across processes sharing one database.
     await sql`select pg_advisory_xact_lock(hashtext(${`taskweb-keys:${identifier}`}))`.execute(trx);
     const existing = await trx
       .selectFrom("cluster_keys")
-      .selectAll()
+      .select("algorithm")
       .where("identifier", "=", identifier)
       .where("retired_at", "is", null)
-      .orderBy("id")
       .execute();
     const missing = ALGORITHMS.filter((a) => !existing.some((row) => row.algorithm === a));
-    for (const algorithm of missing) existing.push(await insertNewKey(trx, identifier, algorithm));
-    return existing;
+    for (const algorithm of missing) await insertNewKey(trx, identifier, algorithm);
   });
+  return await readKeyPairs(db, identifier, graceMs);
+}
+
+/**
+ * The key pairs of `identifier` as {@link loadOrCreateKeyPairs} orders them, read through
+ * `db` (a transaction sees the keys it rotated before they are committed).
+ * @throws when an active key is missing
+ */
+export async function readKeyPairs(
+  db: Kysely<DatabaseSchema>,
+  identifier: string,
+  graceMs = 0,
+): Promise<ClusterKeyPair[]> {
+  const rows = await db
+    .selectFrom("cluster_keys")
+    .selectAll()
+    .where("identifier", "=", identifier)
+    .where("retired_at", "is", null)
+    .orderBy("id")
+    .execute();
   const pairs: ClusterKeyPair[] = [];
   for (const algorithm of ALGORITHMS) {
     const row = rows.find((r) => r.algorithm === algorithm);
@@ -134,10 +152,14 @@ export interface KeyRotationResult {
   readonly rotatedAt: Date;
 }
 
-/** Replaces the active key pairs of `identifier` with new ones, in one transaction. */
+/**
+ * Replaces the active key pairs of `identifier` with new ones, in one transaction; `within`
+ * runs in it after the new keys are written (the actor's Update is written there).
+ */
 export async function rotateKeyPairs(
   db: Kysely<DatabaseSchema>,
   identifier: string,
+  within?: (trx: Transaction<DatabaseSchema>) => Promise<void>,
 ): Promise<KeyRotationResult> {
   return await db.transaction().execute(async (trx) => {
     await sql`select pg_advisory_xact_lock(hashtext(${`taskweb-keys:${identifier}`}))`.execute(trx);
@@ -153,6 +175,7 @@ export async function rotateKeyPairs(
     for (const algorithm of ALGORITHMS) {
       activated.push((await insertNewKey(trx, identifier, algorithm)).id);
     }
+    await within?.(trx);
     return { activated, replaced: replaced.map((r) => r.id), rotatedAt };
   });
 }

@@ -15,7 +15,7 @@
  * @module
  */
 import type { Context } from "@fedify/fedify";
-import { Accept, isActor, Reject } from "@fedify/vocab";
+import { Accept, isActor, Reject, type Activity } from "@fedify/vocab";
 import { getLogger } from "@logtape/logtape";
 import { sql, type Kysely } from "kysely";
 import {
@@ -30,7 +30,6 @@ import { emptyEffects, type Effects, type TaskService } from "../domain/task-ser
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema, OffersSentTable } from "../store/schema.ts";
 import type { ClusterUrls } from "./cluster-urls.ts";
-import { TaskwebActivity } from "./taskweb-activity.ts";
 
 const logger = getLogger(["taskweb", "offers"]);
 
@@ -70,10 +69,13 @@ export interface OfferServiceOptions {
   readonly urls: ClusterUrls;
   /** The cluster's actor identifier (its name). */
   readonly name: string;
-  /** A Fedify context for sending (the federation is built after this service). */
+  /** A Fedify context for looking up actors (the federation is built after this service). */
   context(): Context<null>;
-  /** The keys to sign with, under their ids (see `ClusterFederation.senderKeys`). */
-  senderKeys(): Promise<{ keyId: URL; privateKey: CryptoKey }[]>;
+  /**
+   * Sends one activity to one inbox through the delivery table (durable, retried, POSTed
+   * through the checked fetch): an `Activity`, or a taskweb activity's JSON.
+   */
+  send(activity: Activity | Record<string, unknown>, inbox: string): Promise<void>;
   /** Whether an actor's offers are accepted. */
   readonly policy: OfferPolicy;
   /** Told what became of every received offer. */
@@ -109,13 +111,13 @@ function view(row: {
 export function createOfferService(options: OfferServiceOptions) {
   const { db, tasks, jobs, urls } = options;
 
-  async function sendTo(actorUrl: string, activity: TaskwebActivity | Accept | Reject) {
+  async function sendTo(actorUrl: string, activity: Record<string, unknown> | Accept | Reject) {
     const ctx = options.context();
     const actor = await ctx.lookupObject(actorUrl);
     if (!isActor(actor) || actor.id == null || actor.inboxId == null) {
       throw new ApiError("RemoteUnavailable", `${actorUrl} is not a reachable cluster actor.`);
     }
-    await ctx.sendActivity(await options.senderKeys(), actor, activity, { fanout: "skip" });
+    await options.send(activity, actor.inboxId.href);
   }
 
   async function answer(
@@ -168,7 +170,7 @@ export function createOfferService(options: OfferServiceOptions) {
           updated_at: new Date(),
         })
         .execute();
-      await sendTo(target, TaskwebActivity.fromJson(json as unknown as Record<string, unknown>));
+      await sendTo(target, json as unknown as Record<string, unknown>);
       const row = await db
         .selectFrom("offers_sent")
         .selectAll()
@@ -358,7 +360,7 @@ export function createOfferService(options: OfferServiceOptions) {
         .executeTakeFirst();
       if (latest == null || latest.activity_id === offer.callback_activity_id) return;
       // The activity as published to followers, byte for byte the same claims.
-      await sendTo(offer.actor_id, TaskwebActivity.fromJson(latest.activity));
+      await sendTo(offer.actor_id, latest.activity);
       await db
         .updateTable("offers_received")
         .set({ callback_activity_id: latest.activity_id })

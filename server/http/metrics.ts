@@ -23,7 +23,10 @@ export interface ClusterMetrics {
   runFinished(state: string, durationSeconds: number): void;
   /** An inbox request's signature check: `verified`, or why it failed. */
   inboxVerification(outcome: string): void;
-  /** One delivery attempt to `peer` (an inbox's host): `delivered`, `gone`, `http-error`, `unreachable`. */
+  /**
+   * One delivery attempt to `peer` (an inbox's host): `delivered`, `gone`, `http-error`,
+   * `unreachable`, or `refused` (the address policy refused the inbox; nothing was sent).
+   */
   delivery(peer: string, outcome: string): void;
 }
 

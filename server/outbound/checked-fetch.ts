@@ -1,11 +1,13 @@
 /**
  * The one path every outbound request of a cluster takes: key and actor fetches, remote
- * task and artifact documents, artifact downloads. Each hop is checked before it is sent:
+ * task and artifact documents, artifact downloads, and the POSTs that deliver activities to
+ * peers' inboxes. Each hop is checked before it is sent:
  * http(s) only, never from https down to http, and the address actually connected to must
  * be public or on the cluster's explicit allowlist. The check runs inside the socket's name
  * lookup, so a name that resolves to a private address (DNS rebinding included) is refused
  * at connect time, not only when first looked at. Redirects are followed one hop at a time,
- * each hop checked again, at most {@link OUTBOUND_LIMITS.maxRedirects}. Requests have a
+ * each hop checked again, at most {@link OUTBOUND_LIMITS.maxRedirects}; a POST never follows
+ * a redirect (its answer is returned as it came). Requests have a
  * total time limit and an idle limit, documents a size limit, and all requests made while
  * handling one inbound activity share a budget ({@link withFetchBudget}).
  * @module
@@ -79,13 +81,18 @@ export function remainingFetchBudget(): number | undefined {
 
 /** Options of one {@link OutboundFetch} call. */
 export interface OutboundRequestInit {
-  readonly method?: "GET" | "HEAD";
+  /** @defaultValue `"GET"` */
+  readonly method?: "GET" | "HEAD" | "POST";
   readonly headers?: Record<string, string>;
+  /** The body of a POST, sent with its `Content-Length`. */
+  readonly body?: string | Uint8Array;
   readonly signal?: AbortSignal;
   /** `manual` returns redirects to the caller (who checks the next hop by calling again). */
   readonly redirect?: "follow" | "manual";
   /** Overrides the total time limit of this request. */
   readonly timeoutMs?: number;
+  /** Overrides the idle limit (a peer that answers a POST only once it has handled it). */
+  readonly idleTimeoutMs?: number;
   /**
    * Signs each hop (an authenticated fetch). Hops on another origin than the first URL are
    * sent unsigned: a signature is never handed to wherever a redirect points.
@@ -93,7 +100,10 @@ export interface OutboundRequestInit {
   readonly sign?: (request: Request) => Promise<Request>;
 }
 
-/** A checked `fetch`: the response body streams; nothing is read unless the caller reads. */
+/**
+ * A checked `fetch`: the response body streams; nothing is read unless the caller reads.
+ * The response's `url` is the URL that answered, after any redirects.
+ */
 export type OutboundFetch = (url: string | URL, init?: OutboundRequestInit) => Promise<Response>;
 
 /** Options for {@link createOutboundFetch}. */
@@ -171,7 +181,9 @@ export function createOutboundFetch(options: OutboundFetchOptions): OutboundFetc
     signal: AbortSignal,
     signHop: boolean,
   ): Promise<Response> {
-    const budget = budgets.getStore();
+    // A delivery is this cluster's own send, bounded by its delivery rows, never by the
+    // inbound activity whose handling happened to set it off.
+    const budget = init.method === "POST" ? undefined : budgets.getStore();
     if (budget != null) {
       if (budget.remaining <= 0) {
         throw new OutboundFetchError(
@@ -195,6 +207,8 @@ export function createOutboundFetch(options: OutboundFetchOptions): OutboundFetc
       ...(options.userAgent != null ? { "user-agent": options.userAgent } : {}),
       ...init.headers,
     };
+    if (init.body != null) headers["content-length"] = String(Buffer.byteLength(init.body));
+    const idle = init.idleTimeoutMs ?? idleTimeoutMs;
     if (signHop && init.sign != null) {
       const signed = await init.sign(new Request(url, { method: init.method ?? "GET", headers }));
       headers = Object.fromEntries(signed.headers);
@@ -208,7 +222,7 @@ export function createOutboundFetch(options: OutboundFetchOptions): OutboundFetc
           method: init.method ?? "GET",
           headers,
           signal,
-          timeout: idleTimeoutMs,
+          timeout: idle,
           lookup: checkedLookup(url.href, port, options.allowlist, (a) => (refusedAddress = a)),
           agent: false,
         },
@@ -220,7 +234,7 @@ export function createOutboundFetch(options: OutboundFetchOptions): OutboundFetc
             reject(new OutboundFetchError(url.href, "network", `unexpected status ${status}`));
             return;
           }
-          res.setTimeout(idleTimeoutMs, () => {
+          res.setTimeout(idle, () => {
             res.destroy(new OutboundFetchError(url.href, "timeout", "the response stalled"));
           });
           if (nullBody) res.resume();
@@ -250,7 +264,8 @@ export function createOutboundFetch(options: OutboundFetchOptions): OutboundFetc
           reject(new OutboundFetchError(url.href, "timeout", "gave up", { cause: error }));
         else reject(new OutboundFetchError(url.href, "network", error.message, { cause: error }));
       });
-      request.end();
+      if (init.body != null) request.end(init.body);
+      else request.end();
     });
   }
 
@@ -285,10 +300,13 @@ export function createOutboundFetch(options: OutboundFetchOptions): OutboundFetc
       const location = response.headers.get("location");
       if (
         init.redirect === "manual" ||
+        init.method === "POST" ||
         response.status < 300 ||
         response.status >= 400 ||
         location == null
       ) {
+        // Who answered, after redirects: a caller that trusts an origin checks this one.
+        Object.defineProperty(response, "url", { value: current.href });
         return response;
       }
       await response.body?.cancel();
@@ -348,9 +366,10 @@ export async function readLimited(
 }
 
 /**
- * True when `url` is http(s) and every address its host resolves to is permitted: for
- * URLs stored now and requested later by code that does not use the checked fetch
- * (deliveries to a follower's inbox).
+ * True when `url` is http(s) and every address its host resolves to is permitted: a check
+ * when a URL is stored (a follower's inbox), so that a follow that could never be delivered
+ * is refused at once. Deliveries still go through the checked fetch, which checks again the
+ * address actually connected to.
  */
 export async function isPermittedUrl(
   url: string,

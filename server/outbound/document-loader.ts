@@ -69,7 +69,8 @@ export function createCheckedDocumentLoader(
       maxDepth: DEFAULT_MAX_JSON_DEPTH,
     });
     if (!parsed.ok) throw new OutboundFetchError(url, "too-large", parsed.reason.message);
-    return { contextUrl: null, documentUrl: url, document: parsed.value };
+    // The URL that answered, after redirects: catch-up refuses a page served from elsewhere.
+    return { contextUrl: null, documentUrl: response.url || url, document: parsed.value };
   };
 }
 

@@ -16,6 +16,7 @@ import * as m0007 from "./migrations/0007-delivery.ts";
 import * as m0008 from "./migrations/0008-history-indexes.ts";
 import * as m0009 from "./migrations/0009-hooks-and-offers.ts";
 import * as m0010 from "./migrations/0010-stable-key-ids.ts";
+import * as m0011 from "./migrations/0011-addressed-activities.ts";
 import * as m0012 from "./migrations/0012-task-joins.ts";
 import * as m0013 from "./migrations/0013-relay-announces.ts";
 import * as m0014 from "./migrations/0014-received-activity-objects.ts";
@@ -31,6 +32,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0008-history-indexes": m0008,
   "0009-hooks-and-offers": m0009,
   "0010-stable-key-ids": m0010,
+  "0011-addressed-activities": m0011,
   "0012-task-joins": m0012,
   "0013-relay-announces": m0013,
   "0014-received-activity-objects": m0014,

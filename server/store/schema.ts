@@ -192,6 +192,17 @@ export interface OutboxTable {
   fanned_out_at: Timestamp | null;
 }
 
+/**
+ * An activity sent to particular inboxes, not published in the outbox (Follow, Accept,
+ * Reject, Undo, Update of the actor); its `deliveries` rows name it by id.
+ */
+export interface AddressedActivitiesTable {
+  activity_id: string;
+  /** Compact JSON-LD as built, before signing. */
+  activity: Json<Record<string, unknown>>;
+  created_at: CreatedAt;
+}
+
 export interface InboxProcessedTable {
   activity_id: string;
   actor_id: string;
@@ -438,6 +449,7 @@ export interface DatabaseSchema {
   federation_actor_rules: FederationActorRulesTable;
   federation_settings: FederationSettingsTable;
   deliveries: DeliveriesTable;
+  addressed_activities: AddressedActivitiesTable;
   delivery_peers: DeliveryPeersTable;
   hooks: HooksTable;
   hook_templates: HookTemplatesTable;

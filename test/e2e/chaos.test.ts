@@ -6,7 +6,8 @@
  * down, and down also waits on up directly: fan-in). While they run, the test kills web and
  * worker processes with SIGKILL at random and restarts them, makes `down`'s inbox answer 503
  * for a few seconds, and runs FLUSHALL on Redis once. At the end every task completed with
- * exactly one completed run, every dependency resolved, and no activity was processed twice.
+ * exactly one completed run, every dependency resolved, and no activity was processed twice;
+ * then every process stops cleanly on SIGTERM.
  * Bounded: kills stop after 15 s, and the tasks must all complete within two minutes after.
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -496,24 +497,59 @@ describeServerBackend("chaos across three clusters", (backend) => {
     ] as const) {
       // The dependents may have run on a dereferenced state already; the activities still
       // arrive, by a retried delivery or by paging the outbox, each processed once.
+      const processedOf = async () =>
+        await follower.database.db
+          .selectFrom("inbox_processed")
+          .select("activity_id")
+          .where("activity_id", "in", expected)
+          .execute();
       const rows = await waitFor(
         `${follower.name} to process every completion it follows`,
         async () => {
-          const r = await follower.database.db
-            .selectFrom("inbox_processed")
-            .select("activity_id")
-            .where("activity_id", "in", expected)
-            .execute();
+          const r = await processedOf();
           return r.length === expected.length ? r : undefined;
         },
         60_000,
-      );
+      ).catch(async (error: unknown) => {
+        // What became of the missing ones: their deliveries on every sender, and the
+        // follower's view of its followees.
+        const seen = new Set((await processedOf()).map((r) => r.activity_id));
+        const missing = expected.filter((id) => !seen.has(id));
+        const deliveries = [];
+        for (const sender of [up, mid]) {
+          deliveries.push(
+            ...(await sender.database.db
+              .selectFrom("deliveries")
+              .selectAll()
+              .where("activity_id", "in", missing)
+              .execute()),
+          );
+        }
+        const following = await follower.database.db.selectFrom("following").selectAll().execute();
+        throw new Error(
+          `${String(error)}\nmissing: ${JSON.stringify(missing)}\ndeliveries: ${JSON.stringify(deliveries)}\nfollowing: ${JSON.stringify(following)}\n${output.join("").slice(-10_000)}`,
+          { cause: error },
+        );
+      });
       expect(new Set(rows.map((r) => r.activity_id)).size).toBe(expected.length);
     }
     expect(kills).toBeGreaterThan(0);
     expect(flushed).toBe(true);
     expect(down.refused).toBeGreaterThan(0);
     clearInterval(progress);
+    // Every web and worker process, restarted or not, stops cleanly on SIGTERM.
+    const exits = await Promise.all(
+      [...peers.values()].flatMap((p) =>
+        [...p.processes.entries()].map(async ([role, child]) => {
+          const exited = new Promise((r) => child.on("exit", (code, signal) => r(code ?? signal)));
+          child.kill("SIGTERM");
+          return `${p.name} ${role}: ${String(await exited)}`;
+        }),
+      ),
+    );
+    expect(exits, output.join("").slice(-20_000)).toEqual(
+      [...peers.values()].flatMap((p) => [`${p.name} web: 0`, `${p.name} worker: 0`]),
+    );
     const summary = JSON.stringify(counts, null, 2);
     console.log(output.filter((l) => l.startsWith("[test]")).join(""));
     console.log(`chaos counts: ${summary}`);

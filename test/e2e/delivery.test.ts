@@ -2,8 +2,9 @@
  * Delivery to followers whose inboxes misbehave: a real cluster publishes to inboxes served
  * by a loopback HTTP server that answers what each test tells it. Retries honour
  * `Retry-After`, a 410 marks the follower gone for good, consecutive failures open the
- * inbox's circuit until a probe succeeds, the horizon gives a delivery up, and followers
- * behind one shared inbox get one POST.
+ * inbox's circuit until a probe succeeds, the horizon gives a delivery up, followers
+ * behind one shared inbox get one POST, and an inbox whose name resolves to an address the
+ * cluster's policy refuses gets no POST at all.
  */
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -52,13 +53,13 @@ describeServerBackend("delivery to failing inboxes", (backend) => {
   const answers = new Map<string, () => { status: number; headers?: Record<string, string> }>();
   let taskCount = 0;
 
-  const addFollower = async (name: string, sharedInbox?: string) => {
+  const addFollower = async (name: string, sharedInbox?: string, origin = base) => {
     await a
       .current()
       .database.db.insertInto("followers")
       .values({
-        actor_id: `${base}/actors/${name}`,
-        inbox: `${base}/${name}/inbox`,
+        actor_id: `${origin}/actors/${name}`,
+        inbox: `${origin}/${name}/inbox`,
         shared_inbox: sharedInbox ?? null,
         follow_id: `${base}/actors/${name}#follow`,
         state: "accepted",
@@ -280,6 +281,56 @@ describeServerBackend("delivery to failing inboxes", (backend) => {
     await new Promise((r) => setTimeout(r, 300));
     expect(received.filter((r) => r.activityId === activityId).map((r) => r.path)).toEqual([
       "/shared/inbox",
+    ]);
+  });
+
+  it("sends nothing to an inbox whose name resolves to a refused address, until the allowlist admits it", async () => {
+    await removeFollowers();
+    // Stored as a follower would be once its inbox passed the check; the name now resolves
+    // to loopback, which this cluster's allowlist admits only on another port.
+    const named = base.replace("127.0.0.1", "localhost");
+    await addFollower("named", undefined, named);
+    const inbox = `${named}/named/inbox`;
+    const port = Number(new URL(base).port);
+    const policy = {
+      initialDelayMs: 200,
+      maxDelayMs: 1000,
+      horizonMs: 600_000,
+      circuitFailures: 3,
+      circuitCooldownMs: 1500,
+      attemptLeaseMs: 10_000,
+    };
+    await a.restart({ privateAddressAllowlist: [`127.0.0.1:${port + 1}`], delivery: policy });
+    const heard = received.length;
+    const activityId = await publishOne();
+    const refused = await waitFor("the delivery to fail on the address policy", async () => {
+      const row = await delivery(activityId, inbox);
+      return row.failures >= 2 ? row : undefined;
+    });
+    expect(refused.delivered_at).toBeNull();
+    expect(refused.abandoned_at).toBeNull();
+    expect(refused.last_status).toBeNull();
+    expect(refused.last_error).toMatch(
+      /^refused by the outbound policy: .*localhost.*127\.0\.0\.1/,
+    );
+    // The listener heard nothing, and a refusal says nothing of the peer's health.
+    expect(received.slice(heard)).toEqual([]);
+    expect((await peers()).find((p) => p.inbox === inbox)).toMatchObject({
+      circuit: "closed",
+      consecutiveFailures: 0,
+    });
+
+    // The operator admits loopback: the next retry goes through, once.
+    await a.restart({
+      privateAddressAllowlist: ["127.0.0.1/32", "::1/128"],
+      delivery: policy,
+    });
+    await waitFor("the delivery once loopback is allowlisted", async () =>
+      (await delivery(activityId, inbox)).delivered_at != null ? true : undefined,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    expect(received.slice(heard).filter((r) => r.activityId === activityId)).toEqual([
+      expect.objectContaining({ path: "/named/inbox" }),
     ]);
   });
 });

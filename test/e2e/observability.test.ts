@@ -118,9 +118,16 @@ describe(`observability on ${backend.name}`, () => {
     expect(running?.properties).toMatchObject({ taskId, runId: 0 });
     expect(running?.properties.workerId).toEqual(expect.any(String));
 
-    // Fedify's spans reached the global provider: the send on A, the inbox on B.
+    // The spans reached the global provider: the delivery and its signatures on A, the inbox
+    // on B.
     const names = exporter.getFinishedSpans().map((s) => s.name);
-    expect(names).toEqual(expect.arrayContaining(["activitypub.outbox", "activitypub.inbox"]));
+    expect(names).toEqual(
+      expect.arrayContaining([
+        "activitypub.send_activity",
+        "http_signatures.sign",
+        "activitypub.inbox",
+      ]),
+    );
   });
 
   it("counts a refused inbox POST by reason, changes nothing, and logs it with the request id", async () => {

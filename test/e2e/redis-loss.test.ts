@@ -2,7 +2,9 @@
  * Redis restarts empty: the queue is rebuilt from the database. A cluster on its own Redis
  * server (so that FLUSHALL touches nothing else) loses every job while a worker is busy; the
  * pending runs and the undelivered activities are enqueued again by the reconciler, each
- * task runs once, and a follower's dependent task still runs once.
+ * task runs once, and a follower's dependent task still runs once. A Follow, and the Accept
+ * of an approval, whose delivery jobs were lost before any worker took them are delivered
+ * once the worker starts and rebuilds the queue from the database.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -10,11 +12,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { startCluster, type RunningCluster } from "../../server/cluster.ts";
+import { DELIVERY_QUEUE } from "../../server/federation/delivery.ts";
 import { describeServerBackend } from "../support/backends.ts";
 import { freePort } from "../support/ports.ts";
 import {
   follow,
   startTestCluster,
+  TEST_TOKEN,
   waitFor,
   waitForResolution,
   type TestCluster,
@@ -55,7 +60,35 @@ describeServerBackend("losing Redis's data", (backend) => {
     b = await startTestCluster(backend, "downstream");
     await follow(b.current(), a.current());
   });
+  const flushAll = async () => {
+    const admin = new Redis(redisUrl);
+    try {
+      expect(await admin.flushall()).toBe("OK");
+      expect(await admin.dbsize()).toBe(0);
+    } finally {
+      admin.disconnect();
+    }
+  };
+  const workers: RunningCluster[] = [];
+  /** Starts a worker process beside a cluster's web process (same database, same Redis). */
+  const startWorkerOf = async (web: RunningCluster) => {
+    const worker = await startCluster(
+      { ...web.config, port: 0, publicUrl: web.urls.origin },
+      { roles: { web: false, worker: true } },
+    );
+    workers.push(worker);
+    return worker;
+  };
+  const openDeliveries = async (cluster: RunningCluster) =>
+    await cluster.database.db
+      .selectFrom("deliveries")
+      .select(["activity_id", "inbox", "delivered_at"])
+      .where("delivered_at", "is", null)
+      .where("abandoned_at", "is", null)
+      .execute();
+
   afterAll(async () => {
+    for (const worker of workers) await worker.stop();
     await Promise.all([a?.destroy(), b?.destroy()]);
     redisProcess?.kill("SIGKILL");
     await rm(dir, { recursive: true, force: true });
@@ -124,4 +157,95 @@ describeServerBackend("losing Redis's data", (backend) => {
     expect(new Set(completions.map((c) => c.activity_id)).size).toBe(completions.length);
     expect(completions.length).toBeGreaterThanOrEqual(1);
   });
+
+  it("delivers a Follow and an approval's Accept whose queue jobs FLUSHALL took", async () => {
+    // Web processes only: what they write waits in Redis for a worker.
+    const webOnly = { web: true, worker: false };
+    const follower = await startTestCluster(backend, "asks", {
+      roles: webOnly,
+      config: { redisUrl },
+    });
+    const followee = await startTestCluster(backend, "approves", {
+      roles: webOnly,
+      config: { redisUrl, followerAcceptance: "approval" },
+    });
+    try {
+      const F = follower.current();
+      const G = followee.current();
+      await F.federation.follow(G.urls.actor);
+      const [follow] = await openDeliveries(F);
+      expect(follow?.activity_id).toMatch(/#follows\//);
+      expect(follow?.inbox).toBe(G.urls.inbox);
+      expect(await F.jobs.depth(DELIVERY_QUEUE)).toBe(1);
+      await flushAll();
+      expect(await F.jobs.depth(DELIVERY_QUEUE)).toBe(0);
+      // The operator's view names the followee's inbox and the delivery still open.
+      const peers = (await (
+        await fetch(`${F.urls.origin}/api/v1/deliveries/peers`, {
+          headers: { authorization: `Bearer ${TEST_TOKEN}` },
+        })
+      ).json()) as { peers: { inbox: string; pending: number }[] };
+      expect(peers.peers).toContainEqual(
+        expect.objectContaining({ inbox: G.urls.inbox, pending: 1 }),
+      );
+
+      // The worker starts, rebuilds the queue from the database, and the Follow arrives.
+      await startWorkerOf(F);
+      const pending = await waitFor("G to hold F's follow for approval", async () => {
+        const row = await G.database.db
+          .selectFrom("followers")
+          .selectAll()
+          .where("actor_id", "=", F.urls.actor)
+          .executeTakeFirst();
+        return row?.state === "pending" ? row : undefined;
+      });
+      expect(pending.follow_id).toBe(follow!.activity_id);
+      await waitFor("F's Follow to be marked delivered", async () =>
+        (await openDeliveries(F)).length === 0 ? true : undefined,
+      );
+
+      expect(await G.federation.approveFollower(F.urls.actor)).toBe(true);
+      const [accept] = await openDeliveries(G);
+      expect(accept?.activity_id).toMatch(/#accepts\//);
+      expect(accept?.inbox).toBe(F.urls.inbox);
+      expect(await G.jobs.depth(DELIVERY_QUEUE)).toBe(1);
+      await flushAll();
+      expect(await G.jobs.depth(DELIVERY_QUEUE)).toBe(0);
+      // Nothing reached F while the job was gone.
+      const following = () =>
+        F.database.db
+          .selectFrom("following")
+          .selectAll()
+          .where("actor_id", "=", G.urls.actor)
+          .execute();
+      expect((await following()).map((r) => r.state)).toEqual(["pending"]);
+
+      const gWorker = await startWorkerOf(G);
+      await waitFor("F to see its follow accepted", async () =>
+        (await following())[0]?.state === "accepted" ? true : undefined,
+      );
+      await waitFor("G's Accept to be marked delivered", async () =>
+        (await openDeliveries(G)).length === 0 ? true : undefined,
+      );
+      // Reconciling again sends nothing more: each delivery is done once, and each side has
+      // one row for the relation.
+      await gWorker.reconcile();
+      expect(await G.jobs.depth(DELIVERY_QUEUE)).toBe(0);
+      const sent = await G.database.db
+        .selectFrom("deliveries")
+        .select(["activity_id", "attempts", "delivered_at"])
+        .execute();
+      expect(sent).toHaveLength(1);
+      expect(sent[0]!.attempts).toBe(1);
+      expect(await following()).toHaveLength(1);
+      const followers = await G.database.db
+        .selectFrom("followers")
+        .select(["actor_id", "state"])
+        .execute();
+      expect(followers).toEqual([{ actor_id: F.urls.actor, state: "accepted" }]);
+    } finally {
+      await Promise.all(workers.splice(0).map((w) => w.stop()));
+      await Promise.all([follower.destroy(), followee.destroy()]);
+    }
+  }, 180_000);
 });

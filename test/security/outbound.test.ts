@@ -112,6 +112,13 @@ describe("checked fetch", () => {
       } else if (url.pathname === "/loop") {
         res.writeHead(302, { location: "/loop" });
         res.end();
+      } else if (url.pathname === "/echo") {
+        const chunks: Buffer[] = [];
+        req.on("data", (c: Buffer) => chunks.push(c));
+        req.on("end", () => {
+          res.writeHead(202, { "content-type": "text/plain" });
+          res.end(`${req.method} ${req.headers["content-length"]} ${Buffer.concat(chunks)}`);
+        });
       } else if (url.pathname === "/drip") {
         res.writeHead(200, { "content-type": "application/activity+json" });
         res.write("{");
@@ -182,6 +189,31 @@ describe("checked fetch", () => {
     expect(hits).toHaveLength(4);
     const followed = await fetch(`${base}/to?u=/doc`);
     expect(followed.status).toBe(200);
+  });
+
+  it("POSTs a delivery to an allowlisted address only, and never follows its redirect", async () => {
+    const fetch = fetchWith([`127.0.0.1:${port}`]);
+    const body = JSON.stringify({ type: "Follow" });
+    hits.length = 0;
+    const sent = await fetch(`${base}/echo`, { method: "POST", body });
+    expect(sent.status).toBe(202);
+    expect(await sent.text()).toBe(`POST ${Buffer.byteLength(body)} ${body}`);
+    // A redirect is the answer: the body is not sent on to wherever it points.
+    const redirected = await fetch(`${base}/to?u=${encodeURIComponent(`${base}/echo`)}`, {
+      method: "POST",
+      body,
+    });
+    expect(redirected.status).toBe(302);
+    expect(hits).toEqual(["/echo", `/to?u=${encodeURIComponent(`${base}/echo`)}`]);
+    hits.length = 0;
+    // A name that resolves to loopback, on a port the allowlist does not admit.
+    const elsewhere = fetchWith([`127.0.0.1:${port + 1}`]);
+    await refused(
+      elsewhere(`http://localhost:${port}/echo`, { method: "POST", body }),
+      "private-address",
+    );
+    await refused(elsewhere(`${base}/echo`, { method: "POST", body }), "private-address");
+    expect(hits).toEqual([]);
   });
 
   it("bounds documents: media type, size, depth and time", async () => {
