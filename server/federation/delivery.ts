@@ -30,6 +30,20 @@ import type { DatabaseSchema, DeliveriesTable } from "../store/schema.ts";
 
 const logger = getLogger(["taskweb", "delivery"]);
 
+/**
+ * The inboxes a follower-wide activity goes to: one per accepted follower that is not gone,
+ * its shared inbox preferred, each once.
+ */
+export async function followerInboxes(db: Kysely<DatabaseSchema>): Promise<string[]> {
+  const followers = await db
+    .selectFrom("followers")
+    .select(["inbox", "shared_inbox"])
+    .where("state", "=", "accepted")
+    .where("gone_at", "is", null)
+    .execute();
+  return [...new Set(followers.map((f) => f.shared_inbox ?? f.inbox))];
+}
+
 /** The queue that carries delivery jobs. */
 export const DELIVERY_QUEUE = "deliver";
 
@@ -525,13 +539,7 @@ export function createDelivery(options: DeliveryOptions) {
           .forUpdate()
           .executeTakeFirst();
         if (row == null || row.fanned_out_at != null) return [];
-        const followers = await trx
-          .selectFrom("followers")
-          .select(["inbox", "shared_inbox"])
-          .where("state", "=", "accepted")
-          .where("gone_at", "is", null)
-          .execute();
-        const inboxes = [...new Set(followers.map((f) => f.shared_inbox ?? f.inbox))];
+        const inboxes = await followerInboxes(trx);
         const now = new Date();
         if (inboxes.length > 0) {
           await trx

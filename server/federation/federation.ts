@@ -47,7 +47,13 @@ import { PROTOCOL_VERSION } from "../../protocol/index.ts";
 import { OutboundFetchError, readLimited, type OutboundFetch } from "../outbound/checked-fetch.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 import type { ClusterUrls } from "./cluster-urls.ts";
-import type { ActivitySource, Delivery, DeliveryJob, SendOutcome } from "./delivery.ts";
+import {
+  followerInboxes,
+  type ActivitySource,
+  type Delivery,
+  type DeliveryJob,
+  type SendOutcome,
+} from "./delivery.ts";
 import type { FollowDecision } from "./follow-policy.ts";
 import {
   loadOrCreateKeyPairs,
@@ -1001,23 +1007,11 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
           actor: ctx.getActorUri(name),
           object: actor,
         });
-        const followers = await trx
-          .selectFrom("followers")
-          .select(["inbox", "shared_inbox"])
-          .where("state", "=", "accepted")
-          .where("gone_at", "is", null)
-          .execute();
         const json = (await update.toJsonLd({
           format: "compact",
           contextLoader: options.loaders.contextLoader,
         })) as Record<string, unknown>;
-        jobs.push(
-          ...(await options.deliveries.address(
-            trx,
-            json,
-            followers.map((f) => f.shared_inbox ?? f.inbox),
-          )),
-        );
+        jobs.push(...(await options.deliveries.address(trx, json, await followerInboxes(trx))));
       });
       keyPairs = undefined;
       await options.deliveries.dispatch(jobs);

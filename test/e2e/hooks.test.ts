@@ -16,30 +16,12 @@ import {
   snapshot,
   startTestCluster,
   TEST_TOKEN,
+  api,
   waitFor,
   waitForResolution,
   type TestCluster,
 } from "../support/clusters.ts";
 import { clusterRsaKey, signedPost, type SigningKey } from "../support/signing.ts";
-
-/** Calls B's REST API. */
-async function api(
-  cluster: RunningCluster,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<{ status: number; json: Record<string, unknown> }> {
-  const response = await fetch(`${cluster.urls.origin}/api/v1${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${TEST_TOKEN}`,
-      ...(body !== undefined ? { "content-type": "application/json" } : {}),
-    },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await response.text();
-  return { status: response.status, json: text === "" ? {} : JSON.parse(text) };
-}
 
 /** An ArtifactPublished as A would send it, for an artifact of A's task `taskId`. */
 function artifactPublished(A: RunningCluster, taskId: string, name: string) {

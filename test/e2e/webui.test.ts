@@ -29,6 +29,23 @@ function sleepCommand(seconds: number, text: string): string[] {
   return ["sh", "-c", `echo ${text}; sleep ${seconds}; echo ${text}-done`];
 }
 
+/**
+ * Runs in the page: sums into `window.shift` the layout shifts not caused by the user's own
+ * input, from now on, or from the first paint on when `buffered`.
+ */
+function sumLayoutShifts(buffered: boolean): void {
+  const w = window as unknown as { shift: number };
+  w.shift = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries() as unknown as {
+      value: number;
+      hadRecentInput: boolean;
+    }[]) {
+      if (!entry.hadRecentInput) w.shift += entry.value;
+    }
+  }).observe({ type: "layout-shift", buffered });
+}
+
 describeServerBackend("web app", (backend) => {
   let cluster: TestCluster;
   let upstream: TestCluster;
@@ -209,18 +226,7 @@ describeServerBackend("web app", (backend) => {
 
   /** Starts summing layout shifts not caused by the user's own input. */
   async function measureShifts(on: Page = page): Promise<void> {
-    await on.evaluate(() => {
-      const w = window as unknown as { shift: number };
-      w.shift = 0;
-      new PerformanceObserver((list) => {
-        for (const entry of list.getEntries() as unknown as {
-          value: number;
-          hadRecentInput: boolean;
-        }[]) {
-          if (!entry.hadRecentInput) w.shift += entry.value;
-        }
-      }).observe({ type: "layout-shift" });
-    });
+    await on.evaluate(sumLayoutShifts, false);
   }
 
   async function shifted(on: Page = page): Promise<number> {
@@ -824,18 +830,7 @@ describeServerBackend("web app", (backend) => {
     const phone = await context.newPage();
     await phone.setViewportSize({ width: 390, height: 844 });
     // Layout shifts from the first paint on, summed per view.
-    await phone.addInitScript(() => {
-      const w = window as unknown as { shift: number };
-      w.shift = 0;
-      new PerformanceObserver((list) => {
-        for (const entry of list.getEntries() as unknown as {
-          value: number;
-          hadRecentInput: boolean;
-        }[]) {
-          if (!entry.hadRecentInput) w.shift += entry.value;
-        }
-      }).observe({ type: "layout-shift", buffered: true });
-    });
+    await phone.addInitScript(sumLayoutShifts, true);
     await signInWith(phone, origin, TEST_TOKEN);
     // A slow mobile link: every API call waits before it is sent, so a view that drew
     // before its data arrived would be seen moving.

@@ -119,6 +119,25 @@ export async function startTestCluster(
   };
 }
 
+/** Calls a cluster's REST API as the test's admin client. */
+export async function api(
+  cluster: RunningCluster,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; json: Record<string, unknown> }> {
+  const response = await fetch(`${cluster.urls.origin}/api/v1${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${TEST_TOKEN}`,
+      ...(body !== undefined ? { "content-type": "application/json" } : {}),
+    },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await response.text();
+  return { status: response.status, json: text === "" ? {} : JSON.parse(text) };
+}
+
 /** Polls `probe` until it returns a value other than undefined. */
 export async function waitFor<T>(
   what: string,
