@@ -1,8 +1,9 @@
 /**
  * Catch-up by paging a followee's outbox: a cluster that was down longer than its followee
  * retried, or whose queue lost jobs, reads the followee's outbox (newest first) back to the
- * newest item it saw last time, and applies what it missed, oldest first, through the same
- * idempotent path as the inbox.
+ * newest item it saw last time, and a little beyond it (an item that committed late appears
+ * behind it), and applies what it missed, oldest first, through the same idempotent path as
+ * the inbox.
  *
  * Trust: nothing here is signed per activity. The actor document, the outbox and its pages
  * are fetched over the cluster's checked fetch path from the followee's own origin (a page
@@ -24,6 +25,18 @@ export const CATCH_UP_QUEUE = "outbox-catch-up";
 
 /** Pages read at most in one catch-up (at 50 items a page, 10,000 activities). */
 export const MAX_CATCH_UP_PAGES = 200;
+
+/**
+ * How far behind the last item seen a catch-up reads again. A followee numbers its outbox
+ * items when they are written and they become visible when their transactions commit, so an
+ * item may appear behind one that was already read; such an item was published shortly
+ * before it. Items published up to this long before the last one seen (and at most
+ * {@link CATCH_UP_OVERLAP_ITEMS} of them) are read again, and those never processed applied.
+ */
+export const CATCH_UP_OVERLAP_MS = 10 * 60_000;
+
+/** At most this many items behind the last one seen are read again. */
+export const CATCH_UP_OVERLAP_ITEMS = 50;
 
 /** What one catch-up did. */
 export interface CatchUpResult {
@@ -55,6 +68,32 @@ function idOf(value: unknown): string | undefined {
     return typeof id === "string" ? id : undefined;
   }
   return undefined;
+}
+
+function publishedOf(item: unknown): number | undefined {
+  if (typeof item !== "object" || item === null) return undefined;
+  const published = (item as { published?: unknown }).published;
+  const time = typeof published === "string" ? Date.parse(published) : NaN;
+  return Number.isNaN(time) ? undefined : time;
+}
+
+/** The items of `items` whose ids were never processed (applied or refused as duplicates). */
+async function notProcessed(db: Kysely<DatabaseSchema>, items: unknown[]): Promise<unknown[]> {
+  const ids = items.map(idOf).filter((id): id is string => id != null);
+  if (ids.length === 0) return [];
+  const known = new Set(
+    (
+      await db
+        .selectFrom("inbox_processed")
+        .select("activity_id")
+        .where("activity_id", "in", ids)
+        .execute()
+    ).map((r) => r.activity_id),
+  );
+  return items.filter((item) => {
+    const id = idOf(item);
+    return id != null && !known.has(id);
+  });
 }
 
 function itemsOf(page: Record<string, unknown>): unknown[] {
@@ -96,25 +135,47 @@ export async function catchUpOutbox(
   let pageUrl = idOf(collection.first);
   const unseen: unknown[] = [];
   let newest: string | undefined;
+  // Items behind the last one seen that may have been published after it was read (see
+  // CATCH_UP_OVERLAP_MS), and the time the last one seen was published.
+  const behind: unknown[] = [];
+  let seenPublished: number | undefined;
   let reachedSeen = false;
-  for (let n = 0; pageUrl != null && n < MAX_CATCH_UP_PAGES && !reachedSeen; n++) {
+  let done = false;
+  for (let n = 0; pageUrl != null && n < MAX_CATCH_UP_PAGES && !done; n++) {
     const page = await load(pageUrl);
     for (const item of itemsOf(page)) {
       const id = idOf(item);
       newest ??= id;
-      if (id != null && id === following.outbox_seen) {
-        reachedSeen = true;
-        break;
+      if (!reachedSeen) {
+        if (id != null && id === following.outbox_seen) {
+          reachedSeen = true;
+          seenPublished = publishedOf(item);
+          if (seenPublished == null) done = true;
+        } else {
+          unseen.push(item);
+        }
+      } else {
+        const published = publishedOf(item);
+        if (
+          published == null ||
+          published < seenPublished! - CATCH_UP_OVERLAP_MS ||
+          behind.length >= CATCH_UP_OVERLAP_ITEMS
+        ) {
+          done = true;
+        } else {
+          behind.push(item);
+        }
       }
-      unseen.push(item);
+      if (done) break;
     }
     pageUrl = idOf(page.next);
   }
+  const missed = await notProcessed(db, behind);
 
   let applied = 0;
   let refused = 0;
   // Oldest first, as they were published.
-  for (const item of unseen.reverse()) {
+  for (const item of [...unseen, ...missed].reverse()) {
     if (typeof item !== "object" || item === null) {
       refused++;
       continue;
@@ -144,5 +205,5 @@ export async function catchUpOutbox(
       refused,
     });
   }
-  return { read: unseen.length, applied, refused };
+  return { read: unseen.length + missed.length, applied, refused };
 }

@@ -4,7 +4,8 @@
  * pages and items that look like the followee's. Items of another origin in the followee's
  * outbox are refused one by one, with the inbox's reason, and the rest applied; an outbox
  * page on another origin, or redirected to one, stops the catch-up before anything is
- * applied. Each refusal is logged with its reason.
+ * applied. Each refusal is logged with its reason. An item that appears behind the last one
+ * seen (its transaction committed late) is applied on the next catch-up.
  */
 import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
@@ -15,6 +16,7 @@ import { buildTaskCompleted, CONTEXT } from "../../protocol/index.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { createActivityApplier, type InboxOutcome } from "../../server/federation/inbox.ts";
 import {
+  CATCH_UP_OVERLAP_MS,
   CATCH_UP_QUEUE,
   CatchUpError,
   catchUpOutbox,
@@ -268,6 +270,36 @@ describeEachBackend("catch-up across origins", (backend) => {
     expect(await processed()).not.toContain(String(onFirstPage.id));
     // Only the redirect reached the other origin; the pages it names directly were not read.
     expect(foreign.hits).toEqual(["/pages/redirected"]);
+  });
+
+  it("applies an item that appeared behind the last one seen, and reads no further back than the overlap", async () => {
+    const actor = await followeeWith("late", `${followee.origin}/actors/late/page`);
+    const publishedAt = (ms: number): Document => ({
+      ...completion(followee.origin, actor),
+      published: new Date(ms).toISOString(),
+    });
+    const now = Date.now();
+    const b1 = publishedAt(now);
+    followee.docs.set("/actors/late/page", page(`${actor}/page`, [b1]));
+    expect(await catchUp(actor)).toEqual({ read: 1, applied: 1, refused: 0 });
+    expect(await seen(actor)).toBe(String(b1.id));
+
+    // The followee's outbox now shows a newer item, and behind the one B saw, one whose
+    // transaction committed late (published a second before it), and one from long before
+    // the overlap that B never processed.
+    const newer = publishedAt(now + 1000);
+    const late = publishedAt(now - 1000);
+    const old = publishedAt(now - CATCH_UP_OVERLAP_MS - 60_000);
+    followee.docs.set("/actors/late/page", page(`${actor}/page`, [newer, b1, late, old]));
+    const before = await processed();
+
+    expect(await catchUp(actor)).toEqual({ read: 2, applied: 2, refused: 0 });
+    expect(await processed()).toEqual([...before, String(newer.id), String(late.id)].sort());
+    expect(await processed()).not.toContain(String(old.id));
+    expect(await seen(actor)).toBe(String(newer.id));
+
+    // Read again: the overlap finds nothing new.
+    expect(await catchUp(actor)).toEqual({ read: 0, applied: 0, refused: 0 });
   });
 
   it("logs why the cluster's own catch-up job stopped", async () => {
