@@ -437,7 +437,7 @@ export async function startCluster(
       urls,
       name: config.name,
       context: () => fed.context(),
-      send: (activity, inbox) => fed.send(activity, inbox),
+      commit: (change) => fed.commit(change),
       policy: (actorId) => auth.satisfies(`actor:${actorId}`, [OFFER_ACCEPT_SCOPE]),
       onOutcome: (outcome) => emit({ type: "offer", outcome }),
     });

@@ -230,6 +230,15 @@ function observedQueue(
   return observed;
 }
 
+/**
+ * Writes an addressed activity (an `Activity`, or a taskweb activity's JSON) and its
+ * deliveries to `inboxes` within the transaction given with it.
+ */
+export type Address = (
+  activity: Activity | Record<string, unknown>,
+  inboxes: readonly string[],
+) => Promise<void>;
+
 /** The Fedify federation of one cluster and helpers around it. */
 export interface ClusterFederation {
   readonly federation: Federation<null>;
@@ -238,10 +247,11 @@ export interface ClusterFederation {
   /** Sends a Follow to the cluster at `actorUrl` and records it as pending. */
   follow(actorUrl: string): Promise<{ actorId: string; state: string }>;
   /**
-   * Sends one activity to one inbox through the delivery table: an `Activity`, or a taskweb
-   * activity's JSON as `protocol/` built it (sent with every term it has).
+   * Runs `change` in one transaction with the deliveries of the activities it addresses (an
+   * `Activity`, or a taskweb activity's JSON as `protocol/` built it, sent with every term it
+   * has), then enqueues those deliveries.
    */
-  send(activity: Activity | Record<string, unknown>, inbox: string): Promise<void>;
+  commit<T>(change: (trx: Transaction<DatabaseSchema>, address: Address) => Promise<T>): Promise<T>;
   /** Sends an Undo of our Follow and forgets the relation. */
   unfollow(actorUrl: string): Promise<boolean>;
   /**
@@ -411,11 +421,6 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
     });
   };
 
-  /** Writes an addressed activity's deliveries within a transaction (see {@link commit}). */
-  type Address = (
-    activity: Activity | Record<string, unknown>,
-    inboxes: readonly string[],
-  ) => Promise<void>;
   /**
    * Runs `change` in one transaction with the deliveries of the activities it addresses,
    * then enqueues those deliveries.
@@ -929,11 +934,7 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       });
       return { actorId: actorId.href, state: "pending" };
     },
-    async send(activity, inbox) {
-      await commit(async (_trx, address) => {
-        await address(activity, [inbox]);
-      });
-    },
+    commit,
     async unfollow(actorUrl) {
       const row = await db
         .selectFrom("following")

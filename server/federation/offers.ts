@@ -15,9 +15,9 @@
  * @module
  */
 import type { Context } from "@fedify/fedify";
-import { Accept, isActor, Reject, type Activity } from "@fedify/vocab";
+import { Accept, isActor, Reject } from "@fedify/vocab";
 import { getLogger } from "@logtape/logtape";
-import { sql, type Kysely } from "kysely";
+import { sql, type Kysely, type Transaction } from "kysely";
 import {
   buildTaskGraphOffer,
   newSlugId,
@@ -30,6 +30,7 @@ import { emptyEffects, type Effects, type TaskService } from "../domain/task-ser
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { DatabaseSchema, OffersSentTable } from "../store/schema.ts";
 import type { ClusterUrls } from "./cluster-urls.ts";
+import type { Address } from "./federation.ts";
 
 const logger = getLogger(["taskweb", "offers"]);
 
@@ -72,10 +73,10 @@ export interface OfferServiceOptions {
   /** A Fedify context for looking up actors (the federation is built after this service). */
   context(): Context<null>;
   /**
-   * Sends one activity to one inbox through the delivery table (durable, retried, POSTed
-   * through the checked fetch): an `Activity`, or a taskweb activity's JSON.
+   * Runs a change in one transaction with the deliveries of the activities it addresses
+   * (durable, retried, POSTed through the checked fetch); see `ClusterFederation.commit`.
    */
-  send(activity: Activity | Record<string, unknown>, inbox: string): Promise<void>;
+  commit<T>(change: (trx: Transaction<DatabaseSchema>, address: Address) => Promise<T>): Promise<T>;
   /** Whether an actor's offers are accepted. */
   readonly policy: OfferPolicy;
   /** Told what became of every received offer. */
@@ -111,31 +112,33 @@ function view(row: {
 export function createOfferService(options: OfferServiceOptions) {
   const { db, tasks, jobs, urls } = options;
 
-  async function sendTo(actorUrl: string, activity: Record<string, unknown> | Accept | Reject) {
-    const ctx = options.context();
-    const actor = await ctx.lookupObject(actorUrl);
+  /**
+   * The inbox of the cluster `actorUrl`, looked up before a transaction addresses it (a
+   * change that cannot be sent is not made).
+   * @throws {ApiError} `RemoteUnavailable`
+   */
+  async function inboxOf(actorUrl: string): Promise<string> {
+    const actor = await options.context().lookupObject(actorUrl);
     if (!isActor(actor) || actor.id == null || actor.inboxId == null) {
       throw new ApiError("RemoteUnavailable", `${actorUrl} is not a reachable cluster actor.`);
     }
-    await options.send(activity, actor.inboxId.href);
+    return actor.inboxId.href;
   }
 
-  async function answer(
+  /** The Accept (with the created group) or the Reject (with the reason) of `offer`. */
+  function answerTo(
     offer: TaskGraphOffer,
     accepted: { taskGroupUrl: string } | { reason: string },
-  ): Promise<void> {
+  ): Accept | Reject {
     const values = {
       id: new URL(`${urls.actor}#offer-answers/${newSlugId()}`),
       actor: new URL(urls.actor),
       object: new URL(offer.id),
       to: new URL(offer.actor),
     };
-    await sendTo(
-      offer.actor,
-      "taskGroupUrl" in accepted
-        ? new Accept({ ...values, result: new URL(accepted.taskGroupUrl) })
-        : new Reject({ ...values, summary: accepted.reason }),
-    );
+    return "taskGroupUrl" in accepted
+      ? new Accept({ ...values, result: new URL(accepted.taskGroupUrl) })
+      : new Reject({ ...values, summary: accepted.reason });
   }
 
   return {
@@ -151,6 +154,7 @@ export function createOfferService(options: OfferServiceOptions) {
           problems: check.problems,
         });
       }
+      const taskGroupId = check.taskGroupId;
       const offerId = `${urls.actor}/offers/${newSlugId()}`;
       const json = buildTaskGraphOffer({
         id: offerId,
@@ -159,18 +163,22 @@ export function createOfferService(options: OfferServiceOptions) {
         published: new Date(),
         taskGraph: graph as Record<string, unknown>,
       });
-      await db
-        .insertInto("offers_sent")
-        .values({
-          offer_id: offerId,
-          target_actor: target,
-          task_group_id: check.taskGroupId,
-          graph: JSON.stringify(graph),
-          state: "pending",
-          updated_at: new Date(),
-        })
-        .execute();
-      await sendTo(target, json as unknown as Record<string, unknown>);
+      const inbox = await inboxOf(target);
+      // The offer is recorded and its delivery written together, or neither.
+      await options.commit(async (trx, address) => {
+        await trx
+          .insertInto("offers_sent")
+          .values({
+            offer_id: offerId,
+            target_actor: target,
+            task_group_id: taskGroupId,
+            graph: JSON.stringify(graph),
+            state: "pending",
+            updated_at: new Date(),
+          })
+          .execute();
+        await address(json as unknown as Record<string, unknown>, [inbox]);
+      });
       const row = await db
         .selectFrom("offers_sent")
         .selectAll()
@@ -271,7 +279,10 @@ export function createOfferService(options: OfferServiceOptions) {
       let reason: string | undefined;
       let effects: Effects = emptyEffects();
       let taskGroupId: string | undefined;
-      const fresh = await db.transaction().execute(async (trx) => {
+      // Looked up first: the answer is written in the transaction that decides it, so an
+      // offer is either unprocessed (and processed again when redelivered) or answered.
+      const inbox = await inboxOf(offer.actor);
+      const fresh = await options.commit(async (trx, address) => {
         const inserted = await trx
           .insertInto("inbox_processed")
           .values({
@@ -285,6 +296,7 @@ export function createOfferService(options: OfferServiceOptions) {
         if (inserted == null) return false;
         if (!allowed) {
           reason = `${offer.actor} does not hold ${OFFER_ACCEPT_SCOPE} on this cluster.`;
+          await address(answerTo(offer, { reason }), [inbox]);
           return true;
         }
         await sql`savepoint offer_graph`.execute(trx);
@@ -300,6 +312,7 @@ export function createOfferService(options: OfferServiceOptions) {
             .insertInto("offers_received")
             .values({ offer_id: offer.id, actor_id: offer.actor, task_group_id: taskGroupId })
             .execute();
+          await address(answerTo(offer, { taskGroupUrl: urls.taskGroup(taskGroupId) }), [inbox]);
         } catch (error) {
           await sql`rollback to savepoint offer_graph`.execute(trx);
           const problems =
@@ -310,6 +323,7 @@ export function createOfferService(options: OfferServiceOptions) {
             `The task graph was refused: ${error instanceof Error ? error.message : String(error)}${
               problems != null ? ` ${problems.map((p) => p.message).join("; ")}` : ""
             }`.slice(0, 2000);
+          await address(answerTo(offer, { reason }), [inbox]);
         }
         return true;
       });
@@ -319,12 +333,10 @@ export function createOfferService(options: OfferServiceOptions) {
       }
       await tasks.runEffects(effects);
       if (taskGroupId != null) {
-        await answer(offer, { taskGroupUrl: urls.taskGroup(taskGroupId) });
         report({ outcome: "accepted", offerId: offer.id, taskGroupId });
         // The group may have resolved in the same transaction (every task doomed at once).
         await jobs.enqueue(OFFER_CALLBACK_QUEUE, `${taskGroupId}/accepted`, { taskGroupId });
       } else {
-        await answer(offer, { reason: reason ?? "refused" });
         report({ outcome: "rejected", offerId: offer.id, reason: reason ?? "refused" });
       }
     },
@@ -359,13 +371,17 @@ export function createOfferService(options: OfferServiceOptions) {
         .orderBy("seq", "desc")
         .executeTakeFirst();
       if (latest == null || latest.activity_id === offer.callback_activity_id) return;
-      // The activity as published to followers, byte for byte the same claims.
-      await sendTo(offer.actor_id, latest.activity);
-      await db
-        .updateTable("offers_received")
-        .set({ callback_activity_id: latest.activity_id })
-        .where("offer_id", "=", offer.offer_id)
-        .execute();
+      const inbox = await inboxOf(offer.actor_id);
+      // The activity as published to followers, byte for byte the same claims; its delivery
+      // and the note that it was sent are written together.
+      await options.commit(async (trx, address) => {
+        await address(latest.activity, [inbox]);
+        await trx
+          .updateTable("offers_received")
+          .set({ callback_activity_id: latest.activity_id })
+          .where("offer_id", "=", offer.offer_id)
+          .execute();
+      });
     },
 
     /** Enqueues the callbacks of resolved offered groups not yet sent (after a lost queue). */

@@ -84,6 +84,30 @@ describe(`offers of task graphs on ${backend.name}`, () => {
     expect(await everything(C)).toEqual(before);
   });
 
+  it("refuses an offer to a cluster that cannot be reached, and records nothing on B", async () => {
+    const rows = async () => ({
+      offers: await B.database.db.selectFrom("offers_sent").selectAll().execute(),
+      addressed: await B.database.db.selectFrom("addressed_activities").selectAll().execute(),
+      deliveries: await B.database.db.selectFrom("deliveries").selectAll().execute(),
+    });
+    const before = await rows();
+    const response = await fetch(`${B.urls.origin}/api/v1/offers`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TEST_TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        // Nothing listens on port 1 of loopback.
+        to: "http://127.0.0.1:1/clusters/nobody",
+        graph: {
+          taskGroupId: "nowhere",
+          tasks: [{ taskId: "n-1", payload: { command: ["true"] } }],
+        },
+      }),
+    });
+    expect(response.status).toBe(502);
+    expect(((await response.json()) as { code: string }).code).toBe("RemoteUnavailable");
+    expect(await rows()).toEqual(before);
+  });
+
   it("runs an accepted offer on C and unblocks B's task waiting on the remote group", async () => {
     await C.auth.grant(`actor:${B.urls.actor}`, ["taskweb:offer:accept"]);
     const sent = await offer(B, C.urls.actor, {
