@@ -32,8 +32,20 @@ export async function launch(command, entry, failureCode) {
     });
     return;
   }
+  // Loading the TypeScript takes a while: a SIGINT or SIGTERM meanwhile ends the command
+  // cleanly before it starts anything, rather than killing it by the signal.
+  let stopped = false;
+  const stopEarly = () => (stopped = true);
+  process.on("SIGINT", stopEarly);
+  process.on("SIGTERM", stopEarly);
   const { register } = await import("tsx/esm/api");
   register();
   const { main } = await import(entry.href);
+  // The loader hooks hold the event loop while modules load: a signal that came meanwhile is
+  // handed to its listener on the next turn of the loop, so let one pass first.
+  await new Promise((resolve) => setImmediate(resolve));
+  process.off("SIGINT", stopEarly);
+  process.off("SIGTERM", stopEarly);
+  if (stopped) process.exit(0);
   process.exitCode = await main(process.argv.slice(2));
 }

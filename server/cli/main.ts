@@ -97,6 +97,16 @@ async function serve(flags: ServerFlags, roles: ClusterRoles): Promise<number> {
   const quickStart = quickStartAllowlist(o);
   if (quickStart != null) o.privateAddressAllowlist = quickStart;
   const config = readConfig(process.env, o);
+  // Listened for from the start: a process asked to stop while it starts stops cleanly once
+  // started, instead of dying by the signal with its database and queue half set up.
+  let stopRequested = false;
+  let wake: (() => void) | undefined;
+  const stop = () => {
+    stopRequested = true;
+    wake?.();
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
   const cluster = await startCluster(config, { roles });
   const lines = [
     `taskweb ${VERSION} · cluster "${config.name}" (${roles.web && roles.worker ? "web + worker" : roles.web ? "web" : "worker"})`,
@@ -126,11 +136,7 @@ async function serve(flags: ServerFlags, roles: ClusterRoles): Promise<number> {
     );
   }
   console.log(lines.join("\n"));
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once("SIGINT", stop);
-    process.once("SIGTERM", stop);
-  });
+  if (!stopRequested) await new Promise<void>((resolve) => (wake = resolve));
   console.log("Stopping: letting running tasks finish…");
   await cluster.stop();
   return 0;

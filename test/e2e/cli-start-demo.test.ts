@@ -50,6 +50,34 @@ describe("the taskweb command", () => {
     }
   });
 
+  it("stops cleanly when SIGTERM arrives while it is still starting", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "taskweb-start-"));
+    const env = { ...process.env };
+    delete env.DATABASE_URL;
+    delete env.REDIS_URL;
+    // Twice: once while the command is loading, once while the cluster sets up its database.
+    try {
+      for (const afterMs of [1000, 4000]) {
+        const child = spawn(
+          process.execPath,
+          [TASKWEB_BIN, "start", "--port", "0", "--data", dir, "--name", "early"],
+          { env, stdio: ["ignore", "pipe", "pipe"] },
+        );
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+        child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+        const exited = new Promise<string>((r) =>
+          child.on("exit", (code, signal) => r(String(code ?? signal))),
+        );
+        await new Promise((r) => setTimeout(r, afterMs));
+        child.kill("SIGTERM");
+        expect(await exited, out).toBe("0");
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it("runs the demo: hooks fire, results flow back, the join has 3 verified inputs, relayed proofs verify", async () => {
     const child = spawn(process.execPath, [TASKWEB_BIN, "demo"], {
       stdio: ["ignore", "pipe", "pipe"],
