@@ -435,7 +435,6 @@ export async function startCluster(
       tasks,
       jobs,
       urls,
-      name: config.name,
       context: () => fed.context(),
       commit: (change) => fed.commit(change),
       policy: (actorId) => auth.satisfies(`actor:${actorId}`, [OFFER_ACCEPT_SCOPE]),

@@ -68,8 +68,6 @@ export interface OfferServiceOptions {
   readonly tasks: TaskService;
   readonly jobs: JobQueue;
   readonly urls: ClusterUrls;
-  /** The cluster's actor identifier (its name). */
-  readonly name: string;
   /** A Fedify context for looking up actors (the federation is built after this service). */
   context(): Context<null>;
   /**
