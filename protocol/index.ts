@@ -172,3 +172,12 @@ export interface TaskGraphDocument {
   taskGroupId: string;
   tasks: TaskGraphTaskDocument[];
 }
+export { readRelayedActivities, verifyProvenance } from "./provenance.ts";
+export type {
+  InputVerification,
+  JsonLoader,
+  ProvenanceEvidence,
+  ProvenanceRefusal,
+  ProvenanceResult,
+  VerifyProvenanceOptions,
+} from "./provenance.ts";
