@@ -64,7 +64,14 @@ export type ProvenanceResult =
       /** One entry per input, in the task's order; `ok` is true when every one verified. */
       readonly inputs: readonly InputVerification[];
     }
-  | { readonly ok: false; readonly task?: undefined; readonly reason: "bad-task"; detail: string };
+  | {
+      readonly ok: false;
+      readonly task?: undefined;
+      readonly inputs?: undefined;
+      /** The document is not a taskweb task (see `detail`). */
+      readonly reason: "bad-task";
+      readonly detail: string;
+    };
 
 /** Options for {@link verifyProvenance}. */
 export interface VerifyProvenanceOptions {
