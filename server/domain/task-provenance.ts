@@ -1,7 +1,8 @@
 /**
  * What a task consumed, as its published document lists it (`inputs`, since v1.4; see
  * spec/v1/provenance.md): every declared input and every join input that arrived, with the
- * cluster that published it and the SHA-256 the worker checks its bytes against.
+ * cluster that published it and the SHA-256 the worker verified its bytes against (recorded per
+ * input when a run fetched it; before that, the digest its publisher announced).
  * @module
  */
 import type { Kysely } from "kysely";
@@ -29,6 +30,7 @@ export async function consumedInputs(
       "task_inputs.path",
       "task_inputs.artifact_url",
       "task_inputs.task_url",
+      "task_inputs.sha256 as consumed",
       "remote_artifacts.actor_id",
       "remote_artifacts.sha256",
     ])
@@ -48,10 +50,10 @@ export async function consumedInputs(
         .where("name", "=", name)
         .executeTakeFirst();
       if (local != null && !local.private) {
-        input = { attributedTo: urls.actor, sha256: local.sha256, ...baseOf(row) };
+        input = { attributedTo: urls.actor, sha256: row.consumed ?? local.sha256, ...baseOf(row) };
       }
     } else if (row.actor_id != null && row.sha256 != null) {
-      input = { attributedTo: row.actor_id, sha256: row.sha256, ...baseOf(row) };
+      input = { attributedTo: row.actor_id, sha256: row.consumed ?? row.sha256, ...baseOf(row) };
     }
     if (input == null) continue;
     const list = out.get(row.task_id) ?? [];

@@ -144,6 +144,14 @@ describeEachBackend("provenance", (backend) => {
       sha256: digests[index]!,
       path,
     }));
+    // The worker recorded the digest it verified each input's bytes against.
+    const recorded = await M.database.db
+      .selectFrom("task_inputs")
+      .select(["path", "sha256"])
+      .where("task_id", "=", "aggregate")
+      .orderBy("path")
+      .execute();
+    expect(recorded).toEqual(expected.map((i) => ({ path: i.path, sha256: i.sha256 })));
     const document = (await getJson(M.urls.task("aggregate"))) as unknown as TaskDocumentJson;
     expect(document.inputs).toEqual(expected);
     expect(document["@context"][1]).toHaveProperty("inputs", {
