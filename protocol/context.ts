@@ -78,7 +78,8 @@ export const TASKWEB_CONTEXT = deepFreeze({
   // Since v1.3: tags on tasks and artifacts (see spec/v1/tags.md).
   tags: { "@id": "tw:tags", "@type": "@json" },
   // Since v1.4: the inputs a task consumed, for provenance (see spec/v1/provenance.md).
-  inputs: { "@id": "tw:inputs", "@type": "@json" },
+  // Each entry is a JSON literal, in a set so that one input stays an array when compacted.
+  inputs: { "@id": "tw:inputs", "@type": "@json", "@container": "@set" },
 } as const);
 
 /** The `@context` array of a taskweb document: ActivityStreams, then the taskweb terms. */

@@ -84,19 +84,25 @@ async function standIn(
 describeEachBackend("provenance", (backend) => {
   let p: TestCluster[];
   let m: TestCluster;
+  let f: TestCluster;
   let P: RunningCluster[];
   let M: RunningCluster;
+  let F: RunningCluster;
   let liar: Server | undefined;
 
   beforeAll(async () => {
-    [m, ...p] = await Promise.all([
+    [m, f, ...p] = await Promise.all([
       startTestCluster(backend, "m"),
+      startTestCluster(backend, "f"),
       startTestCluster(backend, "p0"),
       startTestCluster(backend, "p1"),
       startTestCluster(backend, "p2"),
     ]);
     M = m.current();
+    F = f.current();
     P = p.map((c) => c.current());
+    // F follows the aggregator only, and depends on its aggregate.
+    await follow(F, M);
     for (const publisher of P) {
       await follow(M, publisher);
       const relay = await api(M, "POST", "/relays", { cluster: publisher.urls.actor });
@@ -105,7 +111,7 @@ describeEachBackend("provenance", (backend) => {
   }, 300_000);
   afterAll(async () => {
     liar?.close();
-    await Promise.all([m?.destroy(), ...(p ?? []).map((c) => c.destroy())]);
+    await Promise.all([m?.destroy(), f?.destroy(), ...(p ?? []).map((c) => c.destroy())]);
   });
 
   it("lists what the aggregate consumed, and a reader verifies each input by its publisher's proof", async () => {
@@ -126,6 +132,11 @@ describeEachBackend("provenance", (backend) => {
       inputs: [{ task: P[2]!.urls.task("dataset"), artifact: "public/data.csv", path: "p2.csv" }],
     });
     expect(created.status).toBe(201);
+    await F.tasks.createTask({
+      taskId: "downstream",
+      dependencies: [M.urls.task("aggregate")],
+      payload: { command: ["true"] },
+    });
     for (const publisher of P) {
       await publisher.tasks.createTask({ taskId: "dataset", payload: { command: PUBLISH } });
     }
@@ -157,6 +168,7 @@ describeEachBackend("provenance", (backend) => {
     expect(document["@context"][1]).toHaveProperty("inputs", {
       "@id": "tw:inputs",
       "@type": "@json",
+      "@container": "@set",
     });
     const outbox = await outboxItems(M.urls.actor);
     const completed = outbox.find(
@@ -165,6 +177,8 @@ describeEachBackend("provenance", (backend) => {
         (i.object as { id?: string }).id === M.urls.task("aggregate"),
     );
     expect((completed?.object as { inputs?: unknown }).inputs).toEqual(expected);
+    // A follower accepts the TaskCompleted that lists them (through JSON-LD re-compaction).
+    expect(await waitForResolution(F, "downstream", 120_000)).toBe("completed");
 
     // M relays each publisher's activities (the Announces may trail the aggregate).
     await waitFor("M to relay every publisher", async () => {

@@ -202,6 +202,25 @@ describe("TASKWEB_CONTEXT", () => {
     }
   });
 
+  it("keeps a task's inputs through expansion and re-compaction, as a receiver does", async () => {
+    const inputs = [
+      {
+        artifact: "https://north.example/clusters/north/tasks/D/artifacts/public/data.csv",
+        task: "https://north.example/clusters/north/tasks/D",
+        attributedTo: "https://north.example/clusters/north",
+        sha256: "a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447",
+        path: "join/0/public/data.csv",
+      },
+    ];
+    const original = buildTaskCompleted({ ...fields, task: { ...task, inputs } });
+    const expanded = await jsonld.expand(original, { documentLoader });
+    const compacted = await jsonld.compact(expanded, { "@context": CONTEXT }, { documentLoader });
+    const parsed = parseActivity(compacted);
+    if (!parsed.ok) throw new Error(JSON.stringify(parsed.reason));
+    if (parsed.value.kind !== "TaskCompleted") throw new Error(parsed.value.kind);
+    expect(parsed.value.task.inputs).toEqual(inputs);
+  });
+
   it("is reported missing when a library compacted with ActivityStreams only", async () => {
     const expanded = await jsonld.expand(buildTaskCompleted({ ...fields, task }), {
       documentLoader,
