@@ -275,4 +275,20 @@ describeEachBackend("provenance", (backend) => {
     expect(strict.ok).toBe(false);
     expect(strict.inputs?.[1]).toMatchObject({ ok: false, reason: "no-proof" });
   }, 120_000);
+
+  it("says when there is nothing to verify, the task cannot be fetched, or the URL is wrong", async () => {
+    const [none, unreachable, usage] = await Promise.all([
+      runTaskweb(["provenance", P[0]!.urls.task("dataset")]),
+      runTaskweb(["provenance", "--timeout", "5", "http://127.0.0.1:1/clusters/x/tasks/y"]),
+      runTaskweb(["provenance", "not-a-url"]),
+    ]);
+    expect(none.code).toBe(1);
+    expect(none.lines).toEqual([
+      `${P[0]!.urls.task("dataset")} lists no inputs: there is no provenance to verify.`,
+    ]);
+    expect(unreachable.code).toBe(3);
+    expect(unreachable.stdout).toContain("Could not fetch the task: http://127.0.0.1:1/");
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain("not-a-url is not an http(s) URL");
+  }, 120_000);
 });
