@@ -13,7 +13,8 @@ import type { DatabaseSchema } from "../store/schema.ts";
 /**
  * The inputs of each of `taskIds`, in path order. An input whose digest this cluster does
  * not know yet (a remote artifact not announced to it) is left out, and so is a private
- * artifact of this cluster's own: its name and digest are as private as its bytes.
+ * artifact: one of this cluster's own marked private, or a remote one named `private/…` (its
+ * cluster serves it only to signed requests). Its name and digest are as private as its bytes.
  */
 export async function consumedInputs(
   db: Kysely<DatabaseSchema>,
@@ -41,13 +42,14 @@ export async function consumedInputs(
   for (const row of rows) {
     let input: TaskInputInit | undefined;
     const localTask = urls.localTaskId(row.task_url);
+    const name = nameOf(row);
+    if (name?.startsWith("private/") === true) continue;
     if (localTask != null) {
-      const name = decodeURIComponent(row.artifact_url.slice(`${row.task_url}/artifacts/`.length));
       const local = await db
         .selectFrom("artifacts")
         .select(["sha256", "private"])
         .where("task_id", "=", localTask)
-        .where("name", "=", name)
+        .where("name", "=", name ?? "")
         .executeTakeFirst();
       if (local != null && !local.private) {
         input = { attributedTo: urls.actor, sha256: row.consumed ?? local.sha256, ...baseOf(row) };
@@ -61,6 +63,17 @@ export async function consumedInputs(
     out.set(row.task_id, list);
   }
   return out;
+}
+
+/** The artifact's name, when its URL is `<task URL>/artifacts/<name>` as taskweb mints them. */
+function nameOf(row: { artifact_url: string; task_url: string }): string | undefined {
+  const prefix = `${row.task_url}/artifacts/`;
+  if (!row.artifact_url.startsWith(prefix)) return undefined;
+  try {
+    return decodeURIComponent(row.artifact_url.slice(prefix.length));
+  } catch {
+    return undefined;
+  }
 }
 
 function baseOf(row: { artifact_url: string; task_url: string; path: string }) {

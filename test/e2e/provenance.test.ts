@@ -291,4 +291,27 @@ describeEachBackend("provenance", (backend) => {
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain("not-a-url is not an http(s) URL");
   }, 120_000);
+
+  it("never lists a private input: its name and digest are as private as its bytes", async () => {
+    await M.tasks.createTask({
+      taskId: "private-consumer",
+      inputs: [{ task: P[2]!.urls.task("secret"), artifact: "private/secret.csv", path: "s.csv" }],
+      payload: { command: ["sh", "-c", 'test -s "$TASKWEB_INPUTS/s.csv"'] },
+    });
+    await P[2]!.tasks.createTask({
+      taskId: "secret",
+      payload: {
+        command: [
+          "sh",
+          "-c",
+          'mkdir -p "$TASKWEB_ARTIFACTS/private" && echo secret > "$TASKWEB_ARTIFACTS/private/secret.csv"',
+        ],
+      },
+    });
+    // M, an accepted follower, may fetch it, and its run consumed it.
+    expect(await waitForResolution(M, "private-consumer", 120_000)).toBe("completed");
+    const document = await getJson(M.urls.task("private-consumer"));
+    expect(document).not.toHaveProperty("inputs");
+    expect(JSON.stringify(document)).not.toContain("secret.csv");
+  }, 180_000);
 });
