@@ -18,6 +18,7 @@ import {
   ACTIVITYSTREAMS_NAMESPACE,
   CORE_TERMS,
   TAG_TERMS,
+  INPUT_TERMS,
   TASK_GROUP_TERMS,
   checkTaskwebContext,
   contextForDocument,
@@ -103,6 +104,25 @@ export interface TaskObject {
   readonly artifacts: readonly ArtifactObject[];
   /** Since v1.3: its tags, such as `{"project": "web"}`; empty when it has none. */
   readonly tags: Readonly<Record<string, string>>;
+  /** Since v1.4: the artifacts it consumed, for provenance; empty when it has none. */
+  readonly inputs: readonly TaskInput[];
+}
+
+/**
+ * One artifact a task consumed (since v1.4): which cluster published it, from which task,
+ * and the digest the consuming cluster verified its bytes against. See spec/v1/provenance.md.
+ */
+export interface TaskInput {
+  /** The artifact's id, on its own cluster's origin. */
+  readonly artifact: string;
+  /** The id of the task that produced it. */
+  readonly task: string;
+  /** The cluster (actor) that published it. */
+  readonly attributedTo: string;
+  /** The SHA-256 of the bytes consumed, 64 lowercase hex digits. */
+  readonly sha256: string;
+  /** Where the consuming task found it, relative to its inputs folder, e.g. `join/0/data.csv`. */
+  readonly path?: string;
 }
 
 /** A task group's tally as a parser returns it (since v1.1). */
@@ -208,6 +228,16 @@ export interface TaskObjectJson {
   requires: TaskRequires;
   artifacts: ArtifactObjectJson[];
   tags?: Record<string, string>;
+  inputs?: TaskInputJson[];
+}
+
+/** An entry of a task's `inputs` on the wire (since v1.4). */
+export interface TaskInputJson {
+  artifact: string;
+  task: string;
+  attributedTo: string;
+  sha256: string;
+  path?: string;
 }
 
 /** A task document, as `GET` on the task's id returns it. */
@@ -303,6 +333,17 @@ export interface TaskObjectInit {
   readonly artifacts?: readonly ArtifactObjectInit[];
   /** Since v1.3; left out of the wire JSON when empty. @defaultValue `{}` */
   readonly tags?: Readonly<Record<string, string>>;
+  /** Since v1.4; left out of the wire JSON when empty. @defaultValue `[]` */
+  readonly inputs?: readonly TaskInputInit[];
+}
+
+/** What an entry of {@link TaskObjectInit.inputs} needs. A parsed {@link TaskInput} fits. */
+export interface TaskInputInit {
+  readonly artifact: UrlInput;
+  readonly task: UrlInput;
+  readonly attributedTo: UrlInput;
+  readonly sha256: string;
+  readonly path?: string;
 }
 
 /** What {@link buildTaskGroupObject} needs. A parsed {@link TaskGroupObject} fits. */
@@ -392,6 +433,21 @@ function taskJson(init: TaskObjectInit): TaskObjectJson {
     requires: init.requires,
     artifacts: (init.artifacts ?? []).map(artifactJson),
     ...tagsJson(init.tags),
+    ...inputsJson(init.inputs),
+  };
+}
+
+/** `inputs` when there are any: a task that consumed nothing stays a v1.0–v1.3 document. */
+function inputsJson(inputs: readonly TaskInputInit[] | undefined): { inputs?: TaskInputJson[] } {
+  if (inputs == null || inputs.length === 0) return {};
+  return {
+    inputs: inputs.map((input) => ({
+      artifact: String(input.artifact),
+      task: String(input.task),
+      attributedTo: String(input.attributedTo),
+      sha256: input.sha256,
+      ...(input.path === undefined ? {} : { path: input.path }),
+    })),
   };
 }
 
@@ -548,6 +604,15 @@ interface ValidatedTask {
   requires: TaskRequires;
   artifacts?: ValidatedArtifact[];
   tags?: Record<string, string>;
+  inputs?: ValidatedInput[];
+}
+
+interface ValidatedInput {
+  artifact: string;
+  task: string;
+  attributedTo: string;
+  sha256: string;
+  path?: string;
 }
 
 interface ValidatedTaskGroup {
@@ -618,6 +683,11 @@ function taskUrls(task: ValidatedTask, path: string): [unknown, string][] {
     ...(task.artifacts ?? []).flatMap((artifact, index) =>
       artifactUrls(artifact, `${path}/artifacts/${index}`),
     ),
+    ...(task.inputs ?? []).flatMap((input, index): [unknown, string][] => [
+      [input.artifact, `${path}/inputs/${index}/artifact`],
+      [input.task, `${path}/inputs/${index}/task`],
+      [input.attributedTo, `${path}/inputs/${index}/attributedTo`],
+    ]),
   ];
 }
 
@@ -699,6 +769,15 @@ function taskOriginFailure(
     const failure = artifactOriginFailure(artifact, `${path}/artifacts/${index}`, owner);
     if (failure !== undefined) return failure;
   }
+  // An input is its own cluster's: its artifact and task on the origin of its attributedTo.
+  for (const [index, input] of (task.inputs ?? []).entries()) {
+    const at = `${path}/inputs/${index}`;
+    const publisher = ownerOf(input.attributedTo, `cluster in ${at}/attributedTo`);
+    const failure =
+      originFailure(input.artifact, `${at}/artifact`, publisher) ??
+      originFailure(input.task, `${at}/task`, publisher);
+    if (failure !== undefined) return failure;
+  }
   const taskHref = new URL(task.id).href;
   for (const [index, artifact] of artifacts.entries()) {
     if (new URL(artifact.task).href !== taskHref) {
@@ -741,6 +820,13 @@ function taskValue(task: ValidatedTask): TaskObject {
     requires: task.requires,
     artifacts: (task.artifacts ?? []).map(artifactValue),
     tags: task.tags ?? {},
+    inputs: (task.inputs ?? []).map((input) => ({
+      artifact: input.artifact,
+      task: input.task,
+      attributedTo: input.attributedTo,
+      sha256: input.sha256,
+      ...(input.path === undefined ? {} : { path: input.path }),
+    })),
   };
 }
 
@@ -774,7 +860,8 @@ function requiredTerms(kind: TaskwebActivityKind | "TaskGroup", object?: unknown
     kind === "TaskGroupResolved" || kind === "TaskGroup"
       ? [...CORE_TERMS, ...TASK_GROUP_TERMS]
       : CORE_TERMS;
-  return usesTags(object) ? [...terms, ...TAG_TERMS] : terms;
+  const withTags = usesTags(object) ? [...terms, ...TAG_TERMS] : terms;
+  return isJsonObject(object) && "inputs" in object ? [...withTags, ...INPUT_TERMS] : withTags;
 }
 
 function taskGroupUrls(group: ValidatedTaskGroup, path: string): [unknown, string][] {

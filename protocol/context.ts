@@ -77,6 +77,9 @@ export const TASKWEB_CONTEXT = deepFreeze({
   taskGraph: { "@id": "tw:taskGraph", "@type": "@json" },
   // Since v1.3: tags on tasks and artifacts (see spec/v1/tags.md).
   tags: { "@id": "tw:tags", "@type": "@json" },
+  // Since v1.4: the inputs a task consumed, for provenance (see spec/v1/provenance.md).
+  // Each entry is a JSON literal, in a set so that one input stays an array when compacted.
+  inputs: { "@id": "tw:inputs", "@type": "@json", "@container": "@set" },
 } as const);
 
 /** The `@context` array of a taskweb document: ActivityStreams, then the taskweb terms. */
@@ -121,6 +124,9 @@ export const OFFER_TERMS: readonly TaskwebTermName[] = ["TaskGraph", "taskGraph"
 /** The term added in v1.3 for tags; a document whose objects carry `tags` must define it. */
 export const TAG_TERMS: readonly TaskwebTermName[] = ["tags"];
 
+/** The term added in v1.4 for provenance; a task document that carries `inputs` must define it. */
+export const INPUT_TERMS: readonly TaskwebTermName[] = ["inputs"];
+
 /**
  * The v1.0 terms, which every taskweb document's `@context` must define. Terms added by a
  * later minor version are required only in documents that use them, so that a v1.0 peer's
@@ -128,7 +134,10 @@ export const TAG_TERMS: readonly TaskwebTermName[] = ["tags"];
  */
 export const CORE_TERMS: readonly TaskwebTermName[] = TERM_NAMES.filter(
   (term) =>
-    !TASK_GROUP_TERMS.includes(term) && !OFFER_TERMS.includes(term) && !TAG_TERMS.includes(term),
+    !TASK_GROUP_TERMS.includes(term) &&
+    !OFFER_TERMS.includes(term) &&
+    !TAG_TERMS.includes(term) &&
+    !INPUT_TERMS.includes(term),
 );
 
 interface NormalisedDefinition {

@@ -26,6 +26,7 @@ export {
   TASK_GROUP_TERMS,
   OFFER_TERMS,
   TAG_TERMS,
+  INPUT_TERMS,
   checkTaskwebContext,
 } from "./context.ts";
 export { buildTaskGraphOffer, isTaskGraphOffer, parseTaskGraphOffer } from "./offers.ts";
@@ -76,6 +77,9 @@ export type {
   TaskGroupResolvedInit,
   TaskGroupResolvedJson,
   TaskObject,
+  TaskInput,
+  TaskInputInit,
+  TaskInputJson,
   TaskObjectInit,
   TaskObjectJson,
   TaskRequires,
@@ -168,3 +172,12 @@ export interface TaskGraphDocument {
   taskGroupId: string;
   tasks: TaskGraphTaskDocument[];
 }
+export { readRelayedActivities, verifyProvenance } from "./provenance.ts";
+export type {
+  InputVerification,
+  JsonLoader,
+  ProvenanceEvidence,
+  ProvenanceRefusal,
+  ProvenanceResult,
+  VerifyProvenanceOptions,
+} from "./provenance.ts";

@@ -24,6 +24,7 @@ import { readConfig } from "../config.ts";
 import { startCluster, type RunningCluster } from "../cluster.ts";
 import type { HookDefinition } from "../domain/hooks.ts";
 import { verifyRelayedActivity } from "../federation/relays.ts";
+import { verifyProvenance } from "../../protocol/index.ts";
 
 /** Options for {@link runDemo}. */
 export interface DemoOptions {
@@ -442,6 +443,23 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       );
     }
 
+    // The aggregate's own provenance: each input it lists, checked against the publisher.
+    say(
+      "The reader then fetches the aggregate's task document and verifies each input it lists (taskweb provenance):",
+    );
+    const provenance = await verifyProvenance(
+      (await httpLoader(c.agg.urls.task("aggregate-2026-12"))).document,
+      {
+        loadDocument: async (url) => (await httpLoader(url)).document,
+        relayed: announces,
+      },
+    );
+    for (const result of provenance.inputs ?? []) {
+      say(
+        `  ${result.ok ? "verified" : `REFUSED (${result.reason}: ${result.detail})`}: ${result.input.path ?? result.input.artifact} from ${result.input.attributedTo}, sha256 ${result.input.sha256.slice(0, 12)}…${result.ok ? (result.evidence === "relayed-proof" ? " — matches the publisher's signed original" : " — matches what the publisher serves") : ""}`,
+      );
+    }
+
     stopWatching();
     await watcher;
 
@@ -479,6 +497,14 @@ export async function runDemo(options: DemoOptions): Promise<number> {
         verifications.every((v) => v.result.ok) &&
         verifiedActors.size === 3,
       `agg relayed ${verifications.length} activities of 3 publishers; every proof verifies`,
+    );
+    const provenInputs = (provenance.inputs ?? []).filter(
+      (r) => r.ok && r.evidence === "relayed-proof",
+    );
+    const provenPublishers = new Set(provenInputs.map((r) => r.input.attributedTo));
+    check(
+      provenance.ok && provenInputs.length === 3 && provenPublishers.size === 3,
+      `the aggregate lists ${provenance.inputs?.length ?? 0} inputs; ${provenInputs.length} verified by their publisher's signed original`,
     );
     print("");
     for (const { ok, what } of checks) print(`  ${ok ? "ok    " : "FAILED"}  ${what}`);

@@ -21,6 +21,7 @@ import { registerArtifactCommands } from "./artifact.ts";
 import { registerFollowCommands } from "./follow.ts";
 import { registerTaskLogsCommand } from "./task-logs.ts";
 import { registerStatsCommand } from "./stats.ts";
+import { registerProvenanceCommand } from "./provenance.ts";
 import { EXIT_CODES, EXIT_CODES_HELP, errorCodeOf, exitCodeOf } from "./exit-codes.ts";
 import { createSpinner } from "./progress.ts";
 import { mkdir, readFile } from "node:fs/promises";
@@ -380,6 +381,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerStatsCommand(program, {
     clientOptions,
     apiTarget,
+    run: (exitCode) => {
+      result = exitCode;
+    },
+  });
+  registerProvenanceCommand(program, {
     run: (exitCode) => {
       result = exitCode;
     },

@@ -17,6 +17,7 @@ import {
   type TaskDocumentJson,
   type TaskGroupDocumentJson,
   type TaskGroupObjectInit,
+  type TaskInputInit,
   type TaskObjectInit,
 } from "../../protocol/index.ts";
 import type { ClusterUrls } from "../federation/cluster-urls.ts";
@@ -40,6 +41,8 @@ export interface TaskDocumentSource {
   /** Local task ids or remote task URLs. */
   readonly dependencies: readonly string[];
   readonly artifacts: readonly ArtifactRow[];
+  /** What it consumed (see `consumedInputs`); listed as `inputs` since v1.4. */
+  readonly inputs?: readonly TaskInputInit[];
 }
 
 const RESOLVED = ["completed", "failed", "exception"];
@@ -82,6 +85,7 @@ function taskInit(urls: ClusterUrls, source: TaskDocumentSource): TaskObjectInit
     requires: task.requires,
     artifacts: source.artifacts.map((a) => artifactInit(urls, task.task_id, a, tags)),
     tags,
+    inputs: source.inputs ?? [],
   };
 }
 

@@ -46,6 +46,7 @@ import {
   type OutboxActivity,
   type TaskGroupTally,
 } from "./task-documents.ts";
+import { consumedInputs } from "./task-provenance.ts";
 import {
   checkTaskGraph,
   openTaskGroup,
@@ -464,6 +465,7 @@ export function createTaskService(options: TaskServiceOptions) {
           .where("task_id", "in", ids)
           .execute(),
       ]);
+      const inputs = await consumedInputs(trx, urls, ids);
       const lastRun = new Map(runs.map((r) => [r.task_id, r])); // ordered: the last wins
       const rows = tasks.flatMap((task) =>
         buildTaskActivities(urls, {
@@ -471,6 +473,7 @@ export function createTaskService(options: TaskServiceOptions) {
           run: lastRun.get(task.task_id),
           dependencies: deps.filter((d) => d.task_id === task.task_id).map((d) => d.dependency),
           artifacts: artifacts.filter((a) => a.task_id === task.task_id),
+          inputs: inputs.get(task.task_id) ?? [],
           newActivityId: () => randomUUID(),
         }),
       );

@@ -14,6 +14,7 @@ import type { Kysely } from "kysely";
 import type { AuthService } from "../domain/auth.ts";
 import { ApiError } from "../domain/errors.ts";
 import { artifactDocument, taskDocument, taskGroupDocument } from "../domain/task-documents.ts";
+import { consumedInputs } from "../domain/task-provenance.ts";
 import type { HookService } from "../domain/hooks.ts";
 import type { OfferService } from "../federation/offers.ts";
 import type { RelayService } from "../federation/relays.ts";
@@ -287,6 +288,8 @@ export function createApp(options: AppOptions): express.Express {
           run: last,
           dependencies: found.dependencies.map((d) => d.dependency),
           artifacts,
+          inputs:
+            (await consumedInputs(db, urls, [found.task.task_id])).get(found.task.task_id) ?? [],
         }),
       );
     }),

@@ -20,6 +20,7 @@ import * as m0011 from "./migrations/0011-addressed-activities.ts";
 import * as m0012 from "./migrations/0012-task-joins.ts";
 import * as m0013 from "./migrations/0013-relay-announces.ts";
 import * as m0014 from "./migrations/0014-received-activity-objects.ts";
+import * as m0015 from "./migrations/0015-consumed-input-digests.ts";
 
 const MIGRATIONS: Record<string, Migration> = {
   "0001-initial": m0001,
@@ -36,6 +37,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0012-task-joins": m0012,
   "0013-relay-announces": m0013,
   "0014-received-activity-objects": m0014,
+  "0015-consumed-input-digests": m0015,
 };
 
 /** Thrown when a migration fails; the database is left at the last migration that passed. */

@@ -150,6 +150,8 @@ export interface TaskInputsTable {
   /** The artifact's id (URL) on its cluster. */
   artifact_url: string;
   task_url: string;
+  /** The sha256 the worker verified the bytes against when a run last fetched it (0015). */
+  sha256: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface RunsTable {

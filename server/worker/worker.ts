@@ -210,13 +210,14 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
         );
         const row = await db
           .selectFrom("artifacts")
-          .select(["content"])
+          .select(["content", "sha256"])
           .where("task_id", "=", localTask)
           .where("name", "=", name)
           .executeTakeFirst();
         if (row == null) throw new Error(`Input ${input.artifact_url} does not exist.`);
         await mkdir(join(dest, ".."), { recursive: true });
         await writeFile(dest, row.content);
+        await consumed(input, row.sha256);
         continue;
       }
       let meta = await db
@@ -251,7 +252,18 @@ export async function startWorker(options: WorkerOptions): Promise<JobConsumer> 
         fetch: options.fetch,
         ...(sign != null ? { sign } : {}),
       });
+      await consumed(input, meta.sha256);
     }
+  }
+
+  /** Records the digest an input's bytes were verified against, for the task's `inputs`. */
+  async function consumed(input: { task_id: string; path: string }, sha256: string) {
+    await db
+      .updateTable("task_inputs")
+      .set({ sha256 })
+      .where("task_id", "=", input.task_id)
+      .where("path", "=", input.path)
+      .execute();
   }
 
   /** Runs a task's run; every log line written meanwhile carries its task and run ids. */

@@ -78,7 +78,7 @@ describe("the taskweb command", () => {
     }
   }, 120_000);
 
-  it("runs the demo: hooks fire, results flow back, the join has 3 verified inputs, relayed proofs verify", async () => {
+  it("runs the demo: hooks fire, results flow back, the join has 3 verified inputs, relayed proofs and the aggregate's provenance verify", async () => {
     const child = spawn(process.execPath, [TASKWEB_BIN, "demo"], {
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -113,6 +113,7 @@ describe("the taskweb command", () => {
       /ok +the images of one build coalesced into one hardware run/,
       /ok +agg's aggregate completed on 3 inputs whose digests match/,
       /ok +agg relayed \d+ activities of 3 publishers; every proof verifies/,
+      /ok +the aggregate lists 3 inputs; 3 verified by their publisher's signed original/,
     ]) {
       expect(out).toMatch(outcome);
     }

@@ -87,6 +87,7 @@ const TASK_KEYS = [
   "requires",
   "artifacts",
   "tags",
+  "inputs",
 ] as const;
 const TASK_REQUIRED_KEYS = [
   "id",
@@ -280,8 +281,41 @@ describe("parseActivity", () => {
         },
       ],
       tags: {},
+      inputs: [],
     });
     expect(activity.raw).toBe(json);
+  });
+
+  it("carries the inputs a task consumed, and leaves them out when it consumed none", () => {
+    const P = "https://north.example/clusters/north";
+    const inputs = [
+      {
+        artifact: `${P}/tasks/D/artifacts/public/data.csv`,
+        task: `${P}/tasks/D`,
+        attributedTo: P,
+        sha256: SHA,
+        path: "join/0/public/data.csv",
+      },
+    ];
+    const json = buildTaskCompleted({ ...activityFields, task: { ...completedTask, inputs } });
+    expect(json.object.inputs).toEqual(inputs);
+    const activity = unwrap(parseActivity(json));
+    if (activity.kind !== "TaskCompleted") throw new Error("not a TaskCompleted");
+    expect(activity.task.inputs).toEqual(inputs);
+    expect(unwrap(parseTaskObject(buildTaskObject({ ...completedTask, inputs }))).inputs).toEqual(
+      inputs,
+    );
+    expect("inputs" in buildTaskCompleted({ ...activityFields, task: completedTask }).object).toBe(
+      false,
+    );
+    // An input is its own cluster's statement: its artifact must be on its cluster's origin.
+    const lying = buildTaskObject({
+      ...completedTask,
+      inputs: [{ ...inputs[0]!, attributedTo: "https://south.example/clusters/south" }],
+    });
+    const refused = parseTaskObject(lying);
+    expect(refused.ok).toBe(false);
+    if (!refused.ok) expect(refused.reason.code).toBe("origin-mismatch");
   });
 
   it("carries a task's tags on the task and its artifacts, and leaves out empty ones", () => {

@@ -91,6 +91,7 @@ const TERMS = [
   "TaskGraph",
   "taskGraph",
   "tags",
+  "inputs",
 ];
 
 describe("TASKWEB_CONTEXT", () => {
@@ -112,6 +113,7 @@ describe("TASKWEB_CONTEXT", () => {
       .sort();
     expect(coerced).toEqual([
       ["dependencies", "@id"],
+      ["inputs", "@json"],
       ["tags", "@json"],
       ["task", "@id"],
       ["taskGraph", "@json"],
@@ -127,7 +129,21 @@ describe("TASKWEB_CONTEXT", () => {
   it("keeps every taskweb property through JSON-LD expansion, so signatures cover them", async () => {
     const documents = [
       {
-        ...buildTaskCompleted({ ...fields, task: { ...task, tags: { project: "web" } } }),
+        ...buildTaskCompleted({
+          ...fields,
+          task: {
+            ...task,
+            tags: { project: "web" },
+            inputs: [
+              {
+                artifact: "https://north.example/clusters/north/tasks/D/artifacts/public/data.csv",
+                task: "https://north.example/clusters/north/tasks/D",
+                attributedTo: "https://north.example/clusters/north",
+                sha256: "a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447",
+              },
+            ],
+          },
+        }),
         protocolVersion: PROTOCOL_VERSION,
       },
       buildTaskFailed({
@@ -184,6 +200,25 @@ describe("TASKWEB_CONTEXT", () => {
       expect(parsed.value.task.artifacts).toEqual([]);
       expect(parsed.value.task.runId).toBe(0);
     }
+  });
+
+  it("keeps a task's inputs through expansion and re-compaction, as a receiver does", async () => {
+    const inputs = [
+      {
+        artifact: "https://north.example/clusters/north/tasks/D/artifacts/public/data.csv",
+        task: "https://north.example/clusters/north/tasks/D",
+        attributedTo: "https://north.example/clusters/north",
+        sha256: "a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447",
+        path: "join/0/public/data.csv",
+      },
+    ];
+    const original = buildTaskCompleted({ ...fields, task: { ...task, inputs } });
+    const expanded = await jsonld.expand(original, { documentLoader });
+    const compacted = await jsonld.compact(expanded, { "@context": CONTEXT }, { documentLoader });
+    const parsed = parseActivity(compacted);
+    if (!parsed.ok) throw new Error(JSON.stringify(parsed.reason));
+    if (parsed.value.kind !== "TaskCompleted") throw new Error(parsed.value.kind);
+    expect(parsed.value.task.inputs).toEqual(inputs);
   });
 
   it("is reported missing when a library compacted with ActivityStreams only", async () => {
