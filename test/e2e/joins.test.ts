@@ -12,6 +12,7 @@ import type { JoinProgress } from "../../server/domain/task-joins.ts";
 import { describeEachBackend } from "../support/backends.ts";
 import { runTaskweb } from "../support/cli.ts";
 import {
+  artifactDigest,
   follow,
   snapshot,
   startTestCluster,
@@ -44,13 +45,7 @@ async function publish(P: RunningCluster, taskId: string, period: string): Promi
     },
   });
   expect(await waitForResolution(P, taskId)).toBe("completed");
-  const row = await P.database.db
-    .selectFrom("artifacts")
-    .select("sha256")
-    .where("task_id", "=", taskId)
-    .where("name", "=", "public/sales.csv")
-    .executeTakeFirstOrThrow();
-  return row.sha256;
+  return await artifactDigest(P, taskId, "public/sales.csv");
 }
 
 async function progress(A: RunningCluster, taskId: string): Promise<JoinProgress> {

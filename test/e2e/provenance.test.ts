@@ -18,6 +18,7 @@ import { describeEachBackend } from "../support/backends.ts";
 import { runTaskweb } from "../support/cli.ts";
 import {
   api,
+  artifactDigest,
   follow,
   startTestCluster,
   waitFor,
@@ -35,16 +36,6 @@ async function getJson(url: string): Promise<Record<string, unknown>> {
   const response = await fetch(url, { headers: { accept: "application/activity+json" } });
   expect(response.status).toBe(200);
   return (await response.json()) as Record<string, unknown>;
-}
-
-async function digestOf(P: RunningCluster, taskId: string): Promise<string> {
-  const row = await P.database.db
-    .selectFrom("artifacts")
-    .select("sha256")
-    .where("task_id", "=", taskId)
-    .where("name", "=", "public/data.csv")
-    .executeTakeFirstOrThrow();
-  return row.sha256;
 }
 
 /** Every item of an outbox, read over HTTP. */
@@ -141,7 +132,9 @@ describeEachBackend("provenance", (backend) => {
       await publisher.tasks.createTask({ taskId: "dataset", payload: { command: PUBLISH } });
     }
     expect(await waitForResolution(M, "aggregate", 120_000)).toBe("completed");
-    const digests = await Promise.all(P.map((x) => digestOf(x, "dataset")));
+    const digests = await Promise.all(
+      P.map((x) => artifactDigest(x, "dataset", "public/data.csv")),
+    );
 
     // The published Task object, in the document and in M's TaskCompleted, lists the inputs.
     const expected: TaskInputJson[] = [

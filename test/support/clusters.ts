@@ -185,6 +185,21 @@ export async function waitForResolution(
   );
 }
 
+/** The sha256 (hex) of artifact `name` of the local task `taskId`, as the cluster stored it. */
+export async function artifactDigest(
+  cluster: RunningCluster,
+  taskId: string,
+  name: string,
+): Promise<string> {
+  const row = await cluster.database.db
+    .selectFrom("artifacts")
+    .select("sha256")
+    .where("task_id", "=", taskId)
+    .where("name", "=", name)
+    .executeTakeFirstOrThrow();
+  return row.sha256;
+}
+
 /** Every row of the tables an inbox can change, for "nothing changed" assertions. */
 export async function snapshot(cluster: RunningCluster): Promise<Record<string, unknown[]>> {
   const db = cluster.database.db;
