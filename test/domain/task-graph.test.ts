@@ -323,6 +323,8 @@ describeEachBackend("task groups", (backend) => {
         path: "app.tar.gz",
         artifact_url: urls.artifact(`${g}-build`, "public/app.tar.gz"),
         task_url: urls.task(`${g}-build`),
+        // Recorded when a run fetches the input; none has yet.
+        sha256: null,
       },
     ]);
     expect(test?.task.requires).toBe("all-resolved");
