@@ -109,6 +109,7 @@ export {
   addProof,
   base58btc,
   decodeBase58btc,
+  assertionMethodKey,
   ed25519FromMultibase,
   jcs,
   verifyProof,

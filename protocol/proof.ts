@@ -81,6 +81,36 @@ export function ed25519FromMultibase(multibase: string): KeyObject {
   });
 }
 
+/**
+ * The Ed25519 key of the assertion method `methodId` that the actor document `actor` (fetched
+ * from `actorId`) publishes; undefined when the document is not that actor's, or names no such
+ * Ed25519 Multikey.
+ */
+export function assertionMethodKey(
+  actor: unknown,
+  actorId: string,
+  methodId: string,
+): KeyObject | undefined {
+  if (typeof actor !== "object" || actor === null) return undefined;
+  const doc = actor as { id?: unknown; assertionMethod?: unknown };
+  if (doc.id !== actorId) return undefined;
+  const found = [doc.assertionMethod]
+    .flat()
+    .find(
+      (m): m is { publicKeyMultibase: string } =>
+        typeof m === "object" &&
+        m !== null &&
+        (m as { id?: unknown }).id === methodId &&
+        typeof (m as { publicKeyMultibase?: unknown }).publicKeyMultibase === "string",
+    );
+  if (found == null) return undefined;
+  try {
+    return ed25519FromMultibase(found.publicKeyMultibase);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Whether `document.proof` verifies with `key`. */
 export function verifyProof(document: Record<string, unknown>, key: KeyObject): boolean {
   const proof = document.proof as Record<string, unknown> | undefined;

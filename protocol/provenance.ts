@@ -13,7 +13,7 @@
 import type { ArtifactObject, TaskInput, TaskObject } from "./activities.ts";
 import { parseActivity, parseArtifactObject, parseTaskObject } from "./activities.ts";
 import { sameOrigin } from "./origin.ts";
-import { ed25519FromMultibase, verifyProof } from "./proof.ts";
+import { assertionMethodKey, verifyProof } from "./proof.ts";
 
 /** Fetches a JSON document (as `application/activity+json`); throws when it cannot. */
 export type JsonLoader = (url: string) => Promise<unknown>;
@@ -162,23 +162,15 @@ async function verifyOriginalProof(
   } catch (error) {
     return { ok: false, reason: "unreachable", detail: `${actor}: ${String(error)}` };
   }
-  const found = (isRecord(document) ? [document.assertionMethod].flat() : []).find(
-    (m): m is Record<string, unknown> =>
-      isRecord(m) && m.id === method && typeof m.publicKeyMultibase === "string",
-  );
-  if (!isRecord(document) || document.id !== actor || found == null) {
+  const key = assertionMethodKey(document, actor, method);
+  if (key == null) {
     return {
       ok: false,
       reason: "proof-invalid",
-      detail: `${method} is not an assertion method of ${actor}`,
+      detail: `${method} is not an Ed25519 assertion method of ${actor}`,
     };
   }
-  try {
-    const key = ed25519FromMultibase(found.publicKeyMultibase as string);
-    if (verifyProof(original, key)) return { ok: true };
-  } catch {
-    // Not an Ed25519 Multikey: refused below.
-  }
+  if (verifyProof(original, key)) return { ok: true };
   return {
     ok: false,
     reason: "proof-invalid",

@@ -15,7 +15,7 @@ import type { KeyObject } from "node:crypto";
 import type { Kysely, Transaction } from "kysely";
 import {
   CONTEXT,
-  ed25519FromMultibase,
+  assertionMethodKey,
   newSlugId,
   sameOrigin,
   TASKWEB_NAMESPACE,
@@ -134,24 +134,14 @@ export async function verifyRelayedActivity(
   // The key: one of the original actor's assertion methods, fetched from the actor itself.
   const method = (proofs[0] as Record<string, unknown>).verificationMethod as string;
   let key: KeyObject | undefined;
-  let multibase: string | undefined;
   try {
-    const actor = (await loaders.documentLoader(original.actor)).document;
-    const methods = isRecord(actor) ? [actor.assertionMethod].flat() : [];
-    const found = methods.find(
-      (m): m is Record<string, unknown> =>
-        isRecord(m) && m.id === method && typeof m.publicKeyMultibase === "string",
+    key = assertionMethodKey(
+      (await loaders.documentLoader(original.actor)).document,
+      original.actor,
+      method,
     );
-    if (isRecord(actor) && actor.id === original.actor && found != null) {
-      multibase = found.publicKeyMultibase as string;
-    }
   } catch (error) {
     return { ok: false, reason: "unreachable", detail: `${original.actor}: ${String(error)}` };
-  }
-  try {
-    if (multibase != null) key = ed25519FromMultibase(multibase);
-  } catch {
-    key = undefined;
   }
   if (key == null)
     return {
