@@ -266,8 +266,6 @@ export interface ClusterFederation {
    * is signed with these when it is sent.
    */
   signingKeys(): Promise<{ keyId: string; privateKey: JsonWebKey }[]>;
-  /** The active key pairs under their ids, RSA first, as `sendActivity` takes a sender. */
-  senderKeys(): Promise<{ keyId: URL; privateKey: CryptoKey }[]>;
   /**
    * Signs one activity (from the outbox, or addressed) and POSTs it to one inbox now;
    * reports how that went.
@@ -1025,7 +1023,6 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         graceUntil: new Date(result.rotatedAt.getTime() + graceMs),
       };
     },
-    senderKeys,
     async signingKeys() {
       const pairs = await senderKeys();
       return await Promise.all(
