@@ -260,8 +260,7 @@ export function inboxGuard(options: InboxGuardOptions) {
       req.resume();
       return;
     }
-    const declared = Number(req.headers["content-length"] ?? "0");
-    if (declared > INBOX_LIMITS.maxBodyBytes) {
+    const refuseTooLarge = () => {
       refuse(
         res,
         413,
@@ -270,6 +269,12 @@ export function inboxGuard(options: InboxGuardOptions) {
         onRefused,
       );
       req.destroy();
+    };
+    // Refused before reading when the declared length is too large, else once the bytes read
+    // exceed the limit.
+    const declared = Number(req.headers["content-length"] ?? "0");
+    if (declared > INBOX_LIMITS.maxBodyBytes) {
+      refuseTooLarge();
       return;
     }
     const chunks: Buffer[] = [];
@@ -283,14 +288,7 @@ export function inboxGuard(options: InboxGuardOptions) {
         size += chunk.length;
         if (size > INBOX_LIMITS.maxBodyBytes) {
           aborted = true;
-          refuse(
-            res,
-            413,
-            "too-large",
-            `Bodies are limited to ${INBOX_LIMITS.maxBodyBytes} bytes.`,
-            onRefused,
-          );
-          req.destroy();
+          refuseTooLarge();
           return;
         }
         chunks.push(chunk);
