@@ -24,7 +24,7 @@ import { readConfig } from "../config.ts";
 import { startCluster, type RunningCluster } from "../cluster.ts";
 import type { HookDefinition } from "../domain/hooks.ts";
 import { verifyRelayedActivity } from "../federation/relays.ts";
-import { verifyProvenance } from "../../protocol/index.ts";
+import { readRelayedActivities, verifyProvenance } from "../../protocol/index.ts";
 
 /** Options for {@link runDemo}. */
 export interface DemoOptions {
@@ -187,19 +187,8 @@ const httpLoader: DocumentLoader = async (url) => {
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
   return { contextUrl: null, document: await response.json(), documentUrl: response.url || url };
 };
-
-/** Every item of a cluster's outbox, newest first, read over HTTP as any reader would. */
-async function readOutbox(cluster: RunningCluster): Promise<Record<string, unknown>[]> {
-  const collection = (await httpLoader(cluster.urls.outbox)).document as { first?: unknown };
-  const items: Record<string, unknown>[] = [];
-  let next = typeof collection.first === "string" ? collection.first : undefined;
-  while (next != null) {
-    const page = (await httpLoader(next)).document as { orderedItems?: unknown; next?: unknown };
-    items.push(...[page.orderedItems ?? []].flat().map((x) => x as Record<string, unknown>));
-    next = typeof page.next === "string" ? page.next : undefined;
-  }
-  return items;
-}
+/** The same, giving the document alone. */
+const loadJson = async (url: string): Promise<unknown> => (await httpLoader(url)).document;
 
 /** Runs the demo; resolves to the process exit code. */
 export async function runDemo(options: DemoOptions): Promise<number> {
@@ -426,7 +415,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       },
       timeoutMs,
     );
-    const announces = (await readOutbox(c.agg)).filter((i) => i.type === "Announce");
+    const announces = await readRelayedActivities(c.agg.urls.actor, loadJson);
     const verifications = await Promise.all(
       announces.map(async (a) => ({
         original: a.object as Record<string, unknown>,
@@ -450,7 +439,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const provenance = await verifyProvenance(
       (await httpLoader(c.agg.urls.task("aggregate-2026-12"))).document,
       {
-        loadDocument: async (url) => (await httpLoader(url)).document,
+        loadDocument: loadJson,
         relayed: announces,
       },
     );
