@@ -609,6 +609,13 @@ export function createTaskService(options: TaskServiceOptions) {
    * Schedules the unscheduled tasks whose dependencies allow it, and resolves those whose
    * dependencies never will. Rows are locked in task-id order, so concurrent evaluations
    * of overlapping sets wait for each other instead of deadlocking.
+   *
+   * The lock is taken on the task row alone, and what the task waits for (its join, its
+   * dependencies, its activation) is read after it, in later statements. Two transactions
+   * that each settle one of a task's conditions (the last join arrival and the last remote
+   * dependency, say) thereby take turns on the same row, and the second sees the first's
+   * commit. Were a condition part of the locking query, the second would skip the row on its
+   * snapshot instead of waiting, and neither would schedule the task.
    */
   async function evaluateMany(
     trx: Trx,
@@ -618,27 +625,34 @@ export function createTaskService(options: TaskServiceOptions) {
     const ready: { taskId: string; runId: number }[] = [];
     const doomed: string[] = [];
     for (const ids of chunks([...new Set(taskIds)].sort())) {
-      const tasks = await trx
+      const locked = await trx
         .selectFrom("tasks")
-        .select(["task_id", "requires"])
+        .select(["task_id", "requires", "inactive"])
         .where("task_id", "in", ids)
         .where("state", "=", "unscheduled")
-        // An inactive task waits for activation, whatever its dependencies say.
-        .where("inactive", "=", false)
-        // A task joining artifacts waits until they arrived or the join's deadline passed.
-        .where(({ not, exists, selectFrom }) =>
-          not(
-            exists(
-              selectFrom("task_joins")
-                .select("task_joins.task_id")
-                .whereRef("task_joins.task_id", "=", "tasks.task_id")
-                .where("task_joins.state", "=", "waiting"),
-            ),
-          ),
-        )
         .orderBy("task_id")
         .forUpdate()
         .execute();
+      // An inactive task waits for activation, whatever its dependencies say; the locked
+      // row is the newest version, so an activation that committed meanwhile counts.
+      const active = locked.filter((t) => !t.inactive);
+      if (active.length === 0) continue;
+      // A task joining artifacts waits until they arrived or the join's deadline passed.
+      const joining = new Set(
+        (
+          await trx
+            .selectFrom("task_joins")
+            .select("task_id")
+            .where(
+              "task_id",
+              "in",
+              active.map((t) => t.task_id),
+            )
+            .where("state", "=", "waiting")
+            .execute()
+        ).map((j) => j.task_id),
+      );
+      const tasks = active.filter((t) => !joining.has(t.task_id));
       if (tasks.length === 0) continue;
       const deps = await trx
         .selectFrom("task_dependencies")

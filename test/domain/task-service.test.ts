@@ -785,6 +785,66 @@ describeEachBackend("task service", (backend) => {
       ]);
     });
 
+    // The last join arrival and the last remote dependency, applied in two transactions that
+    // overlap: whichever commits second must see the other and schedule the task. The first
+    // is held open while the second runs; on PostgreSQL the second must wait for the task row.
+    for (const first of ["join arrival", "dependency"] as const) {
+      it(`schedules a joining task when its ${first} commits while the other condition is applied`, async () => {
+        const publisher = `${REMOTE_ORIGIN}/clusters/${uid("pub")}`;
+        await db()
+          .insertInto("following")
+          .values({
+            actor_id: publisher,
+            inbox: `${publisher}/inbox`,
+            shared_inbox: null,
+            follow_id: `${urls.actor}/follows/${uid("f")}`,
+            state: "accepted",
+            updated_at: new Date(),
+          })
+          .execute();
+        const remote = remoteTaskUrl("input");
+        const taskId = uid("joining");
+        await tasks.createTask({
+          taskId,
+          dependencies: [remote],
+          join: { clusters: [publisher], artifact: "public/*", deadline: "PT10M" },
+          payload: { command: ["true"] },
+        });
+        const published = `${publisher}/tasks/${uid("data")}`;
+        const arrival = {
+          artifactUrl: `${published}/artifacts/public/data.csv`,
+          taskUrl: published,
+          actorId: publisher,
+          name: "public/data.csv",
+          contentUrl: `${publisher}/content/x/public/data.csv`,
+          sha256: "0".repeat(64),
+          size: 1,
+          mediaType: "text/csv",
+        };
+        const held = await db().startTransaction().execute();
+        let second: Promise<unknown>;
+        try {
+          if (first === "join arrival") {
+            await tasks.applyPublishedArtifact(arrival, held);
+            second = tasks.applyRemoteTask(report(remote, "completed"));
+          } else {
+            await tasks.applyRemoteTask(report(remote, "completed"), held);
+            second = db()
+              .transaction()
+              .execute((trx) => tasks.applyPublishedArtifact(arrival, trx));
+          }
+          // Give the second transaction the time to finish, had it not waited for the first.
+          await Promise.race([second, sleep(300)]);
+          await held.commit().execute();
+        } catch (error) {
+          await held.rollback().execute();
+          throw error;
+        }
+        await second;
+        expect(await stateOf(taskId)).toBe("pending");
+      });
+    }
+
     it("lists unresolved remote dependencies, optionally of one origin only", async () => {
       const here = remoteTaskUrl("here", "http://127.0.0.1:3");
       const longer = remoteTaskUrl("there", "http://127.0.0.1:31");
