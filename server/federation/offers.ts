@@ -384,11 +384,20 @@ export function createOfferService(options: OfferServiceOptions) {
 
     /** Enqueues the callbacks of resolved offered groups not yet sent (after a lost queue). */
     async recover(): Promise<void> {
+      // A group whose last callback is the TaskGroupResolved of its latest resolution (written
+      // with `published_at` = `resolved_at`) has nothing to send; a rerun's resolution is newer.
       const rows = await db
         .selectFrom("offers_received")
         .innerJoin("task_groups", "task_groups.task_group_id", "offers_received.task_group_id")
+        .leftJoin("outbox", "outbox.activity_id", "offers_received.callback_activity_id")
         .select("offers_received.task_group_id")
         .where("task_groups.resolved_at", "is not", null)
+        .where((eb) =>
+          eb.or([
+            eb("outbox.published_at", "is", null),
+            eb("outbox.published_at", "<", eb.ref("task_groups.resolved_at")),
+          ]),
+        )
         .execute();
       for (const r of rows) {
         await jobs.enqueue(OFFER_CALLBACK_QUEUE, `${r.task_group_id}/recover`, {

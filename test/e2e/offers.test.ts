@@ -6,8 +6,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DELIVERY_QUEUE } from "../../server/federation/delivery.ts";
+import { createOfferService, OFFER_CALLBACK_QUEUE } from "../../server/federation/offers.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { testBackends } from "../support/backends.ts";
+import { createRecordingJobQueue } from "../support/recording-job-queue.ts";
 import {
   snapshot,
   startTestCluster,
@@ -140,6 +142,73 @@ describe(`offers of task graphs on ${backend.name}`, () => {
     });
     expect(received).toHaveLength(1);
     expect(received[0]).toMatchObject({ actor_id: B.urls.actor, task_group_id: "hw-tests" });
+  });
+
+  it("finds again, after a lost queue, only the callbacks of resolutions not yet sent", async () => {
+    // C's offered group hw-tests resolved and its callback went out (the test above). What
+    // C's reconcile enqueues is recorded here instead of run.
+    const recorded = createRecordingJobQueue();
+    const unused = () => {
+      throw new Error("recovering callbacks sends nothing itself");
+    };
+    const offers = createOfferService({
+      db: C.database.db,
+      tasks: C.tasks,
+      jobs: recorded,
+      urls: C.urls,
+      context: unused,
+      commit: unused,
+      policy: unused,
+    });
+    const recovered = async () => {
+      recorded.enqueued.length = 0;
+      await offers.recover();
+      return recorded.enqueued.map((e) => [
+        e.queue,
+        (e.data as { taskGroupId: string }).taskGroupId,
+      ]);
+    };
+    expect(await recovered()).not.toContainEqual([OFFER_CALLBACK_QUEUE, "hw-tests"]);
+
+    // The note that the callback was sent is gone (as if the sending job was lost first).
+    const sent = await C.database.db
+      .selectFrom("offers_received")
+      .select("callback_activity_id")
+      .where("task_group_id", "=", "hw-tests")
+      .executeTakeFirstOrThrow();
+    await C.database.db
+      .updateTable("offers_received")
+      .set({ callback_activity_id: null })
+      .where("task_group_id", "=", "hw-tests")
+      .execute();
+    expect(await recovered()).toContainEqual([OFFER_CALLBACK_QUEUE, "hw-tests"]);
+
+    // A newer resolution of the group (a rerun) than the one whose callback was sent.
+    await C.database.db
+      .updateTable("offers_received")
+      .set({ callback_activity_id: sent.callback_activity_id })
+      .where("task_group_id", "=", "hw-tests")
+      .execute();
+    expect(await recovered()).not.toContainEqual([OFFER_CALLBACK_QUEUE, "hw-tests"]);
+    const group = await C.database.db
+      .selectFrom("task_groups")
+      .select("resolved_at")
+      .where("task_group_id", "=", "hw-tests")
+      .executeTakeFirstOrThrow();
+    await C.database.db
+      .updateTable("task_groups")
+      .set({ resolved_at: new Date(new Date(group.resolved_at!).getTime() + 1000) })
+      .where("task_group_id", "=", "hw-tests")
+      .execute();
+    try {
+      expect(await recovered()).toContainEqual([OFFER_CALLBACK_QUEUE, "hw-tests"]);
+    } finally {
+      await C.database.db
+        .updateTable("task_groups")
+        .set({ resolved_at: group.resolved_at })
+        .where("task_group_id", "=", "hw-tests")
+        .execute();
+    }
   });
 
   it("fails B's waiting task when a task of the offered group fails", async () => {
