@@ -273,6 +273,17 @@ export function createOfferService(options: OfferServiceOptions) {
         report({ outcome: "ignored", detail: `offered to ${offer.target}, not this cluster` });
         return;
       }
+      // A redelivered offer stops here, before anything is looked up remotely; the insert
+      // below stays the check that counts (two deliveries may pass this one together).
+      const seen = await db
+        .selectFrom("inbox_processed")
+        .select("activity_id")
+        .where("activity_id", "=", offer.id)
+        .executeTakeFirst();
+      if (seen != null) {
+        report({ outcome: "ignored", detail: `duplicate: ${offer.id}` });
+        return;
+      }
       const allowed = await options.policy(offer.actor);
       let reason: string | undefined;
       let effects: Effects = emptyEffects();

@@ -9,6 +9,7 @@ import { DELIVERY_QUEUE } from "../../server/federation/delivery.ts";
 import { createOfferService, OFFER_CALLBACK_QUEUE } from "../../server/federation/offers.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { testBackends } from "../support/backends.ts";
+import { clusterRsaKey, signedPost } from "../support/signing.ts";
 import { createRecordingJobQueue } from "../support/recording-job-queue.ts";
 import {
   snapshot,
@@ -209,6 +210,38 @@ describe(`offers of task graphs on ${backend.name}`, () => {
         .where("task_group_id", "=", "hw-tests")
         .execute();
     }
+  });
+
+  it("creates one group, and answers once, when the same Offer is delivered again", async () => {
+    const sent = await offer(B, C.urls.actor, {
+      taskGroupId: "hw-twice",
+      tasks: [{ taskId: "hw-twice-1", payload: { command: ["true"] } }],
+    });
+    expect((await answered(B, sent.offerId)).state).toBe("accepted");
+    expect(await waitForResolution(C, "hw-twice-1")).toBe("completed");
+    const original = await B.database.db
+      .selectFrom("addressed_activities")
+      .select("activity")
+      .where("activity_id", "=", sent.offerId)
+      .executeTakeFirstOrThrow();
+    const before = await waitFor("C to send the callback and settle", async () => {
+      const now = await everything(C);
+      const callback = now.offers_received.find((o) => o.task_group_id === "hw-twice");
+      return callback?.callback_activity_id != null && now.jobs.length === 0 ? now : undefined;
+    });
+    // Delivered again over HTTP: accepted (202) and dropped as already processed.
+    const replay = await signedPost(C.urls.inbox, original.activity, {
+      key: await clusterRsaKey(B),
+    });
+    expect(replay.status).toBe(202);
+    // Handed to the offer service again (as a delivery racing the first would be): it stops
+    // at the dedupe record; no second group, no second answer.
+    const seen = c.events.length;
+    await C.offers.receive(original.activity, B.urls.actor);
+    expect(c.events.slice(seen)).toEqual([
+      { type: "offer", outcome: { outcome: "ignored", detail: `duplicate: ${sent.offerId}` } },
+    ]);
+    expect(await everything(C)).toEqual(before);
   });
 
   it("fails B's waiting task when a task of the offered group fails", async () => {
