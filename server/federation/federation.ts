@@ -20,7 +20,9 @@ import {
   type DocumentLoader,
   type RequestContext,
   type Federation,
+  type KvKey,
   type KvStore,
+  type KvStoreSetOptions,
   type MessageQueue,
   signJsonLd,
   signObject,
@@ -40,6 +42,7 @@ import {
   Update,
   type Recipient,
 } from "@fedify/vocab";
+import { Temporal } from "@js-temporal/polyfill";
 import { getLogger } from "@logtape/logtape";
 import { SpanKind, SpanStatusCode, trace, type TracerProvider } from "@opentelemetry/api";
 import { sql, type Kysely, type Transaction } from "kysely";
@@ -309,6 +312,18 @@ function hasTaskwebContext(json: Record<string, unknown>): boolean {
     .flat()
     .some((c) => typeof c === "object" && c !== null && !Array.isArray(c) && "tw" in c);
 }
+
+/**
+ * Where an `Undo` of a `Follow` that had not arrived is remembered, and for how long: longer
+ * than any sender retries a delivery (the reference implementation's horizon is days).
+ */
+function undoneFollowKey(followId: string): KvKey {
+  return ["taskweb", "undone-follow", followId];
+}
+// The library's types name the standard Temporal; at run time it uses this same polyfill.
+const UNDONE_FOLLOW_KEPT = Temporal.Duration.from({ days: 30 }) as unknown as NonNullable<
+  KvStoreSetOptions["ttl"]
+>;
 
 /** Builds the cluster's Fedify federation. */
 export function createClusterFederation(options: ClusterFederationOptions): ClusterFederation {
@@ -637,6 +652,12 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
         }
       }
       const followId = follow.id.href;
+      if ((await options.kv.get(undoneFollowKey(followId))) === followerId) {
+        logger.info("Ignored a Follow from {follower}: it was undone before it arrived.", {
+          follower: followerId,
+        });
+        return;
+      }
       const decision: FollowDecision =
         options.followPolicy != null
           ? await options.followPolicy.decide(follower.id.href)
@@ -744,11 +765,17 @@ export function createClusterFederation(options: ClusterFederationOptions): Clus
       const objectId = undo.objectId?.href;
       if (actorId == null || objectId == null) return;
       // Only the follower itself can undo its follow (the signer is the activity's actor).
-      await db
+      const removed = await db
         .deleteFrom("followers")
         .where("actor_id", "=", actorId)
         .where("follow_id", "=", objectId)
-        .execute();
+        .returning("actor_id")
+        .executeTakeFirst();
+      // The Follow may still be on its way (its sender retries it while the Undo got through):
+      // remembered, so that it changes nothing when it arrives.
+      if (removed == null) {
+        await options.kv.set(undoneFollowKey(objectId), actorId, { ttl: UNDONE_FOLLOW_KEPT });
+      }
     })
     .on(Activity, options.onActivity)
     .onError((_ctx, error) => {

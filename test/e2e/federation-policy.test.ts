@@ -13,7 +13,7 @@ import { createHash, randomBytes } from "node:crypto";
 import type { Response as EResponse } from "express";
 import { signRequest } from "@fedify/fedify";
 import { testBackends } from "../support/backends.ts";
-import { clusterRsaKey } from "../support/signing.ts";
+import { clusterRsaKey, signedPost } from "../support/signing.ts";
 import { runTaskweb } from "../support/cli.ts";
 import {
   follow,
@@ -105,6 +105,44 @@ describe("federation policy on embedded", () => {
       (await followingState(b, a)) === "rejected" ? true : undefined,
     );
   }, 120_000);
+
+  it("ignores a Follow that arrives after its own Undo", async () => {
+    const B = b.current();
+    const C = c.current();
+    const key = await clusterRsaKey(C);
+    const followOf = (id: string) => ({
+      "@context": "https://www.w3.org/ns/activitystreams",
+      id: `${C.urls.actor}#follows/${id}`,
+      type: "Follow",
+      actor: C.urls.actor,
+      object: B.urls.actor,
+    });
+    const undoOf = (follow: { id: string }) => ({
+      "@context": "https://www.w3.org/ns/activitystreams",
+      id: `${C.urls.actor}#undo/${randomBytes(8).toString("hex")}`,
+      type: "Undo",
+      actor: C.urls.actor,
+      object: follow.id,
+    });
+    const answersTo = async (followId: string) =>
+      (await B.database.db.selectFrom("addressed_activities").select("activity").execute()).filter(
+        (row) => JSON.stringify(row.activity).includes(followId),
+      );
+    // The follower sent a Follow and then its Undo; the Follow was retried and arrives last.
+    const late = followOf(randomBytes(8).toString("hex"));
+    expect((await signedPost(B.urls.inbox, undoOf(late), { key })).status).toBe(202);
+    expect((await signedPost(B.urls.inbox, late, { key })).status).toBe(202);
+    expect(await followerRow(b, c)).toBeUndefined();
+    expect(await answersTo(late.id)).toEqual([]);
+
+    // A Follow of its own is accepted as usual, and its Undo removes the follower.
+    const fresh = followOf(randomBytes(8).toString("hex"));
+    expect((await signedPost(B.urls.inbox, fresh, { key })).status).toBe(202);
+    expect(await followerRow(b, c)).toMatchObject({ follow_id: fresh.id, state: "accepted" });
+    expect(await answersTo(fresh.id)).toHaveLength(1);
+    expect((await signedPost(B.urls.inbox, undoOf(fresh), { key })).status).toBe(202);
+    expect(await followerRow(b, c)).toBeUndefined();
+  });
 
   /** GETs `url` signed with the peer's key (or unsigned); returns status and text. */
   async function peerGet(
