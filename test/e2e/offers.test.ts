@@ -177,19 +177,18 @@ describe(`offers of task graphs on ${backend.name}`, () => {
       .select("callback_activity_id")
       .where("task_group_id", "=", "hw-tests")
       .executeTakeFirstOrThrow();
-    await C.database.db
-      .updateTable("offers_received")
-      .set({ callback_activity_id: null })
-      .where("task_group_id", "=", "hw-tests")
-      .execute();
+    const noteCallback = async (activityId: string | null) => {
+      await C.database.db
+        .updateTable("offers_received")
+        .set({ callback_activity_id: activityId })
+        .where("task_group_id", "=", "hw-tests")
+        .execute();
+    };
+    await noteCallback(null);
     expect(await recovered()).toContainEqual([OFFER_CALLBACK_QUEUE, "hw-tests"]);
 
     // A newer resolution of the group (a rerun) than the one whose callback was sent.
-    await C.database.db
-      .updateTable("offers_received")
-      .set({ callback_activity_id: sent.callback_activity_id })
-      .where("task_group_id", "=", "hw-tests")
-      .execute();
+    await noteCallback(sent.callback_activity_id);
     expect(await recovered()).not.toContainEqual([OFFER_CALLBACK_QUEUE, "hw-tests"]);
     const group = await C.database.db
       .selectFrom("task_groups")
