@@ -1123,6 +1123,60 @@ describeEachBackend("task service", (backend) => {
       ]);
     });
 
+    // The last active task of a group resolves while another task of it runs again (a rerun)
+    // or joins it (an activation), in two transactions that overlap: the group must end open,
+    // and announce again once that task resolved. The resolving transaction is held open while
+    // the other runs; on PostgreSQL the other must wait for the group's row.
+    for (const [rejoin, title] of [
+      ["rerun", "a rerun"],
+      ["activation", "an activation"],
+    ] as const) {
+      it(`stays open when ${title} commits while the group's last task resolves`, async () => {
+        const remote = remoteTaskUrl("grp-input");
+        const { taskGroupId, ids } = await groupOf(`grp-${rejoin}`, [
+          rejoin === "rerun" ? {} : { inactive: true },
+          { dependencies: [remote] },
+        ]);
+        const [rejoining, last] = ids as [string, string];
+        if (rejoin === "rerun") {
+          await tasks.claimRun(rejoining, 0, "w", LEASE_MS);
+          await tasks.resolveRun(rejoining, 0, "w", outcome("completed"));
+        }
+        const seq = await lastOutboxSeq();
+        const failed: RemoteTaskReport = {
+          taskUrl: remote,
+          actorId: `${REMOTE_ORIGIN}/clusters/up`,
+          state: "failed",
+          resolvedAt: new Date().toISOString(),
+          source: "activity",
+          artifacts: [],
+        };
+        const held = await db().startTransaction().execute();
+        let second: Promise<unknown>;
+        try {
+          // The last active task fails with its dependency, and the group resolves.
+          await tasks.applyRemoteTask(failed, held);
+          second = rejoin === "rerun" ? tasks.rerunTask(rejoining) : tasks.activateTask(rejoining);
+          // Give the second transaction the time to finish, had it not waited for the first.
+          await Promise.race([second, sleep(300)]);
+          await held.commit().execute();
+        } catch (error) {
+          await held.rollback().execute();
+          throw error;
+        }
+        await second;
+        expect(await stateOf(last)).toBe("exception");
+        expect(await stateOf(rejoining)).toBe("pending");
+        expect((await tasks.getTaskGroupTally(taskGroupId))?.resolvedAt).toBeUndefined();
+        const runId = rejoin === "rerun" ? 1 : 0;
+        await tasks.claimRun(rejoining, runId, "w", LEASE_MS);
+        await tasks.resolveRun(rejoining, runId, "w", outcome("completed"));
+        const announced = await groupActivities(seq, taskGroupId);
+        expect(announced).toHaveLength(2);
+        expect(announced[1]).toMatchObject({ taskCount: 2, completedCount: 1, exceptionCount: 1 });
+      });
+    }
+
     it("announces exactly once when the last two tasks resolve at the same moment", async () => {
       for (let round = 0; round < 5; round++) {
         const { taskGroupId, ids } = await groupOf(`grp-race-${round}`, [{}, {}]);
