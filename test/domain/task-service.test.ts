@@ -1123,21 +1123,24 @@ describeEachBackend("task service", (backend) => {
       ]);
     });
 
-    // The last active task of a group resolves while another task of it runs again (a rerun)
-    // or joins it (an activation), in two transactions that overlap: the group must end open,
-    // and announce again once that task resolved. The resolving transaction is held open while
-    // the other runs; on PostgreSQL the other must wait for the group's row.
+    // The last active task of a group resolves while another task of it runs again (a rerun),
+    // joins it (an activation) or is created in it, in two transactions that overlap: the
+    // group must end open, and announce again once that task resolved. The resolving
+    // transaction is held open while the other runs; on PostgreSQL the other must wait for the
+    // group's row.
     for (const [rejoin, title] of [
       ["rerun", "a rerun"],
       ["activation", "an activation"],
+      ["creation", "a task's creation"],
     ] as const) {
       it(`stays open when ${title} commits while the group's last task resolves`, async () => {
         const remote = remoteTaskUrl("grp-input");
         const { taskGroupId, ids } = await groupOf(`grp-${rejoin}`, [
-          rejoin === "rerun" ? {} : { inactive: true },
+          ...(rejoin === "rerun" ? [{}] : rejoin === "activation" ? [{ inactive: true }] : []),
           { dependencies: [remote] },
         ]);
-        const [rejoining, last] = ids as [string, string];
+        const rejoining = rejoin === "creation" ? `${taskGroupId}-new` : ids[0]!;
+        const last = ids.at(-1)!;
         if (rejoin === "rerun") {
           await tasks.claimRun(rejoining, 0, "w", LEASE_MS);
           await tasks.resolveRun(rejoining, 0, "w", outcome("completed"));
@@ -1156,7 +1159,16 @@ describeEachBackend("task service", (backend) => {
         try {
           // The last active task fails with its dependency, and the group resolves.
           await tasks.applyRemoteTask(failed, held);
-          second = rejoin === "rerun" ? tasks.rerunTask(rejoining) : tasks.activateTask(rejoining);
+          second =
+            rejoin === "rerun"
+              ? tasks.rerunTask(rejoining)
+              : rejoin === "activation"
+                ? tasks.activateTask(rejoining)
+                : tasks.createTask({
+                    taskId: rejoining,
+                    taskGroupId,
+                    payload: { command: ["true"] },
+                  });
           // Give the second transaction the time to finish, had it not waited for the first.
           await Promise.race([second, sleep(300)]);
           await held.commit().execute();
