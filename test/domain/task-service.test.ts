@@ -845,6 +845,70 @@ describeEachBackend("task service", (backend) => {
       });
     }
 
+    // A join's deadline job and its last arrival, in two transactions that overlap: the join
+    // settles once, as the first to lock its row decides. The arrival is held open while the
+    // deadline job runs; on PostgreSQL the job must wait for the join's row and then find the
+    // join complete, and neither fail the task scheduled by the arrival nor schedule it again.
+    it("settles a join once when its deadline job runs while its last arrival commits", async () => {
+      const publisher = `${REMOTE_ORIGIN}/clusters/${uid("pub")}`;
+      await db()
+        .insertInto("following")
+        .values({
+          actor_id: publisher,
+          inbox: `${publisher}/inbox`,
+          shared_inbox: null,
+          follow_id: `${urls.actor}/follows/${uid("f")}`,
+          state: "accepted",
+          updated_at: new Date(),
+        })
+        .execute();
+      const taskId = uid("joining");
+      await tasks.createTask({
+        taskId,
+        join: {
+          clusters: [publisher],
+          artifact: "public/*",
+          deadline: "PT10M",
+          atDeadline: "fail",
+        },
+        payload: { command: ["true"] },
+      });
+      // The deadline has passed by the time its job runs.
+      await db()
+        .updateTable("task_joins")
+        .set({ deadline: new Date(Date.now() - 1000) })
+        .where("task_id", "=", taskId)
+        .execute();
+      const published = `${publisher}/tasks/${uid("data")}`;
+      const arrival = {
+        artifactUrl: `${published}/artifacts/public/data.csv`,
+        taskUrl: published,
+        actorId: publisher,
+        name: "public/data.csv",
+        contentUrl: `${publisher}/content/x/public/data.csv`,
+        sha256: "0".repeat(64),
+        size: 1,
+        mediaType: "text/csv",
+      };
+      const held = await db().startTransaction().execute();
+      let deadline: Promise<string>;
+      try {
+        await tasks.applyPublishedArtifact(arrival, held);
+        deadline = tasks.closeJoin(taskId);
+        // Give the deadline job the time to finish, had it not waited for the arrival.
+        await Promise.race([deadline, sleep(300)]);
+        await held.commit().execute();
+      } catch (error) {
+        await held.rollback().execute();
+        throw error;
+      }
+      expect(await deadline).toBe("nothing-to-do");
+      const { task, runs, join } = await view(taskId);
+      expect(task.state).toBe("pending");
+      expect(runs.map((r) => [r.run_id, r.state])).toEqual([[0, "pending"]]);
+      expect(join?.state).toBe("complete");
+    });
+
     it("lists unresolved remote dependencies, optionally of one origin only", async () => {
       const here = remoteTaskUrl("here", "http://127.0.0.1:3");
       const longer = remoteTaskUrl("there", "http://127.0.0.1:31");
