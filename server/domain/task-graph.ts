@@ -865,6 +865,12 @@ export async function writeTaskGroup(
 /**
  * Records the task group, or reopens it when it had resolved: tasks are joining it, so it
  * resolves again once they have.
+ *
+ * The update locks the group's row until commit, whatever its state, as the transaction
+ * that resolves a group does (`settleGroups` in task-service.ts): a resolution of the group's
+ * last other task either commits first and is undone here, or waits and then sees the new
+ * tasks busy. The row is locked after the dependencies' task rows and before the new tasks'
+ * rows, which no other transaction can see yet.
  */
 export async function openTaskGroup(trx: Trx, taskGroupId: string): Promise<void> {
   await trx

@@ -72,6 +72,11 @@ export interface Effects {
   readonly groupsResolved: string[];
   /** Tasks resolved in the transaction; their groups are checked just before it commits. */
   readonly resolved: string[];
+  /**
+   * Groups a task rejoined in the transaction (a rerun, an activation): reopened just before
+   * it commits, if they had resolved.
+   */
+  readonly rejoined: string[];
   /** Join deadlines to set (`server/domain/task-joins.ts`). */
   readonly joinTimers: JoinTimer[];
 }
@@ -84,6 +89,7 @@ export function emptyEffects(): Effects {
     dereference: [],
     groupsResolved: [],
     resolved: [],
+    rejoined: [],
     joinTimers: [],
   };
 }
@@ -95,6 +101,7 @@ export function mergeEffects(into: Effects, from: Effects): Effects {
   into.dereference.push(...from.dereference);
   into.groupsResolved.push(...from.groupsResolved);
   into.resolved.push(...from.resolved);
+  into.rejoined.push(...from.rejoined);
   into.joinTimers.push(...from.joinTimers);
   return into;
 }
@@ -249,18 +256,6 @@ export function createTaskService(options: TaskServiceOptions) {
     }
   }
 
-  /** Reopens resolved groups: one of their tasks runs again (rerun, activation). */
-  async function reopenGroups(trx: Trx, taskGroupIds: readonly string[]): Promise<void> {
-    for (const ids of chunks(taskGroupIds)) {
-      await trx
-        .updateTable("task_groups")
-        .set({ resolved_at: null })
-        .where("task_group_id", "in", ids)
-        .where("resolved_at", "is not", null)
-        .execute();
-    }
-  }
-
   /** Counts the tasks of each group by state. */
   async function tallyGroups(
     q: Db | Trx,
@@ -294,15 +289,31 @@ export function createTaskService(options: TaskServiceOptions) {
   }
 
   /**
-   * Announces the groups of the tasks resolved in this transaction that now have no active
-   * task left unresolved. Each group's row is locked first, so two transactions resolving
-   * a group's last two tasks at once see each other: the second to lock it sees the first's
-   * commit, and exactly one of them announces the group.
+   * Just before a transaction commits: reopens the resolved groups a task rejoined (rerun,
+   * activation), and announces the groups of the tasks resolved in it that now have no
+   * active task left unresolved.
+   *
+   * Every such group's row is locked first, whatever its state, and what its tasks are doing
+   * is read after that, in a later statement. Any two transactions that change whether a
+   * group is done (resolving its last tasks, a rerun or an activation in it, a task created
+   * in it: see `openTaskGroup`) thereby take turns on that row, and the second sees the
+   * first's commit: two that resolve its last two tasks announce it once, and a rerun or an
+   * activation that overlaps the resolution of the last other task either waits and reopens
+   * the announced group, or makes the resolution wait and see a task still busy. Were the
+   * reopening done only when the group had resolved on the rejoining transaction's snapshot,
+   * it would not wait for the resolution, and the group would stay resolved with a task
+   * running again, whose next resolution no one announces.
+   *
+   * Lock order: a transaction locks task rows (and join rows) while it works, and group
+   * rows only here, at its end, in task-group-id order; so no group row is held while a task
+   * row is waited for. (A task being created locks its group before its own row, which no
+   * one else can see yet.)
    */
   async function settleGroups(trx: Trx, effects: Effects): Promise<void> {
     const taskIds = [...new Set(effects.resolved.splice(0))];
-    if (taskIds.length === 0) return;
-    const groups = new Set<string>();
+    const rejoined = new Set(effects.rejoined.splice(0));
+    if (taskIds.length === 0 && rejoined.size === 0) return;
+    const ofResolved = new Set<string>();
     for (const ids of chunks(taskIds)) {
       const rows = await trx
         .selectFrom("tasks")
@@ -310,19 +321,33 @@ export function createTaskService(options: TaskServiceOptions) {
         .distinct()
         .where("task_id", "in", ids)
         .execute();
-      for (const row of rows) groups.add(row.task_group_id);
+      for (const row of rows) ofResolved.add(row.task_group_id);
     }
-    for (const ids of chunks([...groups].sort())) {
-      const open = await trx
+    for (const ids of chunks([...new Set([...rejoined, ...ofResolved])].sort())) {
+      const locked = await trx
         .selectFrom("task_groups")
-        .select("task_group_id")
+        .select(["task_group_id", "resolved_at"])
         .where("task_group_id", "in", ids)
-        .where("resolved_at", "is", null)
         .orderBy("task_group_id")
         .forUpdate()
         .execute();
-      if (open.length === 0) continue;
-      const openIds = open.map((o) => o.task_group_id);
+      const reopen = new Set(
+        locked
+          .filter((g) => g.resolved_at != null && rejoined.has(g.task_group_id))
+          .map((g) => g.task_group_id),
+      );
+      if (reopen.size > 0) {
+        await trx
+          .updateTable("task_groups")
+          .set({ resolved_at: null })
+          .where("task_group_id", "in", [...reopen])
+          .execute();
+      }
+      const openIds = locked
+        .filter((g) => g.resolved_at == null || reopen.has(g.task_group_id))
+        .map((g) => g.task_group_id)
+        .filter((id) => ofResolved.has(id));
+      if (openIds.length === 0) continue;
       const busy = await trx
         .selectFrom("tasks")
         .select("task_group_id")
@@ -379,7 +404,7 @@ export function createTaskService(options: TaskServiceOptions) {
     for (const chunk of chunks(runs)) {
       const kinds = await trx
         .selectFrom("tasks")
-        .select(["task_id", "priority", "breakpoint", "task_group_id"])
+        .select(["task_id", "priority", "breakpoint"])
         .where(
           "task_id",
           "in",
@@ -423,7 +448,6 @@ export function createTaskService(options: TaskServiceOptions) {
           effects.dispatch.push({ ...run, priority: kind.get(run.taskId)?.priority ?? "lowest" });
         }
       }
-      await reopenGroups(trx, [...new Set(kinds.map((k) => k.task_group_id))]);
     }
   }
 
@@ -776,10 +800,10 @@ export function createTaskService(options: TaskServiceOptions) {
   async function lockTaskOrThrow(
     trx: Trx,
     taskId: string,
-  ): Promise<{ state: TaskState; breakpoint: boolean }> {
+  ): Promise<{ state: TaskState; breakpoint: boolean; task_group_id: string }> {
     const task = await trx
       .selectFrom("tasks")
-      .select(["state", "breakpoint"])
+      .select(["state", "breakpoint", "task_group_id"])
       .where("task_id", "=", taskId)
       .forUpdate()
       .executeTakeFirst();
@@ -1103,7 +1127,7 @@ export function createTaskService(options: TaskServiceOptions) {
           return { state: task.state, changed: false };
         }
         // The group waits for this task now, even if it resolves at once.
-        await reopenGroups(trx, [updated.task_group_id]);
+        effects.rejoined.push(updated.task_group_id);
         await evaluate(trx, effects, taskId);
         const after = await lockTaskOrThrow(trx, taskId);
         return { state: after.state, changed: true };
@@ -1202,6 +1226,8 @@ export function createTaskService(options: TaskServiceOptions) {
           .where("task_id", "=", taskId)
           .execute();
         await scheduleRun(trx, effects, taskId, runId, "rerun");
+        // The group waits for this task again.
+        effects.rejoined.push(task.task_group_id);
         return { runId };
       });
     },

@@ -845,6 +845,70 @@ describeEachBackend("task service", (backend) => {
       });
     }
 
+    // A join's deadline job and its last arrival, in two transactions that overlap: the join
+    // settles once, as the first to lock its row decides. The arrival is held open while the
+    // deadline job runs; on PostgreSQL the job must wait for the join's row and then find the
+    // join complete, and neither fail the task scheduled by the arrival nor schedule it again.
+    it("settles a join once when its deadline job runs while its last arrival commits", async () => {
+      const publisher = `${REMOTE_ORIGIN}/clusters/${uid("pub")}`;
+      await db()
+        .insertInto("following")
+        .values({
+          actor_id: publisher,
+          inbox: `${publisher}/inbox`,
+          shared_inbox: null,
+          follow_id: `${urls.actor}/follows/${uid("f")}`,
+          state: "accepted",
+          updated_at: new Date(),
+        })
+        .execute();
+      const taskId = uid("joining");
+      await tasks.createTask({
+        taskId,
+        join: {
+          clusters: [publisher],
+          artifact: "public/*",
+          deadline: "PT10M",
+          atDeadline: "fail",
+        },
+        payload: { command: ["true"] },
+      });
+      // The deadline has passed by the time its job runs.
+      await db()
+        .updateTable("task_joins")
+        .set({ deadline: new Date(Date.now() - 1000) })
+        .where("task_id", "=", taskId)
+        .execute();
+      const published = `${publisher}/tasks/${uid("data")}`;
+      const arrival = {
+        artifactUrl: `${published}/artifacts/public/data.csv`,
+        taskUrl: published,
+        actorId: publisher,
+        name: "public/data.csv",
+        contentUrl: `${publisher}/content/x/public/data.csv`,
+        sha256: "0".repeat(64),
+        size: 1,
+        mediaType: "text/csv",
+      };
+      const held = await db().startTransaction().execute();
+      let deadline: Promise<string>;
+      try {
+        await tasks.applyPublishedArtifact(arrival, held);
+        deadline = tasks.closeJoin(taskId);
+        // Give the deadline job the time to finish, had it not waited for the arrival.
+        await Promise.race([deadline, sleep(300)]);
+        await held.commit().execute();
+      } catch (error) {
+        await held.rollback().execute();
+        throw error;
+      }
+      expect(await deadline).toBe("nothing-to-do");
+      const { task, runs, join } = await view(taskId);
+      expect(task.state).toBe("pending");
+      expect(runs.map((r) => [r.run_id, r.state])).toEqual([[0, "pending"]]);
+      expect(join?.state).toBe("complete");
+    });
+
     it("lists unresolved remote dependencies, optionally of one origin only", async () => {
       const here = remoteTaskUrl("here", "http://127.0.0.1:3");
       const longer = remoteTaskUrl("there", "http://127.0.0.1:31");
@@ -1122,6 +1186,72 @@ describeEachBackend("task service", (backend) => {
         { taskCount: 2, completedCount: 2 },
       ]);
     });
+
+    // The last active task of a group resolves while another task of it runs again (a rerun),
+    // joins it (an activation) or is created in it, in two transactions that overlap: the
+    // group must end open, and announce again once that task resolved. The resolving
+    // transaction is held open while the other runs; on PostgreSQL the other must wait for the
+    // group's row.
+    for (const [rejoin, title] of [
+      ["rerun", "a rerun"],
+      ["activation", "an activation"],
+      ["creation", "a task's creation"],
+    ] as const) {
+      it(`stays open when ${title} commits while the group's last task resolves`, async () => {
+        const remote = remoteTaskUrl("grp-input");
+        const { taskGroupId, ids } = await groupOf(`grp-${rejoin}`, [
+          ...(rejoin === "rerun" ? [{}] : rejoin === "activation" ? [{ inactive: true }] : []),
+          { dependencies: [remote] },
+        ]);
+        const rejoining = rejoin === "creation" ? `${taskGroupId}-new` : ids[0]!;
+        const last = ids.at(-1)!;
+        if (rejoin === "rerun") {
+          await tasks.claimRun(rejoining, 0, "w", LEASE_MS);
+          await tasks.resolveRun(rejoining, 0, "w", outcome("completed"));
+        }
+        const seq = await lastOutboxSeq();
+        const failed: RemoteTaskReport = {
+          taskUrl: remote,
+          actorId: `${REMOTE_ORIGIN}/clusters/up`,
+          state: "failed",
+          resolvedAt: new Date().toISOString(),
+          source: "activity",
+          artifacts: [],
+        };
+        const held = await db().startTransaction().execute();
+        let second: Promise<unknown>;
+        try {
+          // The last active task fails with its dependency, and the group resolves.
+          await tasks.applyRemoteTask(failed, held);
+          second =
+            rejoin === "rerun"
+              ? tasks.rerunTask(rejoining)
+              : rejoin === "activation"
+                ? tasks.activateTask(rejoining)
+                : tasks.createTask({
+                    taskId: rejoining,
+                    taskGroupId,
+                    payload: { command: ["true"] },
+                  });
+          // Give the second transaction the time to finish, had it not waited for the first.
+          await Promise.race([second, sleep(300)]);
+          await held.commit().execute();
+        } catch (error) {
+          await held.rollback().execute();
+          throw error;
+        }
+        await second;
+        expect(await stateOf(last)).toBe("exception");
+        expect(await stateOf(rejoining)).toBe("pending");
+        expect((await tasks.getTaskGroupTally(taskGroupId))?.resolvedAt).toBeUndefined();
+        const runId = rejoin === "rerun" ? 1 : 0;
+        await tasks.claimRun(rejoining, runId, "w", LEASE_MS);
+        await tasks.resolveRun(rejoining, runId, "w", outcome("completed"));
+        const announced = await groupActivities(seq, taskGroupId);
+        expect(announced).toHaveLength(2);
+        expect(announced[1]).toMatchObject({ taskCount: 2, completedCount: 1, exceptionCount: 1 });
+      });
+    }
 
     it("announces exactly once when the last two tasks resolve at the same moment", async () => {
       for (let round = 0; round < 5; round++) {
