@@ -10,7 +10,7 @@ import {
   type TaskCompletedJson,
   type TaskObjectInit,
 } from "../protocol/index.ts";
-import type { Driver, DriverCapability } from "./drivers.ts";
+import type { CreatedTask, Driver, DriverCapability } from "./drivers.ts";
 import { NotObservable } from "./model.ts";
 import type { Peer, PeerActor } from "./peer.ts";
 import { postRfc9421, type HttpAnswer, type ReceivedRequest } from "./signing.ts";
@@ -203,37 +203,68 @@ export class Context {
    * After the follower's follow, the driver creates a task that completes with an artifact;
    * resolves to the requests delivered to the follower about it.
    */
-  published(): Promise<{
-    taskUrl: string | undefined;
-    completed: ReceivedRequest | undefined;
-    /** Everything delivered to the follower since the task was created (grows). */
-    since: () => ReceivedRequest[];
-  }> {
-    return this.once("published", async () => {
-      this.require(["complete-task"]);
-      const { reply } = await this.followerFollows();
-      if (reply == null || jsonOf(reply)?.type !== "Accept") {
-        throw new NotObservable("the target did not accept the suite's follower");
-      }
-      const seen = this.peer.inbox("follower").length;
-      const task = await this.driver.createCompletingTask();
-      const matches = (r: ReceivedRequest) => {
-        const json = jsonOf(r);
-        if (!hasType(json, "TaskCompleted") && !hasType(json, "TaskFailed")) return false;
-        const object = json?.object as Record<string, unknown> | undefined;
-        return task.url == null || object?.id === task.url;
-      };
-      const completed = await this.poll(
-        () => this.peer.inbox("follower").slice(seen).find(matches),
-        Math.max(this.timing.deliveryTimeoutMs, 60_000),
-      );
-      return {
-        taskUrl: task.url,
-        completed,
-        since: () => this.peer.inbox("follower").slice(seen),
-      };
+  published(): Promise<DeliveredTask> {
+    return this.deliveredTask("published", ["complete-task"], () =>
+      this.driver.createCompletingTask(),
+    );
+  }
+
+  /**
+   * After the follower's follow, `create` makes the driver create a task; resolves to the
+   * `TaskCompleted` or `TaskFailed` about it delivered to the follower, if one came, and what
+   * was delivered since. Once per run for each `key`; throws NotObservable without `needs`.
+   */
+  deliveredTask(
+    key: string,
+    needs: readonly DriverCapability[],
+    create: () => Promise<CreatedTask>,
+  ): Promise<DeliveredTask> {
+    return this.once(key, async () => {
+      const seen = await this.followerReady(needs);
+      return await this.resolution(await create(), seen);
     });
   }
+
+  /**
+   * Checks `needs` and that the target accepted the suite's follower; resolves to the number
+   * of requests the follower received so far (for {@link Context.resolution}).
+   */
+  async followerReady(needs: readonly DriverCapability[]): Promise<number> {
+    this.require(needs);
+    const { reply } = await this.followerFollows();
+    if (reply == null || jsonOf(reply)?.type !== "Accept") {
+      throw new NotObservable("the target did not accept the suite's follower");
+    }
+    return this.peer.inbox("follower").length;
+  }
+
+  /** Waits for the TaskCompleted or TaskFailed about `task` among deliveries after `seen`. */
+  async resolution(task: CreatedTask, seen: number): Promise<DeliveredTask> {
+    const matches = (r: ReceivedRequest) => {
+      const json = jsonOf(r);
+      if (!hasType(json, "TaskCompleted") && !hasType(json, "TaskFailed")) return false;
+      const object = json?.object as Record<string, unknown> | undefined;
+      return task.url == null || object?.id === task.url;
+    };
+    const completed = await this.poll(
+      () => this.peer.inbox("follower").slice(seen).find(matches),
+      Math.max(this.timing.deliveryTimeoutMs, 60_000),
+    );
+    return {
+      taskUrl: task.url,
+      completed,
+      since: () => this.peer.inbox("follower").slice(seen),
+    };
+  }
+}
+
+/** A task the driver created, as the follower saw it published. */
+export interface DeliveredTask {
+  readonly taskUrl: string | undefined;
+  /** The `TaskCompleted` or `TaskFailed` about it, if one was delivered in time. */
+  readonly completed: ReceivedRequest | undefined;
+  /** Everything delivered to the follower since the task was created (grows). */
+  readonly since: () => ReceivedRequest[];
 }
 
 /** A completed task of the suite's peers, as TaskCompleted activities and task documents carry it. */

@@ -17,7 +17,19 @@ export type DriverCapability =
   /** Report a task's state. */
   | "task-state"
   /** Make the target follow an actor. */
-  | "follow";
+  | "follow"
+  /** Create a task that completes and publishes one artifact, carrying given tags (v1.3). */
+  | "tag-task"
+  /** Create a task that consumes artifacts of remote tasks, completes and publishes one. */
+  | "consume-input";
+
+/** An artifact a task consumes: the producing task's URL and the artifact's name. */
+export interface InputRef {
+  /** The URL of the task that produced it (its id on the wire). */
+  readonly task: string;
+  /** The artifact's name, such as `public/data.txt`. */
+  readonly artifact: string;
+}
 
 /** A task the driver created. */
 export interface CreatedTask {
@@ -34,6 +46,16 @@ export interface Driver {
   createCompletingTask(): Promise<CreatedTask>;
   /** Creates a task that runs and resolves `failed` (needed for the `fail-task` capability). */
   createFailingTask?(): Promise<CreatedTask>;
+  /**
+   * Creates a task like {@link Driver.createCompletingTask} that carries `tags` (needed for the
+   * `tag-task` capability).
+   */
+  createTaggedTask?(tags: Readonly<Record<string, string>>): Promise<CreatedTask>;
+  /**
+   * Creates a task that consumes `inputs` (so it waits on their tasks), then runs, completes
+   * and publishes at least one artifact (needed for the `consume-input` capability).
+   */
+  createConsumingTask?(inputs: readonly InputRef[]): Promise<CreatedTask>;
   /** Creates a task that waits on `dependencies` (remote task URLs). */
   createWaitingTask(dependencies: readonly string[]): Promise<CreatedTask>;
   /** The task's state (`unscheduled`, `pending`, `running`, `completed`, `failed`, `exception`). */
@@ -70,6 +92,11 @@ function freshId(prefix: string): string {
   return `${prefix}-${Date.now().toString(36)}-${counter}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
+/** The payload of a task that completes and publishes one artifact. */
+const COMPLETING = {
+  command: ["sh", "-c", 'printf conformance > "$TASKWEB_ARTIFACTS/result.txt"'],
+};
+
 /** Drives the taskweb reference server over its REST API (`/api/v1`). */
 export function taskwebRestDriver(options: TaskwebRestOptions): Driver {
   const api = options.apiUrl.replace(/\/+$/, "");
@@ -101,13 +128,17 @@ export function taskwebRestDriver(options: TaskwebRestOptions): Driver {
       "create-waiting-task",
       "task-state",
       "follow",
+      "tag-task",
+      "consume-input",
     ]),
-    createCompletingTask: () =>
+    createCompletingTask: () => create({ taskId: freshId("conformance"), payload: COMPLETING }),
+    createTaggedTask: (tags) =>
+      create({ taskId: freshId("tagged"), tags: { ...tags }, payload: COMPLETING }),
+    createConsumingTask: (inputs) =>
       create({
-        taskId: freshId("conformance"),
-        payload: {
-          command: ["sh", "-c", 'printf conformance > "$TASKWEB_ARTIFACTS/result.txt"'],
-        },
+        taskId: freshId("consumes"),
+        inputs: inputs.map((i, n) => ({ task: i.task, artifact: i.artifact, path: `${n}/input` })),
+        payload: COMPLETING,
       }),
     createFailingTask: () =>
       create({ taskId: freshId("fails"), payload: { command: ["sh", "-c", "exit 3"] } }),
@@ -146,6 +177,8 @@ export function manualDriver(
       "create-waiting-task",
       "task-state",
       "follow",
+      "tag-task",
+      "consume-input",
     ]),
     async createCompletingTask() {
       const taskId = await ask(
@@ -158,6 +191,23 @@ export function manualDriver(
     async createFailingTask() {
       const taskId = await ask(
         "Create a task on the server under test that runs and fails (its command exits non-zero). " +
+          "Enter its task id:",
+      );
+      const url = await ask("Its URL (empty if unknown):");
+      return { taskId, ...(url !== "" ? { url } : {}) };
+    },
+    async createTaggedTask(tags) {
+      const taskId = await ask(
+        `Create a task that completes and publishes one artifact, with the tags ${JSON.stringify(tags)}. ` +
+          "Enter its task id:",
+      );
+      const url = await ask("Its URL (empty if unknown):");
+      return { taskId, ...(url !== "" ? { url } : {}) };
+    },
+    async createConsumingTask(inputs) {
+      const list = inputs.map((i) => `${i.artifact} of ${i.task}`).join(", ");
+      const taskId = await ask(
+        `Create a task that consumes the artifact(s) ${list} as inputs, then completes and publishes one artifact. ` +
           "Enter its task id:",
       );
       const url = await ask("Its URL (empty if unknown):");

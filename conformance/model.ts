@@ -22,6 +22,8 @@ export type Area =
   | "limits"
   | "ssrf"
   | "outbox"
+  | "tags"
+  | "provenance"
   | "reliability";
 
 /** What a check's run decided. */

@@ -59,6 +59,8 @@ export interface Peer {
   keyPem(keyId: string): string | undefined;
   /** Task documents the peer serves: url → document. */
   readonly tasks: Map<string, unknown>;
+  /** Raw content the peer serves (artifact bytes): url → media type and bytes. */
+  readonly files: Map<string, { readonly type: string; readonly body: Buffer }>;
   /** URLs the peer answers with a 302 redirect: url → Location. */
   readonly redirects: Map<string, string>;
   /** Gives `name` a new RSA key under the same key id (the old one stops being served). */
@@ -140,6 +142,7 @@ export async function startPeer(options: PeerOptions = {}): Promise<Peer> {
   const host = options.host ?? "127.0.0.1";
   const requests: ReceivedRequest[] = [];
   const tasks = new Map<string, unknown>();
+  const files = new Map<string, { readonly type: string; readonly body: Buffer }>();
   const redirects = new Map<string, string>();
   const failedOnce = new Set<string>();
   let base = "";
@@ -217,6 +220,12 @@ export async function startPeer(options: PeerOptions = {}): Promise<Peer> {
       }
       const doc = tasks.get(url);
       if (req.method === "GET" && doc != null) return json(200, doc);
+      const file = files.get(url);
+      if (req.method === "GET" && file != null) {
+        res.writeHead(200, { "content-type": file.type, "content-length": file.body.length });
+        res.end(file.body);
+        return;
+      }
       json(404, { error: "not found" }, "application/json");
     })().catch(() => {
       if (!res.headersSent) res.writeHead(500).end();
@@ -298,6 +307,7 @@ export async function startPeer(options: PeerOptions = {}): Promise<Peer> {
     actors: fixedActors,
     requests,
     tasks,
+    files,
     redirects,
     rotateKey(name) {
       const old = fixedActors[name];

@@ -7,15 +7,20 @@ import { deliveryChecks } from "./checks/delivery.ts";
 import { discoveryChecks } from "./checks/discovery.ts";
 import { inboxAuthChecks, limitChecks, originChecks, reliabilityChecks } from "./checks/inbox.ts";
 import { outboxChecks } from "./checks/outbox.ts";
+import { provenanceChecks } from "./checks/provenance.ts";
 import { followChecks, publishingChecks } from "./checks/publishing.ts";
 import { resolutionChecks } from "./checks/resolution.ts";
 import { ssrfChecks } from "./checks/ssrf.ts";
+import { tagChecks } from "./checks/tags.ts";
 import { Context, type Timing } from "./context.ts";
 import { noDriver, type Driver } from "./drivers.ts";
 import { NotObservable, type Check, type CheckResult, type Report, type Verdict } from "./model.ts";
 import { startPeer, type PeerOptions } from "./peer.ts";
 
-/** PUB-12 ends the follow of the suite's follower: it runs after every check that needs it. */
+/**
+ * PUB-12 ends the follow of the suite's follower: it runs after every check that needs it
+ * (the tag and provenance checks watch deliveries to the follower too).
+ */
 const endsFollow = (c: Check) => c.id === "PUB-12";
 
 /** Every check, in the order they run. */
@@ -25,6 +30,8 @@ export const ALL_CHECKS: readonly Check[] = [
   ...publishingChecks.filter((c) => !endsFollow(c)),
   ...resolutionChecks,
   ...outboxChecks,
+  ...tagChecks,
+  ...provenanceChecks,
   ...publishingChecks.filter(endsFollow),
   ...inboxAuthChecks,
   ...originChecks,

@@ -1,8 +1,9 @@
 /**
  * What a task consumed, as its published document lists it (`inputs`, since v1.4; see
- * spec/v1/provenance.md): every declared input and every join input that arrived, with the
- * cluster that published it and the SHA-256 the worker verified its bytes against (recorded per
- * input when a run fetched it; before that, the digest its publisher announced).
+ * spec/v1/provenance.md): every declared input and every join input that a run fetched, with
+ * the cluster that published it and the SHA-256 the worker verified its bytes against (recorded
+ * per input when a run fetched it). An input no run has verified is not listed: not before the
+ * task runs, and not when its bytes were refused.
  * @module
  */
 import type { Kysely } from "kysely";
@@ -11,8 +12,8 @@ import type { ClusterUrls } from "../federation/cluster-urls.ts";
 import type { DatabaseSchema } from "../store/schema.ts";
 
 /**
- * The inputs of each of `taskIds`, in path order. An input whose digest this cluster does
- * not know yet (a remote artifact not announced to it) is left out, and so is a private
+ * The inputs of each of `taskIds`, in path order. An input no run has fetched and verified
+ * yet (or whose bytes a run refused) is left out, and so is a private
  * artifact: one of this cluster's own marked private, or a remote one named `private/…` (its
  * cluster serves it only to signed requests). Its name and digest are as private as its bytes.
  */
@@ -33,7 +34,6 @@ export async function consumedInputs(
       "task_inputs.task_url",
       "task_inputs.sha256 as consumed",
       "remote_artifacts.actor_id",
-      "remote_artifacts.sha256",
     ])
     .where("task_inputs.task_id", "in", taskIds)
     .orderBy("task_inputs.task_id")
@@ -44,6 +44,9 @@ export async function consumedInputs(
     const localTask = urls.localTaskId(row.task_url);
     const name = nameOf(row);
     if (name?.startsWith("private/") === true) continue;
+    // Only what a run verified: a task lists nothing it did not check ([TW-PRV-3]).
+    const consumed = row.consumed;
+    if (consumed == null) continue;
     if (localTask != null) {
       const local = await db
         .selectFrom("artifacts")
@@ -52,10 +55,10 @@ export async function consumedInputs(
         .where("name", "=", name ?? "")
         .executeTakeFirst();
       if (local != null && !local.private) {
-        input = { attributedTo: urls.actor, sha256: row.consumed ?? local.sha256, ...baseOf(row) };
+        input = { attributedTo: urls.actor, sha256: consumed, ...baseOf(row) };
       }
-    } else if (row.actor_id != null && row.sha256 != null) {
-      input = { attributedTo: row.actor_id, sha256: row.consumed ?? row.sha256, ...baseOf(row) };
+    } else if (row.actor_id != null) {
+      input = { attributedTo: row.actor_id, sha256: consumed, ...baseOf(row) };
     }
     if (input == null) continue;
     const list = out.get(row.task_id) ?? [];

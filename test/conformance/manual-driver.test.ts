@@ -30,7 +30,24 @@ describe("manual driver", () => {
       taskId: "done-1",
       url: "https://sut.example/tasks/done-1",
     });
+    const tagged = driver.createTaggedTask?.({ project: "web" });
+    await answer(5, "tagged-1");
+    await answer(6, "");
+    expect(await tagged).toEqual({ taskId: "tagged-1" });
+    const consuming = driver.createConsumingTask?.([
+      { task: "https://up.example/tasks/b", artifact: "public/data.csv" },
+    ]);
+    await answer(7, "consumes-1");
+    await answer(8, "https://sut.example/tasks/consumes-1");
+    expect(await consuming).toEqual({
+      taskId: "consumes-1",
+      url: "https://sut.example/tasks/consumes-1",
+    });
     await driver.close?.();
+    expect(prompts).toMatch(/with the tags \{"project":"web"\}/);
+    expect(prompts).toMatch(
+      /consumes the artifact\(s\) public\/data\.csv of https:\/\/up\.example\/tasks\/b/,
+    );
     expect(prompts).toMatch(/depends on https:\/\/up\.example\/tasks\/a/);
     expect(prompts).toMatch(/state of task waits-1/);
   }, 10_000);

@@ -8,7 +8,11 @@ import type { AddressInfo } from "node:net";
 /** Rewrites one exchange; return undefined to leave it as it is. */
 export interface ProxyRules {
   /** Answer a request without forwarding it. */
-  answer?(method: string, path: string): { status: number; body: string; type: string } | undefined;
+  answer?(
+    method: string,
+    path: string,
+    body: string,
+  ): { status: number; body: string; type: string } | undefined;
   /** Change a request body before forwarding it. */
   requestBody?(method: string, path: string, body: string): string | undefined;
   /** Change an answer's body. */
@@ -33,12 +37,12 @@ export async function startProxy(rules: ProxyRules): Promise<Proxy> {
     req.on("end", () => {
       const method = req.method ?? "GET";
       const path = req.url ?? "/";
-      const canned = rules.answer?.(method, path);
+      const original = Buffer.concat(chunks).toString();
+      const canned = rules.answer?.(method, path, original);
       if (canned != null) {
         res.writeHead(canned.status, { "content-type": canned.type }).end(canned.body);
         return;
       }
-      const original = Buffer.concat(chunks).toString();
       const body = rules.requestBody?.(method, path, original) ?? original;
       const headers: IncomingHttpHeaders = { ...req.headers };
       if (body !== original || headers["content-length"] != null) {
