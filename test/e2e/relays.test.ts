@@ -12,6 +12,7 @@ import { testBackends } from "../support/backends.ts";
 import {
   follow,
   snapshot,
+  waitForDeliveries,
   startTestCluster,
   TEST_TOKEN,
   waitFor,
@@ -115,6 +116,8 @@ describe(`relays with provenance on ${backend.name}`, () => {
 
   /** An Announce from M embedding `original`, signed over HTTP by M's key. */
   async function relay(original: Record<string, unknown>) {
+    // What A published and M relayed earlier has all arrived: only this Announce may change F.
+    await waitForDeliveries(A, M);
     const before = await everything(F);
     const refusedBefore = f.events.filter(
       (e) => e.type === "inbox" && e.outcome.outcome === "ignored",

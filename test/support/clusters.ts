@@ -200,6 +200,33 @@ export async function artifactDigest(
   return row.sha256;
 }
 
+/**
+ * Waits until each of `clusters`, in order, has handed every activity it published to its
+ * followers and every delivery was answered (or given up): what they sent has been applied.
+ * Give the clusters in the order activities flow (an origin before a relay).
+ */
+export async function waitForDeliveries(...clusters: RunningCluster[]): Promise<void> {
+  for (const cluster of clusters) {
+    await waitFor(`${cluster.urls.actor} to deliver what it published`, async () => {
+      const db = cluster.database.db;
+      const unsent = await db
+        .selectFrom("outbox")
+        .select("activity_id")
+        .where("fanned_out_at", "is", null)
+        .limit(1)
+        .execute();
+      const open = await db
+        .selectFrom("deliveries")
+        .select("activity_id")
+        .where("delivered_at", "is", null)
+        .where("abandoned_at", "is", null)
+        .limit(1)
+        .execute();
+      return unsent.length === 0 && open.length === 0 ? true : undefined;
+    });
+  }
+}
+
 /** Every row of the tables an inbox can change, for "nothing changed" assertions. */
 export async function snapshot(cluster: RunningCluster): Promise<Record<string, unknown[]>> {
   const db = cluster.database.db;
