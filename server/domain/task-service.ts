@@ -307,7 +307,10 @@ export function createTaskService(options: TaskServiceOptions) {
    * Lock order: a transaction locks task rows (and join rows) while it works, and group
    * rows only here, at its end, in task-group-id order; so no group row is held while a task
    * row is waited for. (A task being created locks its group before its own row, which no
-   * one else can see yet.)
+   * one else can see yet.) A task's row comes before its runs' rows, on every path: a cancel
+   * or a deadline locks the task and then closes its run, and a worker's claim, resolution
+   * or hand-back and the reaper of expired claims lock the task ({@link lockTaskOfRun})
+   * before they touch the run.
    */
   async function settleGroups(trx: Trx, effects: Effects): Promise<void> {
     const taskIds = [...new Set(effects.resolved.splice(0))];
@@ -751,8 +754,29 @@ export function createTaskService(options: TaskServiceOptions) {
   }
 
   /**
+   * Locks the row of a task whose run the transaction is about to change, before the run's
+   * row: the lock order every path follows (see {@link settleGroups}), so that a worker's
+   * transaction and a cancel or a deadline that overlap it wait for each other instead of
+   * deadlocking. The run's own state is checked afterwards, in the statement that changes
+   * it, so a transaction that waited here sees what the other committed. `for no key
+   * update` is the lock the task's update takes anyway, taken earlier.
+   */
+  async function lockTaskOfRun(
+    trx: Trx,
+    taskId: string,
+  ): Promise<{ created_at: Date } | undefined> {
+    return await trx
+      .selectFrom("tasks")
+      .select("created_at")
+      .where("task_id", "=", taskId)
+      .forNoKeyUpdate()
+      .executeTakeFirst();
+  }
+
+  /**
    * Resolves a running run that `workerId` still holds, with the given fields, and drops its
-   * lease. False when the worker no longer holds it (the claim expired, or it was cancelled).
+   * lease; the task's row is locked first. Undefined when the worker no longer holds it (the
+   * claim expired, or it was cancelled), otherwise the task's creation time.
    */
   async function resolveHeldRun(
     trx: Trx,
@@ -763,7 +787,9 @@ export function createTaskService(options: TaskServiceOptions) {
       Updateable<RunsTable>,
       "state" | "reason_resolved" | "resolved_at" | "exit_code" | "log"
     >,
-  ): Promise<boolean> {
+  ): Promise<{ created_at: Date } | undefined> {
+    const task = await lockTaskOfRun(trx, taskId);
+    if (task == null) return undefined;
     const run = await trx
       .updateTable("runs")
       .set({ ...resolution, taken_until: null })
@@ -773,7 +799,7 @@ export function createTaskService(options: TaskServiceOptions) {
       .where("state", "=", "running")
       .returning("run_id")
       .executeTakeFirst();
-    return run != null;
+    return run == null ? undefined : task;
   }
 
   /**
@@ -1044,6 +1070,7 @@ export function createTaskService(options: TaskServiceOptions) {
       const now = new Date();
       const takenUntil = new Date(now.getTime() + leaseMs);
       return await db.transaction().execute(async (trx) => {
+        if ((await lockTaskOfRun(trx, taskId)) == null) return undefined;
         const claimed = await trx
           .updateTable("runs")
           .set({ state: "running", worker_id: workerId, taken_until: takenUntil, started_at: now })
@@ -1245,7 +1272,7 @@ export function createTaskService(options: TaskServiceOptions) {
           reason_resolved: "worker-shutdown",
           resolved_at: new Date(),
         });
-        if (!held) return false;
+        if (held == null) return false;
         await retryOrResolve(trx, effects, taskId, runId);
         return true;
       });
@@ -1264,19 +1291,14 @@ export function createTaskService(options: TaskServiceOptions) {
     ): Promise<boolean> {
       return await inTransaction(async (trx, effects) => {
         const now = new Date();
-        const held = await resolveHeldRun(trx, taskId, runId, workerId, {
+        const task = await resolveHeldRun(trx, taskId, runId, workerId, {
           state: outcome.state,
           reason_resolved: outcome.reason,
           resolved_at: now,
           exit_code: outcome.exitCode,
           log: outcome.log,
         });
-        if (!held) return false;
-        const task = await trx
-          .selectFrom("tasks")
-          .select(["created_at"])
-          .where("task_id", "=", taskId)
-          .executeTakeFirstOrThrow();
+        if (task == null) return false;
         for (const a of outcome.artifacts) {
           await trx
             .insertInto("artifacts")
@@ -1424,6 +1446,8 @@ export function createTaskService(options: TaskServiceOptions) {
         .execute();
       for (const run of expired) {
         await inTransaction(async (trx, effects) => {
+          // One run and its task per transaction, the task's row first.
+          if ((await lockTaskOfRun(trx, run.task_id)) == null) return;
           const now = new Date();
           const done = await trx
             .updateTable("runs")

@@ -454,6 +454,122 @@ describeEachBackend("task service", (backend) => {
     });
   });
 
+  // A cancel locks the task's row and then its run's; a worker's claim, resolution or hand-back
+  // and the reaper of expired claims must take the two rows in the same order. Here a
+  // transaction does what a cancel does: it locks the task's row, lets the worker's operation
+  // start, and only then closes the run. On PostgreSQL the worker's operation must wait for
+  // the task's row before it touches the run's (had it locked the run first, one of the two
+  // would fail with "deadlock detected"), and then find the run closed and change nothing.
+  describe("a cancel overlapping a worker's transaction", () => {
+    for (const operation of [
+      "claimRun",
+      "resolveRun",
+      "handBackRun",
+      "reapExpiredClaims",
+    ] as const) {
+      it(`lets ${operation} wait for the cancel, then change nothing`, async () => {
+        const taskId =
+          operation === "claimRun"
+            ? uid(operation)
+            : await runningTask(
+                operation,
+                { retries: 2 },
+                "worker-1",
+                operation === "reapExpiredClaims" ? 1 : LEASE_MS,
+              );
+        if (operation === "claimRun") {
+          await tasks.createTask({ taskId, retries: 2, payload: { command: ["true"] } });
+        } else if (operation === "reapExpiredClaims") {
+          await sleep(20);
+        }
+        const seq = await lastOutboxSeq();
+        const held = await db().startTransaction().execute();
+        let second: Promise<unknown>;
+        try {
+          await held
+            .selectFrom("tasks")
+            .select("state")
+            .where("task_id", "=", taskId)
+            .forUpdate()
+            .executeTakeFirstOrThrow();
+          second =
+            operation === "claimRun"
+              ? tasks.claimRun(taskId, 0, "worker-1", LEASE_MS)
+              : operation === "resolveRun"
+                ? tasks.resolveRun(
+                    taskId,
+                    0,
+                    "worker-1",
+                    outcome("completed", { artifacts: [artifact("public/a.txt", "a")] }),
+                  )
+                : operation === "handBackRun"
+                  ? tasks.handBackRun(taskId, 0, "worker-1")
+                  : tasks.reapExpiredClaims();
+          // Give the worker's operation the time to reach the rows, had it not waited.
+          await Promise.race([second, sleep(300)]);
+          const now = new Date();
+          await held
+            .updateTable("runs")
+            .set({
+              state: "exception",
+              reason_resolved: "canceled",
+              resolved_at: now,
+              taken_until: null,
+            })
+            .where("task_id", "=", taskId)
+            .where("state", "in", ["pending", "running"])
+            .execute();
+          await held
+            .updateTable("tasks")
+            .set({ state: "exception", resolved_at: now, updated_at: now })
+            .where("task_id", "=", taskId)
+            .execute();
+          await held.commit().execute();
+        } catch (error) {
+          await held.rollback().execute();
+          throw error;
+        }
+        const result = await second;
+        if (operation === "claimRun") expect(result).toBeUndefined();
+        if (operation === "resolveRun" || operation === "handBackRun") expect(result).toBe(false);
+        const found = await view(taskId);
+        expect(found.task.state).toBe("exception");
+        expect(found.task.retries_left).toBe(2);
+        expect(found.runs.map((r) => [r.run_id, r.state, r.reason_resolved])).toEqual([
+          [0, "exception", "canceled"],
+        ]);
+        expect(found.artifacts).toEqual([]);
+        // No retry was dispatched, and nothing about the task was announced.
+        expect(dispatched(taskId)).toEqual([`${taskId}/0`]);
+        const announced = (await outboxAfter(seq, true)).filter(({ row }) =>
+          JSON.stringify(row.activity).includes(taskId),
+        );
+        expect(announced).toEqual([]);
+      });
+    }
+
+    it("settles a cancel and a run's resolution at the same moment one way or the other", async () => {
+      for (let round = 0; round < 5; round++) {
+        const taskId = await runningTask(`cancel-race-${round}`);
+        const [cancel, resolved] = await Promise.all([
+          tasks.cancelTask(taskId),
+          tasks.resolveRun(taskId, 0, "worker-1", outcome("completed")),
+        ]);
+        const found = await view(taskId);
+        const runs = found.runs.map((r) => [r.run_id, r.state, r.reason_resolved]);
+        if (resolved) {
+          expect(cancel).toEqual({ state: "completed", changed: false });
+          expect(found.task.state).toBe("completed");
+          expect(runs).toEqual([[0, "completed", "completed"]]);
+        } else {
+          expect(cancel).toEqual({ state: "exception", changed: true });
+          expect(found.task.state).toBe("exception");
+          expect(runs).toEqual([[0, "exception", "canceled"]]);
+        }
+      }
+    });
+  });
+
   describe("requires", () => {
     it("resolves dependents exception (dependency-failed) down a chain when a dependency fails under all-completed", async () => {
       const a = await runningTask("a");
