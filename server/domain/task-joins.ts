@@ -17,8 +17,8 @@
  * the creation's transaction, each listed cluster's earliest matching artifact recorded at or
  * after that moment (`remote_artifacts.received_at`) arrives at once, and a join that has
  * everything is `complete` before its task is first evaluated. The look-up and a concurrent
- * arrival take conflicting locks on the cluster's `following` row, so an artifact recorded
- * while the task is being created is counted by one of the two, never by neither.
+ * arrival take conflicting locks on the cluster's `following` row, so an `ArtifactPublished`
+ * applied while the task is being created is counted by one of the two, never by neither.
  *
  * The deadline is a delayed job on {@link JOIN_QUEUE}. The `waiting` rows are the durable
  * state: `TaskService.recoverEffects` enqueues the timers again from them after a start or a
