@@ -163,6 +163,11 @@ export interface TaskGraphTaskDocument {
     tags?: Record<string, string>;
     /** An ISO 8601 date-time, or a duration from creation such as `PT30M`. */
     deadline: string;
+    /**
+     * An ISO 8601 date-time, or a duration counted back from creation such as `P7D`: matching
+     * artifacts recorded since then, before the task was created, count too.
+     */
+    since?: string;
     /** @defaultValue "fail" */
     atDeadline?: "run" | "fail";
   };

@@ -17,6 +17,7 @@ export function describeJoin(join: JoinProgress): string[] {
   const lines = [
     `  join: ${STATES[join.state]}; ${arrived} of ${join.clusters.length} clusters arrived; deadline ${join.deadline} (then ${join.atDeadline})`,
   ];
+  if (join.since != null) lines.push(`    counting artifacts recorded since ${join.since}`);
   for (const c of join.clusters) {
     lines.push(
       c.arrived

@@ -34,6 +34,12 @@ export interface TaskJoinDefinition {
    * task's creation. The moment it stands for is stored with the join.
    */
   readonly deadline: string;
+  /**
+   * As submitted: an ISO 8601 date-time, or a duration (`P7D`) counted back from the task's
+   * creation. Matching artifacts this cluster recorded at or after that moment, before the
+   * task was created, count too (each cluster's earliest). Absent: only later arrivals count.
+   */
+  readonly since?: string;
   /** What happens to stragglers at the deadline. @defaultValue "fail" */
   readonly atDeadline: "run" | "fail";
 }
@@ -218,6 +224,16 @@ export function joinDeadlineOf(deadline: string, createdAt: Date): Date | undefi
   return Number.isNaN(at.getTime()) ? undefined : at;
 }
 
+/**
+ * The moment a join's `since` stands for: a date-time as given, a duration back from
+ * `createdAt`. Undefined when it is neither.
+ */
+export function joinSinceOf(since: string, createdAt: Date): Date | undefined {
+  const duration = parseDurationMs(since);
+  if (duration != null) return new Date(createdAt.getTime() - duration);
+  return joinDeadlineOf(since, createdAt);
+}
+
 function isHttpUrl(value: unknown): value is string {
   if (typeof value !== "string" || value.length > 4096) return false;
   try {
@@ -248,10 +264,10 @@ function checkJoin(
     bad(field, message);
   };
   for (const key of Object.keys(raw)) {
-    if (!["clusters", "artifact", "tags", "deadline", "atDeadline"].includes(key)) {
+    if (!["clusters", "artifact", "tags", "deadline", "since", "atDeadline"].includes(key)) {
       problem(
         `join.${key}`,
-        "Unknown field; known: clusters, artifact, tags, deadline, atDeadline.",
+        "Unknown field; known: clusters, artifact, tags, deadline, since, atDeadline.",
       );
     }
   }
@@ -342,12 +358,27 @@ function checkJoin(
       );
     }
   }
+  const since = raw.since;
+  if (since !== undefined) {
+    const at =
+      typeof since === "string" && since.length <= 64 ? joinSinceOf(since, now) : undefined;
+    if (at == null) {
+      problem(
+        "join.since",
+        "Must be an ISO 8601 date-time such as 2026-01-01T00:00:00Z or a duration counted back from the task's creation such as P7D.",
+      );
+    } else if (at.getTime() > now.getTime()) {
+      // Not in the future, so before the join's deadline, which must be.
+      problem("join.since", "Must not be in the future: artifacts arriving later count anyway.");
+    }
+  }
   if (before.count > 0) return undefined;
   return {
     clusters,
     ...(artifact !== undefined ? { artifact: artifact as string } : {}),
     ...(tags !== undefined && Object.keys(tags).length > 0 ? { tags } : {}),
     deadline: deadline as string,
+    ...(since !== undefined ? { since: since as string } : {}),
     atDeadline: atDeadline as "run" | "fail",
   };
 }

@@ -855,7 +855,8 @@ export async function writeTaskGroup(
 
   for (const { definition } of check.tasks) {
     if (definition.join == null) continue;
-    context.joinTimer(await insertJoin(trx, { ...definition, join: definition.join }, now));
+    const timer = await insertJoin(trx, { ...definition, join: definition.join }, now);
+    if (timer != null) context.joinTimer(timer);
   }
 
   await context.evaluate(toEvaluate);

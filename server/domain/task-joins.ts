@@ -13,17 +13,25 @@
  * When the last cluster has arrived the join is `complete` and the task is evaluated like any
  * other (its ordinary dependencies, if it has any, still count).
  *
+ * A join with `since` also counts what this cluster recorded before the task was created: in
+ * the creation's transaction, each listed cluster's earliest matching artifact recorded at or
+ * after that moment (`remote_artifacts.received_at`) arrives at once, and a join that has
+ * everything is `complete` before its task is first evaluated. The look-up and a concurrent
+ * arrival take conflicting locks on the cluster's `following` row, so an `ArtifactPublished`
+ * applied while the task is being created is counted by one of the two, never by neither.
+ *
  * The deadline is a delayed job on {@link JOIN_QUEUE}. The `waiting` rows are the durable
  * state: `TaskService.recoverEffects` enqueues the timers again from them after a start or a
  * lost queue (enqueueing is idempotent by job id).
  * @module
  */
-import type { Kysely, Transaction } from "kysely";
+import { sql, type Kysely, type Transaction } from "kysely";
 import type { DatabaseSchema, TaskJoinsTable } from "../store/schema.ts";
 import { globToRegExp, hasTags } from "./tag-match.ts";
 import {
   joinDeadlineOf,
   joinInputPath,
+  joinSinceOf,
   storedDefinition,
   type TaskDefinition,
 } from "./task-definition.ts";
@@ -62,6 +70,8 @@ export interface JoinCandidate {
 export interface JoinProgress {
   readonly state: TaskJoinsTable["state"];
   readonly deadline: string;
+  /** The moment of the join's `since`, when it has one. */
+  readonly since?: string;
   readonly atDeadline: "run" | "fail";
   readonly artifact?: string;
   readonly tags?: Readonly<Record<string, string>>;
@@ -88,17 +98,21 @@ export function joinMatches(
 }
 
 /**
- * Records the join of a task being created, in its transaction.
- * @returns the deadline timer to enqueue after commit.
+ * Records the join of a task being created, in its transaction. With `since`, each cluster's
+ * earliest matching artifact recorded since then arrives now; the join is `complete` at once
+ * when every cluster has one.
+ * @returns the deadline timer to enqueue after commit, or undefined when the join is complete.
  */
 export async function insertJoin(
   trx: Trx,
   def: TaskDefinition & { join: NonNullable<TaskDefinition["join"]> },
   createdAt: Date,
-): Promise<JoinTimer> {
+): Promise<JoinTimer | undefined> {
   const dueAt = joinDeadlineOf(def.join.deadline, createdAt);
   // The definition was validated with the same clock moments later.
   if (dueAt == null) throw new Error(`Join deadline ${def.join.deadline} did not parse.`);
+  const since = def.join.since == null ? null : joinSinceOf(def.join.since, createdAt);
+  if (since === undefined) throw new Error(`Join since ${def.join.since} did not parse.`);
   await trx
     .insertInto("task_joins")
     .values({
@@ -107,6 +121,7 @@ export async function insertJoin(
       at_deadline: def.join.atDeadline,
       state: "waiting",
       settled_at: null,
+      since,
     })
     .execute();
   await trx
@@ -124,7 +139,112 @@ export async function insertJoin(
       })),
     )
     .execute();
-  return { taskId: def.taskId, dueAt };
+  if (since == null) return { taskId: def.taskId, dueAt };
+  // Waits for arrivals from these clusters being applied now (see the module's note).
+  await trx
+    .selectFrom("following")
+    .select("actor_id")
+    .where("actor_id", "in", [...def.join.clusters].sort())
+    .orderBy("actor_id")
+    .forNoKeyUpdate()
+    .execute();
+  let delivered = 0;
+  for (const [position, actorId] of def.join.clusters.entries()) {
+    const found = await earliestMatch(trx, def.join, actorId, since);
+    if (found == null) continue;
+    await deliver(trx, def.taskId, position, found);
+    delivered++;
+  }
+  if (delivered < def.join.clusters.length) return { taskId: def.taskId, dueAt };
+  await trx
+    .updateTable("task_joins")
+    .set({ state: "complete", settled_at: new Date() })
+    .where("task_id", "=", def.taskId)
+    .execute();
+  return undefined;
+}
+
+/** `glob` as a LIKE pattern that keeps at least what {@link globToRegExp} matches. */
+function globToLike(glob: string): string {
+  return glob.replace(/[\\%_*?]/g, (ch) => (ch === "*" ? "%" : ch === "?" ? "_" : `\\${ch}`));
+}
+
+/** The earliest artifact of `actorId` recorded at or after `since` that `join` counts. */
+async function earliestMatch(
+  trx: Trx,
+  join: NonNullable<TaskDefinition["join"]>,
+  actorId: string,
+  since: Date,
+): Promise<JoinCandidate | undefined> {
+  const page = 100;
+  for (let offset = 0; ; offset += page) {
+    let query = trx
+      .selectFrom("remote_artifacts")
+      .select(["artifact_url", "task_url", "name", "tags"])
+      .where("actor_id", "=", actorId)
+      .where("received_at", ">=", since);
+    if (join.artifact != null) query = query.where("name", "like", globToLike(join.artifact));
+    if (join.tags != null) {
+      query = query.where(sql<boolean>`tags @> ${JSON.stringify(join.tags)}::jsonb`);
+    }
+    const rows = await query
+      .orderBy("received_at")
+      .orderBy("artifact_url")
+      .limit(page)
+      .offset(offset)
+      .execute();
+    for (const r of rows) {
+      const candidate = {
+        actorId,
+        artifactUrl: r.artifact_url,
+        taskUrl: r.task_url,
+        name: r.name,
+        tags: r.tags,
+      };
+      // The SQL narrows; the glob and the tags decide, as for an arrival.
+      if (joinMatches(join, candidate)) return candidate;
+    }
+    if (rows.length < page) return undefined;
+  }
+}
+
+/**
+ * Makes `artifact` the input of cluster number `position` of the join of `taskId`, unless that
+ * cluster delivered already.
+ * @returns whether it did.
+ */
+async function deliver(
+  trx: Trx,
+  taskId: string,
+  position: number,
+  artifact: JoinCandidate,
+): Promise<boolean> {
+  const path = joinInputPath(position, artifact.name);
+  const arrived = await trx
+    .updateTable("task_join_clusters")
+    .set({
+      artifact_url: artifact.artifactUrl,
+      task_url: artifact.taskUrl,
+      name: artifact.name,
+      path,
+      arrived_at: new Date(),
+    })
+    .where("task_id", "=", taskId)
+    .where("actor_id", "=", artifact.actorId)
+    .where("arrived_at", "is", null)
+    .returning("task_id")
+    .executeTakeFirst();
+  if (arrived == null) return false;
+  await trx
+    .insertInto("task_inputs")
+    .values({
+      task_id: taskId,
+      path,
+      artifact_url: artifact.artifactUrl,
+      task_url: artifact.taskUrl,
+    })
+    .execute();
+  return true;
 }
 
 /**
@@ -133,6 +253,14 @@ export async function insertJoin(
  * @returns the tasks whose join became complete (every cluster arrived).
  */
 export async function recordJoinArrival(trx: Trx, artifact: JoinCandidate): Promise<string[]> {
+  // Taken before the joins are read: a join with `since` being created for this cluster
+  // meanwhile is then either seen here, or sees this artifact (see the module's note).
+  await trx
+    .selectFrom("following")
+    .select("actor_id")
+    .where("actor_id", "=", artifact.actorId)
+    .forShare()
+    .execute();
   const candidates = await trx
     .selectFrom("task_join_clusters as c")
     .innerJoin("task_joins as j", "j.task_id", "c.task_id")
@@ -157,31 +285,7 @@ export async function recordJoinArrival(trx: Trx, artifact: JoinCandidate): Prom
       .forUpdate()
       .executeTakeFirst();
     if (locked?.state !== "waiting") continue;
-    const path = joinInputPath(c.position, artifact.name);
-    const arrived = await trx
-      .updateTable("task_join_clusters")
-      .set({
-        artifact_url: artifact.artifactUrl,
-        task_url: artifact.taskUrl,
-        name: artifact.name,
-        path,
-        arrived_at: new Date(),
-      })
-      .where("task_id", "=", c.task_id)
-      .where("actor_id", "=", artifact.actorId)
-      .where("arrived_at", "is", null)
-      .returning("task_id")
-      .executeTakeFirst();
-    if (arrived == null) continue;
-    await trx
-      .insertInto("task_inputs")
-      .values({
-        task_id: c.task_id,
-        path,
-        artifact_url: artifact.artifactUrl,
-        task_url: artifact.taskUrl,
-      })
-      .execute();
+    if (!(await deliver(trx, c.task_id, c.position, artifact))) continue;
     const waiting = await trx
       .selectFrom("task_join_clusters")
       .select("actor_id")
@@ -242,6 +346,7 @@ export async function joinProgress(db: Db, taskId: string): Promise<JoinProgress
       "task_joins.deadline",
       "task_joins.at_deadline",
       "task_joins.settled_at",
+      "task_joins.since",
       "tasks.definition",
     ])
     .where("task_joins.task_id", "=", taskId)
@@ -258,6 +363,7 @@ export async function joinProgress(db: Db, taskId: string): Promise<JoinProgress
   return {
     state: join.state,
     deadline: new Date(join.deadline).toISOString(),
+    ...(join.since != null ? { since: new Date(join.since).toISOString() } : {}),
     atDeadline: join.at_deadline,
     ...(def?.artifact != null ? { artifact: def.artifact } : {}),
     ...(def?.tags != null ? { tags: def.tags } : {}),

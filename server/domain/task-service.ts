@@ -1003,7 +1003,8 @@ export function createTaskService(options: TaskServiceOptions) {
             .execute();
         }
         if (def.join != null) {
-          effects.joinTimers.push(await insertJoin(trx, { ...def, join: def.join }, now));
+          const timer = await insertJoin(trx, { ...def, join: def.join }, now);
+          if (timer != null) effects.joinTimers.push(timer);
         }
         await evaluate(trx, effects, def.taskId);
         return { taskId: def.taskId, created: true };
@@ -1592,8 +1593,13 @@ export function createTaskService(options: TaskServiceOptions) {
   };
 }
 
+/**
+ * Records a remote artifact, or its newest metadata and tags. `received_at` stays the moment
+ * it was first recorded: what a join's `since` compares.
+ */
 async function upsertRemoteArtifact(trx: Trx, a: RemoteArtifactReport): Promise<void> {
   const now = new Date();
+  const tags = JSON.stringify(a.tags ?? {});
   await trx
     .insertInto("remote_artifacts")
     .values({
@@ -1606,6 +1612,8 @@ async function upsertRemoteArtifact(trx: Trx, a: RemoteArtifactReport): Promise<
       size: a.size,
       media_type: a.mediaType,
       updated_at: now,
+      tags,
+      received_at: now,
     })
     .onConflict((oc) =>
       oc.column("artifact_url").doUpdateSet({
@@ -1614,6 +1622,7 @@ async function upsertRemoteArtifact(trx: Trx, a: RemoteArtifactReport): Promise<
         size: a.size,
         media_type: a.mediaType,
         updated_at: now,
+        tags,
       }),
     )
     .execute();

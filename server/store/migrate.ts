@@ -21,8 +21,10 @@ import * as m0012 from "./migrations/0012-task-joins.ts";
 import * as m0013 from "./migrations/0013-relay-announces.ts";
 import * as m0014 from "./migrations/0014-received-activity-objects.ts";
 import * as m0015 from "./migrations/0015-consumed-input-digests.ts";
+import * as m0016 from "./migrations/0016-join-since.ts";
 
-const MIGRATIONS: Record<string, Migration> = {
+/** Every migration by name, in order; exported for the tests of a migration's data changes. */
+export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   "0001-initial": m0001,
   "0002-inactive-tasks": m0002,
   "0003-priorities-breakpoints-groups": m0003,
@@ -38,6 +40,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0013-relay-announces": m0013,
   "0014-received-activity-objects": m0014,
   "0015-consumed-input-digests": m0015,
+  "0016-join-since": m0016,
 };
 
 /** Thrown when a migration fails; the database is left at the last migration that passed. */

@@ -95,6 +95,8 @@ export interface TaskJoinsTable {
   /** `waiting`, then `complete` (all arrived), `closed` (ran without stragglers) or `failed`. */
   state: "waiting" | "complete" | "closed" | "failed";
   settled_at: Timestamp | null;
+  /** The moment the join's `since` stands for; null without `since` (migration 0016). */
+  since: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 /** One cluster of a join; the artifact columns are set when its first match arrives. */
@@ -233,6 +235,10 @@ export interface RemoteArtifactsTable {
   size: BigIntColumn;
   media_type: string;
   updated_at: Timestamp;
+  /** Its task's tags as last published (`{}` when none); see migration 0016. */
+  tags: ColumnType<Record<string, string>, string | undefined, string>;
+  /** When this cluster first recorded it; a later upsert leaves it. */
+  received_at: Timestamp;
 }
 
 /** A secret's value, encrypted; see migration 0004 and server/domain/secret-cipher.ts. */

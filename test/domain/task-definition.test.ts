@@ -449,6 +449,35 @@ describe("a join", () => {
     ).toEqual(["inputs[0].path"]);
   });
 
+  it("keeps since as given: a date-time not after creation, or a duration counted back", () => {
+    for (const since of ["P7D", "PT0S", "P1DT2H", "2030-06-01T12:00:00Z", "2029-01-01T00:00:00Z"]) {
+      const value = valueOf(
+        validate(base({ join: { clusters: [A], artifact: "*", deadline: "PT1H", since } })),
+      );
+      expect(value.join?.since, since).toBe(since);
+    }
+    expect(
+      valueOf(validate(base({ join: { clusters: [A], artifact: "*", deadline: "PT1H" } }))).join,
+    ).not.toHaveProperty("since");
+  });
+
+  it("refuses a since that does not parse or lies in the future, naming join.since", () => {
+    for (const since of ["", "P", "P1W", "7 days", "2030-06-01", "x".repeat(65), 7, null]) {
+      const result = validate(
+        base({ join: { clusters: [A], artifact: "*", deadline: "PT1H", since } }),
+      );
+      expect(problemFields(result), String(since)).toEqual(["join.since"]);
+      expect(result.ok ? "" : result.problems[0]?.message).toMatch(/ISO 8601 date-time/);
+    }
+    const future = validate(
+      base({
+        join: { clusters: [A], artifact: "*", deadline: "PT1H", since: "2030-06-01T12:00:01Z" },
+      }),
+    );
+    expect(problemFields(future)).toEqual(["join.since"]);
+    expect(future.ok ? "" : future.problems[0]?.message).toMatch(/future/);
+  });
+
   it("names every problem of a bad join", () => {
     const result = validate(
       base({

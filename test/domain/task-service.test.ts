@@ -11,6 +11,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { parseActivity, type TaskwebActivity } from "../../protocol/index.ts";
 import { ApiError } from "../../server/domain/errors.ts";
+import { JOIN_QUEUE } from "../../server/domain/task-joins.ts";
 import {
   createTaskService,
   QUEUES,
@@ -1512,5 +1513,329 @@ describeEachBackend("task service", (backend) => {
         });
       },
     );
+  });
+
+  describe("joins with since", () => {
+    const DAY = 24 * 60 * 60_000;
+
+    /** A cluster this one follows (a join may only list such clusters). */
+    async function followed(label: string): Promise<string> {
+      const publisher = `${REMOTE_ORIGIN}/clusters/${uid(label)}`;
+      await db()
+        .insertInto("following")
+        .values({
+          actor_id: publisher,
+          inbox: `${publisher}/inbox`,
+          shared_inbox: null,
+          follow_id: `${urls.actor}/follows/${uid("f")}`,
+          state: "accepted",
+          updated_at: new Date(),
+        })
+        .execute();
+      return publisher;
+    }
+
+    /**
+     * Applies `publisher`'s ArtifactPublished as the inbox does; with `receivedAt`, the record
+     * is then dated back to that moment, as if it had arrived then.
+     */
+    async function published(
+      publisher: string,
+      name: string,
+      tags: Record<string, string> = {},
+      receivedAt?: Date,
+    ): Promise<string> {
+      const taskUrl = `${publisher}/tasks/${uid("data")}`;
+      const artifactUrl = `${taskUrl}/artifacts/${name}`;
+      const effects = await db()
+        .transaction()
+        .execute((trx) =>
+          tasks.applyPublishedArtifact(
+            {
+              artifactUrl,
+              taskUrl,
+              actorId: publisher,
+              name,
+              contentUrl: `${publisher}/content/${uid("c")}/${name}`,
+              sha256: "0".repeat(64),
+              size: 1,
+              mediaType: "text/csv",
+              ...(Object.keys(tags).length > 0 ? { tags } : {}),
+            },
+            trx,
+          ),
+        );
+      await tasks.runEffects(effects);
+      if (receivedAt != null) {
+        await db()
+          .updateTable("remote_artifacts")
+          .set({ received_at: receivedAt, updated_at: receivedAt })
+          .where("artifact_url", "=", artifactUrl)
+          .execute();
+      }
+      return artifactUrl;
+    }
+
+    function joinTimers(taskId: string): string[] {
+      return jobs.enqueued
+        .filter((e) => e.queue === JOIN_QUEUE && e.jobId.startsWith(`${taskId}/`))
+        .map((e) => e.jobId);
+    }
+
+    it("counts matching artifacts recorded before creation, and runs at once when every cluster delivered", async () => {
+      const [eu, us] = [await followed("eu"), await followed("us")];
+      const fromEu = await published(eu, "public/sales.csv", { period: "2026-11" });
+      const fromUs = await published(us, "public/sales.csv", { period: "2026-11", more: "x" });
+      const taskId = uid("since-all");
+      const before = Date.now();
+      await tasks.createTask({
+        taskId,
+        join: {
+          clusters: [eu, us],
+          artifact: "public/*.csv",
+          tags: { period: "2026-11" },
+          deadline: "PT1H",
+          since: "P7D",
+        },
+        payload: { command: ["true"] },
+      });
+      const shown = await view(taskId);
+      expect(shown.task.state).toBe("pending");
+      expect(dispatched(taskId)).toEqual([`${taskId}/0`]);
+      expect(joinTimers(taskId)).toEqual([]);
+      expect(shown.join).toMatchObject({
+        state: "complete",
+        missing: [],
+        clusters: [
+          { cluster: eu, arrived: true, artifactUrl: fromEu, path: "join/0/public/sales.csv" },
+          { cluster: us, arrived: true, artifactUrl: fromUs, path: "join/1/public/sales.csv" },
+        ],
+      });
+      const since = Date.parse(shown.join?.since ?? "");
+      expect(since).toBeGreaterThanOrEqual(before - 7 * DAY);
+      expect(since).toBeLessThanOrEqual(Date.now() - 7 * DAY);
+      expect(shown.inputs.map((i) => [i.path, i.artifact_url]).sort()).toEqual([
+        ["join/0/public/sales.csv", fromEu],
+        ["join/1/public/sales.csv", fromUs],
+      ]);
+    });
+
+    it("leaves out artifacts recorded before since or not matching, and waits for the rest", async () => {
+      const [eu, us] = [await followed("eu"), await followed("us")];
+      const fromEu = await published(eu, "public/sales.csv", { period: "2026-11" });
+      await published(
+        us,
+        "public/sales.csv",
+        { period: "2026-11" },
+        new Date(Date.now() - 8 * DAY),
+      );
+      await published(us, "public/sales.txt", { period: "2026-11" });
+      await published(us, "public/sales.csv", { period: "2026-10" });
+      await published(us, "public/sales.csv");
+      const taskId = uid("since-some");
+      await tasks.createTask({
+        taskId,
+        join: {
+          clusters: [eu, us],
+          artifact: "public/*.csv",
+          tags: { period: "2026-11" },
+          deadline: "PT1H",
+          since: "P7D",
+        },
+        payload: { command: ["true"] },
+      });
+      expect(await stateOf(taskId)).toBe("unscheduled");
+      expect((await view(taskId)).join).toMatchObject({
+        state: "waiting",
+        clusters: [
+          { cluster: eu, arrived: true, artifactUrl: fromEu },
+          { cluster: us, arrived: false, artifactUrl: null },
+        ],
+        missing: [us],
+      });
+      expect(joinTimers(taskId)).toHaveLength(1);
+      // A later arrival counts as without since, and completes the join.
+      const fromUs = await published(us, "public/sales.csv", { period: "2026-11" });
+      expect(await stateOf(taskId)).toBe("pending");
+      expect((await view(taskId)).join?.clusters[1]).toMatchObject({ artifactUrl: fromUs });
+    });
+
+    it("counts nothing recorded before creation without since", async () => {
+      const eu = await followed("eu");
+      await published(eu, "public/sales.csv", { period: "2026-11" });
+      const taskId = uid("no-since");
+      await tasks.createTask({
+        taskId,
+        join: { clusters: [eu], artifact: "public/*.csv", deadline: "PT1H" },
+        payload: { command: ["true"] },
+      });
+      expect(await stateOf(taskId)).toBe("unscheduled");
+      const join = (await view(taskId)).join;
+      expect(join).toMatchObject({ state: "waiting", missing: [eu] });
+      expect(join).not.toHaveProperty("since");
+      expect((await view(taskId)).inputs).toEqual([]);
+    });
+
+    it("takes each cluster's earliest matching artifact, counting one recorded exactly at since", async () => {
+      const eu = await followed("eu");
+      const now = Date.now();
+      const at = new Date(now - 3 * 60 * 60_000);
+      await published(eu, "public/a.csv", {}, new Date(now - 2 * DAY));
+      await published(eu, "public/c.csv", {}, new Date(now - 60 * 60_000));
+      const earliest = await published(eu, "public/b.csv", {}, at);
+      await published(eu, "public/d.csv", {}, new Date(now - 2 * 60 * 60_000));
+      const taskId = uid("since-earliest");
+      await tasks.createTask({
+        taskId,
+        join: { clusters: [eu], artifact: "public/*", deadline: "PT1H", since: at.toISOString() },
+        payload: { command: ["true"] },
+      });
+      expect((await view(taskId)).join).toMatchObject({
+        state: "complete",
+        since: at.toISOString(),
+        clusters: [{ artifactUrl: earliest, path: "join/0/public/b.csv" }],
+      });
+      expect(await stateOf(taskId)).toBe("pending");
+    });
+
+    it("keeps when an artifact was first recorded when it is recorded again", async () => {
+      const eu = await followed("eu");
+      const first = new Date(Date.now() - DAY);
+      const url = await published(eu, "public/x.csv", { period: "1" }, first);
+      const publisher = url.slice(0, url.indexOf("/tasks/"));
+      await db()
+        .transaction()
+        .execute((trx) =>
+          tasks.applyPublishedArtifact(
+            {
+              artifactUrl: url,
+              taskUrl: url.slice(0, url.indexOf("/artifacts/")),
+              actorId: publisher,
+              name: "public/x.csv",
+              contentUrl: `${publisher}/content/again/public/x.csv`,
+              sha256: "1".repeat(64),
+              size: 2,
+              mediaType: "text/csv",
+              tags: { period: "2" },
+            },
+            trx,
+          ),
+        );
+      const row = await db()
+        .selectFrom("remote_artifacts")
+        .select(["received_at", "updated_at", "tags", "sha256"])
+        .where("artifact_url", "=", url)
+        .executeTakeFirstOrThrow();
+      expect(new Date(row.received_at).getTime()).toBe(first.getTime());
+      expect(new Date(row.updated_at).getTime()).toBeGreaterThan(first.getTime());
+      expect(row).toMatchObject({ tags: { period: "2" }, sha256: "1".repeat(64) });
+    });
+
+    it("completes a join with since in a task graph at creation", async () => {
+      const eu = await followed("eu");
+      const fromEu = await published(eu, "public/sales.csv", { period: "2026-11" });
+      const taskGroupId = uid("since-group");
+      const taskId = uid("since-in-graph");
+      await tasks.createTaskGroup({
+        taskGroupId,
+        tasks: [
+          {
+            taskId,
+            payload: { command: ["true"] },
+            join: {
+              clusters: [eu],
+              tags: { period: "2026-11" },
+              deadline: "PT1H",
+              since: "PT1H",
+            },
+          },
+        ],
+      });
+      expect(await stateOf(taskId)).toBe("pending");
+      expect((await view(taskId)).join?.clusters[0]?.artifactUrl).toBe(fromEu);
+      expect(joinTimers(taskId)).toEqual([]);
+    });
+
+    // An artifact recorded while a join with since is being created: the creation and the
+    // arrival overlap, the first held open while the second runs. Whichever commits second must
+    // count the artifact; on PostgreSQL the second waits for the cluster's following row.
+    for (const first of ["arrival", "creation"] as const) {
+      it(`counts an artifact whose ${first} commits while the other is applied`, async () => {
+        const eu = await followed("eu");
+        const taskUrl = `${eu}/tasks/${uid("data")}`;
+        const arrival = {
+          artifactUrl: `${taskUrl}/artifacts/public/sales.csv`,
+          taskUrl,
+          actorId: eu,
+          name: "public/sales.csv",
+          contentUrl: `${eu}/content/x/public/sales.csv`,
+          sha256: "0".repeat(64),
+          size: 1,
+          mediaType: "text/csv",
+        };
+        const taskId = uid("since-race");
+        const graph = {
+          taskGroupId: uid("since-race-group"),
+          tasks: [
+            {
+              taskId,
+              payload: { command: ["true"] },
+              join: { clusters: [eu], artifact: "public/*", deadline: "PT1H", since: "P1D" },
+            },
+          ],
+        };
+        const held = await db().startTransaction().execute();
+        let second: Promise<unknown>;
+        try {
+          if (first === "arrival") {
+            await tasks.applyPublishedArtifact(arrival, held);
+            second = tasks.createTaskGroup(graph);
+          } else {
+            await tasks.createTaskGroupInTransaction(held, graph);
+            second = db()
+              .transaction()
+              .execute((trx) => tasks.applyPublishedArtifact(arrival, trx));
+          }
+          // Give the second transaction the time to finish, had it not waited for the first.
+          await Promise.race([second, sleep(300)]);
+          await held.commit().execute();
+        } catch (error) {
+          await held.rollback().execute();
+          throw error;
+        }
+        await second;
+        expect((await view(taskId)).join).toMatchObject({
+          state: "complete",
+          clusters: [{ artifactUrl: arrival.artifactUrl }],
+        });
+        expect(await stateOf(taskId)).toBe("pending");
+      });
+    }
+
+    it("refuses a since that does not parse or lies in the future, and creates nothing", async () => {
+      const eu = await followed("eu");
+      await published(eu, "public/sales.csv");
+      for (const since of ["P1W", new Date(Date.now() + 60_000).toISOString()]) {
+        const counts = await rowCounts();
+        const taskId = uid("bad-since");
+        const error = await tasks
+          .createTask({
+            taskId,
+            join: { clusters: [eu], artifact: "public/*", deadline: "PT1H", since },
+            payload: { command: ["true"] },
+          })
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+        expect(error).toBeInstanceOf(ApiError);
+        expect((error as ApiError).code).toBe("InputError");
+        expect((error as ApiError).details).toMatchObject({
+          problems: [{ field: "join.since" }],
+        });
+        expect(await rowCounts()).toEqual(counts);
+        expect(await tasks.getTask(taskId)).toBeUndefined();
+      }
+    });
   });
 });

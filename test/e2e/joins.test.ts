@@ -250,6 +250,26 @@ describeEachBackend("joins", (backend) => {
     const done = await progress(A(), "sales-2026-11");
     expect(done.state).toBe("complete");
     expect(done.missing).toEqual([]);
+
+    // A join created now, with since, counts what already arrived (by its tags on the wire,
+    // so not P2's other period) and runs at once on the same bytes.
+    const late = await api(A(), "POST", "/tasks", {
+      taskId: "sales-2026-11-since",
+      payload: { command: SUMS_COMMAND },
+      join: {
+        clusters: P.map((x) => x.urls.actor),
+        artifact: "public/*.csv",
+        tags: { period: "2026-11" },
+        deadline: "PT10M",
+        since: "PT1H",
+      },
+    });
+    expect(late.status).toBe(201);
+    expect(late.json.state).toBe("pending");
+    expect(await waitForResolution(A(), "sales-2026-11-since")).toBe("completed");
+    expect(await sumsOf(A(), "sales-2026-11-since")).toEqual(
+      digests.map((d, i) => `${d}  join/${i}/public/sales.csv`),
+    );
   }, 180_000);
 
   it("at the deadline runs with what arrived and records the straggler, or fails; the timer survives a restart with its queue lost", async () => {
@@ -258,6 +278,8 @@ describeEachBackend("joins", (backend) => {
       tags: { dataset: "sales", period: "2026-12" },
       deadline: new Date(Date.now() + 60_000).toISOString(),
       atDeadline,
+      // Nothing of period 2026-12 was published before: since changes nothing here.
+      ...(atDeadline === "run" ? { since: "P1D" } : {}),
     });
     expect(
       (
@@ -292,6 +314,7 @@ describeEachBackend("joins", (backend) => {
       expect(show.code).toBe(0);
       expect(show.stdout).toContain("join: waiting; 2 of 3 clusters arrived");
       expect(show.stdout).toContain(`waiting  ${P[2]!.urls.actor}`);
+      expect(show.stdout).toMatch(/counting artifacts recorded since \d{4}-\d{2}-\d{2}T/);
     }
 
     // The queue loses the deadline timers and the aggregator restarts: they are derived again
