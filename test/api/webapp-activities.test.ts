@@ -10,6 +10,7 @@ import { describeEachBackend } from "../support/backends.ts";
 import {
   follow,
   snapshot,
+  waitForDeliveries,
   startTestCluster,
   TEST_TOKEN,
   waitFor,
@@ -166,7 +167,9 @@ describeEachBackend("task activities", (backend) => {
       },
     ]);
 
-    // A redelivered activity is recorded once: the list does not change.
+    // A redelivered activity is recorded once: the list does not change. (Everything A sent,
+    // its task groups' resolutions too, has arrived before the snapshot.)
+    await waitForDeliveries(A);
     const before = await snapshot(B);
     const replay = await signedPost(B.urls.inbox, aboutBuild[0]!.activity, {
       key: await clusterRsaKey(A),
