@@ -8,6 +8,7 @@
  * after commit, and what it enqueues is part of what these tests check.
  */
 import { createHash, randomBytes } from "node:crypto";
+import type { Transaction } from "kysely";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { parseActivity, type TaskwebActivity } from "../../protocol/index.ts";
 import { ApiError } from "../../server/domain/errors.ts";
@@ -16,12 +17,14 @@ import {
   createTaskService,
   QUEUES,
   type NewArtifact,
+  type RemoteArtifactReport,
   type RemoteTaskReport,
   type RunOutcome,
   type TaskService,
 } from "../../server/domain/task-service.ts";
 import { createClusterUrls } from "../../server/federation/cluster-urls.ts";
 import { openDatabase, sql, type Database } from "../../server/store/database.ts";
+import type { DatabaseSchema } from "../../server/store/schema.ts";
 import { migrateToLatest } from "../../server/store/migrate.ts";
 import { describeEachBackend } from "../support/backends.ts";
 import { createRecordingJobQueue } from "../support/recording-job-queue.ts";
@@ -80,6 +83,65 @@ describeEachBackend("task service", (backend) => {
   });
 
   const db = () => database.db;
+
+  /**
+   * Two transactions that overlap: `first` runs in a transaction held open while `second`
+   * starts; once `second` has had the time to finish had it not waited for the first (300 ms),
+   * the held one ends with `last` (if given) and commits. On PostgreSQL a `second` that needs
+   * a row `first` locked waits for that commit; PGlite runs one transaction at a time anyway.
+   * @returns what `second` returned.
+   */
+  async function overlapping<T>(
+    first: (held: Transaction<DatabaseSchema>) => Promise<unknown>,
+    second: () => Promise<T>,
+    last?: (held: Transaction<DatabaseSchema>) => Promise<unknown>,
+  ): Promise<T> {
+    const held = await db().startTransaction().execute();
+    let started: Promise<T>;
+    try {
+      await first(held);
+      started = second();
+      await Promise.race([started, sleep(300)]);
+      await last?.(held);
+      await held.commit().execute();
+    } catch (error) {
+      await held.rollback().execute();
+      throw error;
+    }
+    return await started;
+  }
+
+  /** A cluster this one follows (a join may only list such clusters). */
+  async function followed(label: string): Promise<string> {
+    const publisher = `${REMOTE_ORIGIN}/clusters/${uid(label)}`;
+    await db()
+      .insertInto("following")
+      .values({
+        actor_id: publisher,
+        inbox: `${publisher}/inbox`,
+        shared_inbox: null,
+        follow_id: `${urls.actor}/follows/${uid("f")}`,
+        state: "accepted",
+        updated_at: new Date(),
+      })
+      .execute();
+    return publisher;
+  }
+
+  /** An artifact `publisher` published, as its ArtifactPublished reports it. */
+  function publishedArtifact(publisher: string, name = "public/data.csv"): RemoteArtifactReport {
+    const taskUrl = `${publisher}/tasks/${uid("data")}`;
+    return {
+      artifactUrl: `${taskUrl}/artifacts/${name}`,
+      taskUrl,
+      actorId: publisher,
+      name,
+      contentUrl: `${publisher}/content/${uid("c")}/${name}`,
+      sha256: "0".repeat(64),
+      size: 1,
+      mediaType: "text/csv",
+    };
+  }
 
   async function view(taskId: string) {
     const found = await tasks.getTask(taskId);
@@ -484,16 +546,15 @@ describeEachBackend("task service", (backend) => {
           await sleep(20);
         }
         const seq = await lastOutboxSeq();
-        const held = await db().startTransaction().execute();
-        let second: Promise<unknown>;
-        try {
-          await held
-            .selectFrom("tasks")
-            .select("state")
-            .where("task_id", "=", taskId)
-            .forUpdate()
-            .executeTakeFirstOrThrow();
-          second =
+        const result = await overlapping<unknown>(
+          (held) =>
+            held
+              .selectFrom("tasks")
+              .select("state")
+              .where("task_id", "=", taskId)
+              .forUpdate()
+              .executeTakeFirstOrThrow(),
+          () =>
             operation === "claimRun"
               ? tasks.claimRun(taskId, 0, "worker-1", LEASE_MS)
               : operation === "resolveRun"
@@ -505,32 +566,28 @@ describeEachBackend("task service", (backend) => {
                   )
                 : operation === "handBackRun"
                   ? tasks.handBackRun(taskId, 0, "worker-1")
-                  : tasks.reapExpiredClaims();
-          // Give the worker's operation the time to reach the rows, had it not waited.
-          await Promise.race([second, sleep(300)]);
-          const now = new Date();
-          await held
-            .updateTable("runs")
-            .set({
-              state: "exception",
-              reason_resolved: "canceled",
-              resolved_at: now,
-              taken_until: null,
-            })
-            .where("task_id", "=", taskId)
-            .where("state", "in", ["pending", "running"])
-            .execute();
-          await held
-            .updateTable("tasks")
-            .set({ state: "exception", resolved_at: now, updated_at: now })
-            .where("task_id", "=", taskId)
-            .execute();
-          await held.commit().execute();
-        } catch (error) {
-          await held.rollback().execute();
-          throw error;
-        }
-        const result = await second;
+                  : tasks.reapExpiredClaims(),
+          async (held) => {
+            // The cancel closes the run and the task.
+            const now = new Date();
+            await held
+              .updateTable("runs")
+              .set({
+                state: "exception",
+                reason_resolved: "canceled",
+                resolved_at: now,
+                taken_until: null,
+              })
+              .where("task_id", "=", taskId)
+              .where("state", "in", ["pending", "running"])
+              .execute();
+            await held
+              .updateTable("tasks")
+              .set({ state: "exception", resolved_at: now, updated_at: now })
+              .where("task_id", "=", taskId)
+              .execute();
+          },
+        );
         if (operation === "claimRun") expect(result).toBeUndefined();
         if (operation === "resolveRun" || operation === "handBackRun") expect(result).toBe(false);
         const found = await view(taskId);
@@ -907,18 +964,7 @@ describeEachBackend("task service", (backend) => {
     // is held open while the second runs; on PostgreSQL the second must wait for the task row.
     for (const first of ["join arrival", "dependency"] as const) {
       it(`schedules a joining task when its ${first} commits while the other condition is applied`, async () => {
-        const publisher = `${REMOTE_ORIGIN}/clusters/${uid("pub")}`;
-        await db()
-          .insertInto("following")
-          .values({
-            actor_id: publisher,
-            inbox: `${publisher}/inbox`,
-            shared_inbox: null,
-            follow_id: `${urls.actor}/follows/${uid("f")}`,
-            state: "accepted",
-            updated_at: new Date(),
-          })
-          .execute();
+        const publisher = await followed("pub");
         const remote = remoteTaskUrl("input");
         const taskId = uid("joining");
         await tasks.createTask({
@@ -927,37 +973,21 @@ describeEachBackend("task service", (backend) => {
           join: { clusters: [publisher], artifact: "public/*", deadline: "PT10M" },
           payload: { command: ["true"] },
         });
-        const published = `${publisher}/tasks/${uid("data")}`;
-        const arrival = {
-          artifactUrl: `${published}/artifacts/public/data.csv`,
-          taskUrl: published,
-          actorId: publisher,
-          name: "public/data.csv",
-          contentUrl: `${publisher}/content/x/public/data.csv`,
-          sha256: "0".repeat(64),
-          size: 1,
-          mediaType: "text/csv",
-        };
-        const held = await db().startTransaction().execute();
-        let second: Promise<unknown>;
-        try {
-          if (first === "join arrival") {
-            await tasks.applyPublishedArtifact(arrival, held);
-            second = tasks.applyRemoteTask(report(remote, "completed"));
-          } else {
-            await tasks.applyRemoteTask(report(remote, "completed"), held);
-            second = db()
-              .transaction()
-              .execute((trx) => tasks.applyPublishedArtifact(arrival, trx));
-          }
-          // Give the second transaction the time to finish, had it not waited for the first.
-          await Promise.race([second, sleep(300)]);
-          await held.commit().execute();
-        } catch (error) {
-          await held.rollback().execute();
-          throw error;
+        const arrival = publishedArtifact(publisher);
+        if (first === "join arrival") {
+          await overlapping(
+            (held) => tasks.applyPublishedArtifact(arrival, held),
+            () => tasks.applyRemoteTask(report(remote, "completed")),
+          );
+        } else {
+          await overlapping(
+            (held) => tasks.applyRemoteTask(report(remote, "completed"), held),
+            () =>
+              db()
+                .transaction()
+                .execute((trx) => tasks.applyPublishedArtifact(arrival, trx)),
+          );
         }
-        await second;
         expect(await stateOf(taskId)).toBe("pending");
       });
     }
@@ -967,18 +997,7 @@ describeEachBackend("task service", (backend) => {
     // deadline job runs; on PostgreSQL the job must wait for the join's row and then find the
     // join complete, and neither fail the task scheduled by the arrival nor schedule it again.
     it("settles a join once when its deadline job runs while its last arrival commits", async () => {
-      const publisher = `${REMOTE_ORIGIN}/clusters/${uid("pub")}`;
-      await db()
-        .insertInto("following")
-        .values({
-          actor_id: publisher,
-          inbox: `${publisher}/inbox`,
-          shared_inbox: null,
-          follow_id: `${urls.actor}/follows/${uid("f")}`,
-          state: "accepted",
-          updated_at: new Date(),
-        })
-        .execute();
+      const publisher = await followed("pub");
       const taskId = uid("joining");
       await tasks.createTask({
         taskId,
@@ -996,30 +1015,12 @@ describeEachBackend("task service", (backend) => {
         .set({ deadline: new Date(Date.now() - 1000) })
         .where("task_id", "=", taskId)
         .execute();
-      const published = `${publisher}/tasks/${uid("data")}`;
-      const arrival = {
-        artifactUrl: `${published}/artifacts/public/data.csv`,
-        taskUrl: published,
-        actorId: publisher,
-        name: "public/data.csv",
-        contentUrl: `${publisher}/content/x/public/data.csv`,
-        sha256: "0".repeat(64),
-        size: 1,
-        mediaType: "text/csv",
-      };
-      const held = await db().startTransaction().execute();
-      let deadline: Promise<string>;
-      try {
-        await tasks.applyPublishedArtifact(arrival, held);
-        deadline = tasks.closeJoin(taskId);
-        // Give the deadline job the time to finish, had it not waited for the arrival.
-        await Promise.race([deadline, sleep(300)]);
-        await held.commit().execute();
-      } catch (error) {
-        await held.rollback().execute();
-        throw error;
-      }
-      expect(await deadline).toBe("nothing-to-do");
+      const arrival = publishedArtifact(publisher);
+      const deadline = await overlapping(
+        (held) => tasks.applyPublishedArtifact(arrival, held),
+        () => tasks.closeJoin(taskId),
+      );
+      expect(deadline).toBe("nothing-to-do");
       const { task, runs, join } = await view(taskId);
       expect(task.state).toBe("pending");
       expect(runs.map((r) => [r.run_id, r.state])).toEqual([[0, "pending"]]);
@@ -1335,12 +1336,10 @@ describeEachBackend("task service", (backend) => {
           source: "activity",
           artifacts: [],
         };
-        const held = await db().startTransaction().execute();
-        let second: Promise<unknown>;
-        try {
+        await overlapping<unknown>(
           // The last active task fails with its dependency, and the group resolves.
-          await tasks.applyRemoteTask(failed, held);
-          second =
+          (held) => tasks.applyRemoteTask(failed, held),
+          () =>
             rejoin === "rerun"
               ? tasks.rerunTask(rejoining)
               : rejoin === "activation"
@@ -1349,15 +1348,8 @@ describeEachBackend("task service", (backend) => {
                     taskId: rejoining,
                     taskGroupId,
                     payload: { command: ["true"] },
-                  });
-          // Give the second transaction the time to finish, had it not waited for the first.
-          await Promise.race([second, sleep(300)]);
-          await held.commit().execute();
-        } catch (error) {
-          await held.rollback().execute();
-          throw error;
-        }
-        await second;
+                  }),
+        );
         expect(await stateOf(last)).toBe("exception");
         expect(await stateOf(rejoining)).toBe("pending");
         expect((await tasks.getTaskGroupTally(taskGroupId))?.resolvedAt).toBeUndefined();
@@ -1517,23 +1509,6 @@ describeEachBackend("task service", (backend) => {
 
   describe("joins with since", () => {
     const DAY = 24 * 60 * 60_000;
-
-    /** A cluster this one follows (a join may only list such clusters). */
-    async function followed(label: string): Promise<string> {
-      const publisher = `${REMOTE_ORIGIN}/clusters/${uid(label)}`;
-      await db()
-        .insertInto("following")
-        .values({
-          actor_id: publisher,
-          inbox: `${publisher}/inbox`,
-          shared_inbox: null,
-          follow_id: `${urls.actor}/follows/${uid("f")}`,
-          state: "accepted",
-          updated_at: new Date(),
-        })
-        .execute();
-      return publisher;
-    }
 
     /**
      * Applies `publisher`'s ArtifactPublished as the inbox does; with `receivedAt`, the record
@@ -1762,17 +1737,7 @@ describeEachBackend("task service", (backend) => {
     for (const first of ["arrival", "creation"] as const) {
       it(`counts an artifact whose ${first} commits while the other is applied`, async () => {
         const eu = await followed("eu");
-        const taskUrl = `${eu}/tasks/${uid("data")}`;
-        const arrival = {
-          artifactUrl: `${taskUrl}/artifacts/public/sales.csv`,
-          taskUrl,
-          actorId: eu,
-          name: "public/sales.csv",
-          contentUrl: `${eu}/content/x/public/sales.csv`,
-          sha256: "0".repeat(64),
-          size: 1,
-          mediaType: "text/csv",
-        };
+        const arrival = publishedArtifact(eu, "public/sales.csv");
         const taskId = uid("since-race");
         const graph = {
           taskGroupId: uid("since-race-group"),
@@ -1784,26 +1749,20 @@ describeEachBackend("task service", (backend) => {
             },
           ],
         };
-        const held = await db().startTransaction().execute();
-        let second: Promise<unknown>;
-        try {
-          if (first === "arrival") {
-            await tasks.applyPublishedArtifact(arrival, held);
-            second = tasks.createTaskGroup(graph);
-          } else {
-            await tasks.createTaskGroupInTransaction(held, graph);
-            second = db()
-              .transaction()
-              .execute((trx) => tasks.applyPublishedArtifact(arrival, trx));
-          }
-          // Give the second transaction the time to finish, had it not waited for the first.
-          await Promise.race([second, sleep(300)]);
-          await held.commit().execute();
-        } catch (error) {
-          await held.rollback().execute();
-          throw error;
+        if (first === "arrival") {
+          await overlapping(
+            (held) => tasks.applyPublishedArtifact(arrival, held),
+            () => tasks.createTaskGroup(graph),
+          );
+        } else {
+          await overlapping(
+            (held) => tasks.createTaskGroupInTransaction(held, graph),
+            () =>
+              db()
+                .transaction()
+                .execute((trx) => tasks.applyPublishedArtifact(arrival, trx)),
+          );
         }
-        await second;
         expect((await view(taskId)).join).toMatchObject({
           state: "complete",
           clusters: [{ artifactUrl: arrival.artifactUrl }],
