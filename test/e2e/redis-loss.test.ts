@@ -60,11 +60,14 @@ describeServerBackend("losing Redis's data", (backend) => {
     b = await startTestCluster(backend, "downstream");
     await follow(b.current(), a.current());
   });
+  /**
+   * Empties the cluster's Redis. (The cluster's own processes write again at once, queue
+   * markers and limits, so the database is not observed empty afterwards.)
+   */
   const flushAll = async () => {
     const admin = new Redis(redisUrl);
     try {
       expect(await admin.flushall()).toBe("OK");
-      expect(await admin.dbsize()).toBe(0);
     } finally {
       admin.disconnect();
     }
@@ -118,13 +121,7 @@ describeServerBackend("losing Redis's data", (backend) => {
     });
     expect(await A.jobs.depth("tasks")).toBe(ids.length);
 
-    const admin = new Redis(redisUrl);
-    try {
-      expect(await admin.flushall()).toBe("OK");
-      expect(await admin.dbsize()).toBe(0);
-    } finally {
-      admin.disconnect();
-    }
+    await flushAll();
     await writeFile(gate, "");
 
     for (const taskId of ["blocker", ...ids]) {
