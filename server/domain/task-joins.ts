@@ -148,20 +148,32 @@ export async function insertJoin(
     .orderBy("actor_id")
     .forNoKeyUpdate()
     .execute();
-  let delivered = 0;
   for (const [position, actorId] of def.join.clusters.entries()) {
     const found = await earliestMatch(trx, def.join, actorId, since);
-    if (found == null) continue;
-    await deliver(trx, def.taskId, position, found);
-    delivered++;
+    if (found != null) await deliver(trx, def.taskId, position, found);
   }
-  if (delivered < def.join.clusters.length) return { taskId: def.taskId, dueAt };
+  return (await completeIfAllArrived(trx, def.taskId)) ? undefined : { taskId: def.taskId, dueAt };
+}
+
+/**
+ * Marks the join of `taskId` complete when every cluster has delivered.
+ * @returns whether it did.
+ */
+async function completeIfAllArrived(trx: Trx, taskId: string): Promise<boolean> {
+  const waiting = await trx
+    .selectFrom("task_join_clusters")
+    .select("actor_id")
+    .where("task_id", "=", taskId)
+    .where("arrived_at", "is", null)
+    .limit(1)
+    .executeTakeFirst();
+  if (waiting != null) return false;
   await trx
     .updateTable("task_joins")
     .set({ state: "complete", settled_at: new Date() })
-    .where("task_id", "=", def.taskId)
+    .where("task_id", "=", taskId)
     .execute();
-  return undefined;
+  return true;
 }
 
 /** `glob` as a LIKE pattern that keeps at least what {@link globToRegExp} matches. */
@@ -286,21 +298,7 @@ export async function recordJoinArrival(trx: Trx, artifact: JoinCandidate): Prom
       .executeTakeFirst();
     if (locked?.state !== "waiting") continue;
     if (!(await deliver(trx, c.task_id, c.position, artifact))) continue;
-    const waiting = await trx
-      .selectFrom("task_join_clusters")
-      .select("actor_id")
-      .where("task_id", "=", c.task_id)
-      .where("arrived_at", "is", null)
-      .limit(1)
-      .executeTakeFirst();
-    if (waiting == null) {
-      await trx
-        .updateTable("task_joins")
-        .set({ state: "complete", settled_at: new Date() })
-        .where("task_id", "=", c.task_id)
-        .execute();
-      complete.push(c.task_id);
-    }
+    if (await completeIfAllArrived(trx, c.task_id)) complete.push(c.task_id);
   }
   return complete;
 }

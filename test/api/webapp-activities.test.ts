@@ -169,7 +169,7 @@ describeEachBackend("task activities", (backend) => {
 
     // A redelivered activity is recorded once: the list does not change. (Everything A sent,
     // its task groups' resolutions too, has arrived before the snapshot.)
-    await waitForDeliveries(A);
+    await waitForDeliveries([A]);
     const before = await snapshot(B);
     const replay = await signedPost(B.urls.inbox, aboutBuild[0]!.activity, {
       key: await clusterRsaKey(A),

@@ -117,7 +117,7 @@ describe(`relays with provenance on ${backend.name}`, () => {
   /** An Announce from M embedding `original`, signed over HTTP by M's key. */
   async function relay(original: Record<string, unknown>) {
     // What A published and M relayed earlier has all arrived: only this Announce may change F.
-    await waitForDeliveries(A, M);
+    await waitForDeliveries([A, M]);
     const before = await everything(F);
     const refusedBefore = f.events.filter(
       (e) => e.type === "inbox" && e.outcome.outcome === "ignored",

@@ -12,7 +12,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { configure, reset, type LogRecord } from "@logtape/logtape";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { buildTaskCompleted, CONTEXT } from "../../protocol/index.ts";
+import { CONTEXT } from "../../protocol/index.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { createActivityApplier, type InboxOutcome } from "../../server/federation/inbox.ts";
 import {
@@ -26,6 +26,7 @@ import { createOutboundFetch } from "../../server/outbound/checked-fetch.ts";
 import { createCheckedDocumentLoader } from "../../server/outbound/document-loader.ts";
 import { describeEachBackend } from "../support/backends.ts";
 import { startTestCluster, type TestCluster } from "../support/clusters.ts";
+import { completionBy } from "../support/inbox-input.ts";
 
 type Document = Record<string, unknown>;
 
@@ -87,25 +88,11 @@ describeEachBackend("catch-up across origins", (backend) => {
 
   /** A TaskCompleted as the followee (or `actor`) would publish it, with ids on `origin`. */
   const completion = (origin: string, actor: string, taskOrigin = origin) =>
-    buildTaskCompleted({
-      id: `${origin}/activities/${randomUUID()}`,
+    completionBy(
       actor,
-      published: new Date(),
-      to: [`${actor}/followers`],
-      task: {
-        id: `${taskOrigin}/clusters/x/tasks/${randomUUID()}`,
-        attributedTo: actor,
-        name: "t",
-        taskGroup: `${taskOrigin}/clusters/x/task-groups/g`,
-        taskState: "completed",
-        runId: 0,
-        reasonResolved: "completed",
-        resolved: new Date(),
-        requires: "all-completed",
-        dependencies: [],
-        artifacts: [],
-      },
-    }) as unknown as Document;
+      `${taskOrigin}/clusters/x/tasks/${randomUUID()}`,
+      `${origin}/activities/${randomUUID()}`,
+    ) as unknown as Document;
 
   /**
    * Publishes an actor `name` on the followee's origin whose outbox's first page is `first`

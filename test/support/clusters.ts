@@ -205,25 +205,32 @@ export async function artifactDigest(
  * followers and every delivery was answered (or given up): what they sent has been applied.
  * Give the clusters in the order activities flow (an origin before a relay).
  */
-export async function waitForDeliveries(...clusters: RunningCluster[]): Promise<void> {
+export async function waitForDeliveries(
+  clusters: readonly RunningCluster[],
+  timeoutMs?: number,
+): Promise<void> {
   for (const cluster of clusters) {
-    await waitFor(`${cluster.urls.actor} to deliver what it published`, async () => {
-      const db = cluster.database.db;
-      const unsent = await db
-        .selectFrom("outbox")
-        .select("activity_id")
-        .where("fanned_out_at", "is", null)
-        .limit(1)
-        .execute();
-      const open = await db
-        .selectFrom("deliveries")
-        .select("activity_id")
-        .where("delivered_at", "is", null)
-        .where("abandoned_at", "is", null)
-        .limit(1)
-        .execute();
-      return unsent.length === 0 && open.length === 0 ? true : undefined;
-    });
+    await waitFor(
+      `${cluster.urls.actor} to deliver what it published`,
+      async () => {
+        const db = cluster.database.db;
+        const unsent = await db
+          .selectFrom("outbox")
+          .select("activity_id")
+          .where("fanned_out_at", "is", null)
+          .limit(1)
+          .execute();
+        const open = await db
+          .selectFrom("deliveries")
+          .select("activity_id")
+          .where("delivered_at", "is", null)
+          .where("abandoned_at", "is", null)
+          .limit(1)
+          .execute();
+        return unsent.length === 0 && open.length === 0 ? true : undefined;
+      },
+      timeoutMs,
+    );
   }
 }
 

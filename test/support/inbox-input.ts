@@ -10,20 +10,19 @@ import { buildTaskCompleted } from "../../protocol/index.ts";
 import type { RunningCluster } from "../../server/cluster.ts";
 import { queueDepths, snapshot, type TestCluster } from "./clusters.ts";
 
-/** A TaskCompleted as `actor` would send it, about `taskUrl`. */
-export function taskCompleted(
-  actor: RunningCluster,
-  taskUrl: string,
-  overrides: { id?: string } = {},
-) {
+/**
+ * A TaskCompleted with id `id` by the actor `actor` (to its followers) about `taskUrl`, whose
+ * task group is on the task's origin.
+ */
+export function completionBy(actor: string, taskUrl: string, id: string) {
   return buildTaskCompleted({
-    id: overrides.id ?? actor.urls.activity(randomUUID()),
-    actor: actor.urls.actor,
+    id,
+    actor,
     published: new Date(),
-    to: [actor.urls.followers],
+    to: [`${actor}/followers`],
     task: {
       id: taskUrl,
-      attributedTo: actor.urls.actor,
+      attributedTo: actor,
       name: "forged",
       taskGroup: `${new URL(taskUrl).origin}/clusters/x/task-groups/g`,
       taskState: "completed",
@@ -35,6 +34,15 @@ export function taskCompleted(
       artifacts: [],
     },
   });
+}
+
+/** A TaskCompleted as `actor` would send it, about `taskUrl`. */
+export function taskCompleted(
+  actor: RunningCluster,
+  taskUrl: string,
+  overrides: { id?: string } = {},
+) {
+  return completionBy(actor.urls.actor, taskUrl, overrides.id ?? actor.urls.activity(randomUUID()));
 }
 
 /** The reasons `cluster` reported since event number `since` (refusals and ignorals). */
