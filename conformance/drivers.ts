@@ -169,6 +169,12 @@ export function manualDriver(
 ): Driver {
   const rl = createInterface({ input, output });
   const ask = async (q: string) => (await rl.question(`\n[operator] ${q}\n> `)).trim();
+  /** Asks for a task to be created (`request` ends by asking its id), then for its URL. */
+  const askTask = async (request: string): Promise<CreatedTask> => {
+    const taskId = await ask(request);
+    const url = await ask("Its URL (empty if unknown):");
+    return { taskId, ...(url !== "" ? { url } : {}) };
+  };
   return {
     name: "manual",
     capabilities: new Set([
@@ -181,37 +187,29 @@ export function manualDriver(
       "consume-input",
     ]),
     async createCompletingTask() {
-      const taskId = await ask(
+      return await askTask(
         "Create a task on the server under test that completes and publishes one artifact. " +
           "Enter its task id (then its URL on the next line, or leave empty):",
       );
-      const url = await ask("Its URL (empty if unknown):");
-      return { taskId, ...(url !== "" ? { url } : {}) };
     },
     async createFailingTask() {
-      const taskId = await ask(
+      return await askTask(
         "Create a task on the server under test that runs and fails (its command exits non-zero). " +
           "Enter its task id:",
       );
-      const url = await ask("Its URL (empty if unknown):");
-      return { taskId, ...(url !== "" ? { url } : {}) };
     },
     async createTaggedTask(tags) {
-      const taskId = await ask(
+      return await askTask(
         `Create a task that completes and publishes one artifact, with the tags ${JSON.stringify(tags)}. ` +
           "Enter its task id:",
       );
-      const url = await ask("Its URL (empty if unknown):");
-      return { taskId, ...(url !== "" ? { url } : {}) };
     },
     async createConsumingTask(inputs) {
       const list = inputs.map((i) => `${i.artifact} of ${i.task}`).join(", ");
-      const taskId = await ask(
+      return await askTask(
         `Create a task that consumes the artifact(s) ${list} as inputs, then completes and publishes one artifact. ` +
           "Enter its task id:",
       );
-      const url = await ask("Its URL (empty if unknown):");
-      return { taskId, ...(url !== "" ? { url } : {}) };
     },
     async createWaitingTask(dependencies) {
       const taskId = await ask(
