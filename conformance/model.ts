@@ -77,6 +77,9 @@ export interface Report {
 export const pass = (message?: string): Verdict =>
   message != null ? { outcome: "pass", message } : { outcome: "pass" };
 export const fail = (message: string): Verdict => ({ outcome: "fail", message });
+/** Whether `v` is a verdict (and not the value a step returns when it has one). */
+export const isVerdict = (v: unknown): v is Verdict =>
+  v != null && typeof v === "object" && "outcome" in v;
 export const notObservable = (message: string): Verdict => ({
   outcome: "not-observable",
   message,

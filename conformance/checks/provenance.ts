@@ -24,7 +24,7 @@ import {
   type Context,
   type DeliveredTask,
 } from "../context.ts";
-import { fail, NotObservable, pass, type Check, type Verdict } from "../model.ts";
+import { fail, isVerdict, NotObservable, pass, type Check, type Verdict } from "../model.ts";
 import { getJson } from "./discovery.ts";
 
 type Json = Record<string, unknown>;
@@ -125,10 +125,6 @@ async function consumingCompleted(
     );
   }
   return { expected, activity };
-}
-
-function isVerdict(v: unknown): v is Verdict {
-  return v != null && typeof v === "object" && "outcome" in v;
 }
 
 /** Undefined when `task.inputs` lists `expected` exactly; otherwise what is wrong. */

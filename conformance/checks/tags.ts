@@ -20,7 +20,7 @@ import {
   type Context,
   type DeliveredTask,
 } from "../context.ts";
-import { fail, NotObservable, pass, type Check, type Verdict } from "../model.ts";
+import { fail, isVerdict, NotObservable, pass, type Check, type Verdict } from "../model.ts";
 import { getJson } from "./discovery.ts";
 
 type Json = Record<string, unknown>;
@@ -55,10 +55,6 @@ async function taggedCompleted(
     return fail(`the tagged task was announced by a ${String(activity.type)}, not a TaskCompleted`);
   }
   return { tags, delivered, activity };
-}
-
-function isVerdict(v: unknown): v is Verdict {
-  return v != null && typeof v === "object" && "outcome" in v;
 }
 
 export function artifactsOf(task: unknown): Json[] {
